@@ -1,0 +1,254 @@
+// Applies journal entries to the backup's target, in order. Re-applying the last entry after a crash is harmless:
+// every operation is written so that applying it to a tree that already has it changes nothing.
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { getAttribute, removeAttribute, setAttribute } from 'fs-xattr';
+import { ApplyError, codeOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import { timestampToSeconds, type JournalEntry } from '../journal/entry.js';
+import { Target } from './target.js';
+
+const C = fs.constants;
+const OPEN_FILES = 64;
+
+/** Errors that mean "the backup cannot take data now" (disk full, read-only, I/O): stop and retry later, never skip. */
+const RETRYABLE = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'ENOMEM']);
+
+export function isRetryable(err: unknown): boolean {
+  return RETRYABLE.has(codeOf(err) ?? '');
+}
+
+export class Applier {
+  readonly target: Target;
+  /** Open files by absolute path, most recent last; closed whenever names change. */
+  private readonly files = new Map<string, FileHandle>();
+  private readonly dirtyFiles = new Set<FileHandle>();
+  private readonly dirtyDirs = new Set<string>();
+  divergences = 0;
+
+  constructor(root: string, private readonly log: Logger) {
+    this.target = new Target(root);
+  }
+
+  /** Applies one entry. PathEscapeError and retryable errors are thrown; a divergence is logged and counted. */
+  async apply(e: JournalEntry): Promise<void> {
+    try {
+      await this.applyOp(e);
+      for (const [p, atime, mtime] of e.stamps ?? []) {
+        await fs.promises.lutimes(await this.target.resolve(p, { allowRoot: true }), timestampToSeconds(atime), timestampToSeconds(mtime));
+      }
+    } catch (err) {
+      if (err instanceof ApplyError || isRetryable(err) || !codeOf(err)) throw err;
+      this.divergences++;
+      this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed on the backup; the trees differ until repaired');
+    }
+  }
+
+  /** Makes everything applied so far durable: file data, then the directories whose entries changed. */
+  async sync(): Promise<void> {
+    for (const fh of this.dirtyFiles) await fh.datasync();
+    this.dirtyFiles.clear();
+    for (const dir of this.dirtyDirs) {
+      const fh = await fs.promises.open(dir, C.O_RDONLY | C.O_DIRECTORY).catch(() => undefined);
+      if (fh) {
+        await fh.sync();
+        await fh.close();
+      }
+    }
+    this.dirtyDirs.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.sync();
+    await this.closeFiles();
+  }
+
+  private async applyOp(e: JournalEntry): Promise<void> {
+    const t = this.target;
+    switch (e.op) {
+      case 'write': {
+        const fh = await this.file(await t.resolve(e.path));
+        await fh.write(e.data, 0, e.data.length, e.offset);
+        this.dirtyFiles.add(fh);
+        return;
+      }
+      case 'truncate': {
+        const fh = await this.file(await t.resolve(e.path));
+        await fh.truncate(e.size);
+        this.dirtyFiles.add(fh);
+        return;
+      }
+      case 'create': {
+        const abs = await t.resolve(e.path);
+        await this.forget(abs);
+        const fh = await fs.promises.open(abs, C.O_CREAT | C.O_TRUNC | C.O_WRONLY | C.O_NOFOLLOW, e.mode);
+        await fh.chmod(e.mode);
+        await fh.chown(e.uid, e.gid);
+        this.remember(abs, fh);
+        this.dirtyFiles.add(fh);
+        this.dirtyDirs.add(path.dirname(abs));
+        return;
+      }
+      case 'mkdir': {
+        const abs = await t.resolve(e.path);
+        await fs.promises.mkdir(abs, e.mode).catch((err) => ignoreIf(err, 'EEXIST'));
+        await fs.promises.chmod(abs, e.mode);
+        await fs.promises.lchown(abs, e.uid, e.gid);
+        this.dirtyDirs.add(path.dirname(abs));
+        return;
+      }
+      case 'symlink': {
+        const abs = await t.resolve(e.path);
+        await this.replaceName(abs, () => fs.promises.symlink(e.target, abs), async () => (await fs.promises.readlink(abs)) === e.target);
+        await fs.promises.lchown(abs, e.uid, e.gid);
+        return;
+      }
+      case 'link': {
+        const from = await t.resolve(e.path);
+        const to = await t.resolve(e.to);
+        await this.replaceName(to, () => fs.promises.link(from, to), async () => sameInode(from, to));
+        return;
+      }
+      case 'unlink': {
+        const abs = await t.resolve(e.path);
+        await this.namesChange(abs);
+        await fs.promises.unlink(abs).catch((err) => ignoreIf(err, 'ENOENT'));
+        return;
+      }
+      case 'rmdir': {
+        const abs = await t.resolve(e.path);
+        await this.namesChange(abs);
+        await fs.promises.rmdir(abs).catch((err) => ignoreIf(err, 'ENOENT'));
+        return;
+      }
+      case 'rename': {
+        const from = await t.resolve(e.path);
+        const to = await t.resolve(e.to);
+        await this.namesChange(from, to);
+        await fs.promises.rename(from, to).catch(async (err) => {
+          // Already applied before a crash: the source is gone and the destination is there.
+          if (codeOf(err) === 'ENOENT' && (await exists(to))) return;
+          throw err;
+        });
+        return;
+      }
+      case 'chmod': {
+        const abs = await t.resolve(e.path, { allowRoot: true });
+        if (!(await fs.promises.lstat(abs)).isSymbolicLink()) await fs.promises.chmod(abs, e.mode);
+        return;
+      }
+      case 'chown':
+        return fs.promises.lchown(await t.resolve(e.path, { allowRoot: true }), e.uid, e.gid);
+      case 'times':
+        return; // the stamps carry the times
+      case 'setxattr': {
+        const abs = await t.resolve(e.path, { allowRoot: true });
+        if ((await fs.promises.lstat(abs)).isSymbolicLink()) return;
+        return setAttribute(abs, e.name, Buffer.from(e.value));
+      }
+      case 'removexattr': {
+        const abs = await t.resolve(e.path, { allowRoot: true });
+        if ((await getAttribute(abs, e.name).then(() => true, () => false))) await removeAttribute(abs, e.name);
+        return;
+      }
+      case 'fsync': {
+        const fh = this.files.get(await t.resolve(e.path));
+        if (fh) await fh.datasync();
+        return;
+      }
+      case 'baseline-end':
+        return this.prune(new Set(e.paths));
+      default:
+        throw new ApplyError(`unknown operation ${(e as { op: unknown }).op}`, { seq: (e as JournalEntry).seq });
+    }
+  }
+
+  /** After the initial copy, removes from the target what the primary does not have. */
+  private async prune(keep: Set<string>): Promise<void> {
+    await this.closeFiles();
+    this.target.namesChanged();
+    const walk = async (rel: string): Promise<void> => {
+      const abs = rel === '/' ? this.target.root : this.target.root + rel;
+      for (const ent of await fs.promises.readdir(abs, { withFileTypes: true })) {
+        const child = path.posix.join(rel, ent.name);
+        if (!keep.has(child)) {
+          this.log.warn({ path: child }, 'baseline: removing from the backup a path the primary does not have');
+          await fs.promises.rm(this.target.root + child, { recursive: true, force: true });
+        } else if (ent.isDirectory()) {
+          await walk(child);
+        }
+      }
+    };
+    await walk('/');
+  }
+
+  /** Creates a name, or leaves it if it already is what we want, or replaces what is there. */
+  private async replaceName(abs: string, make: () => Promise<void>, alreadyDone: () => Promise<boolean>): Promise<void> {
+    await this.namesChange(abs);
+    try {
+      await make();
+    } catch (err) {
+      if (codeOf(err) !== 'EEXIST') throw err;
+      if (await alreadyDone().catch(() => false)) return;
+      await fs.promises.rm(abs, { recursive: true, force: true });
+      await make();
+    }
+    this.dirtyDirs.add(path.dirname(abs));
+  }
+
+  private async namesChange(...paths: string[]): Promise<void> {
+    this.target.namesChanged();
+    await this.closeFiles();
+    for (const p of paths) this.dirtyDirs.add(path.dirname(p));
+  }
+
+  private async file(abs: string): Promise<FileHandle> {
+    const open = this.files.get(abs);
+    if (open) return open;
+    const fh = await fs.promises.open(abs, C.O_WRONLY | C.O_NOFOLLOW);
+    this.remember(abs, fh);
+    return fh;
+  }
+
+  private remember(abs: string, fh: FileHandle): void {
+    this.files.set(abs, fh);
+    if (this.files.size > OPEN_FILES) {
+      const [oldest, ofh] = this.files.entries().next().value as [string, FileHandle];
+      this.files.delete(oldest);
+      void this.retire(ofh);
+    }
+  }
+
+  private async forget(abs: string): Promise<void> {
+    const fh = this.files.get(abs);
+    if (!fh) return;
+    this.files.delete(abs);
+    await this.retire(fh);
+  }
+
+  /** Closes a file, syncing it first if it holds unsynced data. */
+  private async retire(fh: FileHandle): Promise<void> {
+    if (this.dirtyFiles.delete(fh)) await fh.datasync();
+    await fh.close();
+  }
+
+  private async closeFiles(): Promise<void> {
+    const all = [...this.files.values()];
+    this.files.clear();
+    for (const fh of all) await this.retire(fh);
+  }
+}
+
+function ignoreIf(err: unknown, code: string): void {
+  if (codeOf(err) !== code) throw err;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.promises.lstat(p).then(() => true, () => false);
+}
+
+async function sameInode(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([fs.promises.lstat(a), fs.promises.lstat(b)]);
+  return x.ino === y.ino && x.dev === y.dev;
+}

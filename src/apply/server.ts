@@ -1,0 +1,155 @@
+// The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
+import net from 'node:net';
+import { AuthError, PathEscapeError, ProtocolError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { decodeEntry } from '../journal/entry.js';
+import { newNonce, proof, proofMatches } from '../wire/auth.js';
+import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
+import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
+import type { Auth, Hello, Refusal } from '../wire/messages.js';
+import { Serializer } from '../fs/serial.js';
+import { Applier } from './applier.js';
+import { BackupState, type AppliedState } from './state.js';
+
+export interface BackupOptions {
+  listen: { host: string; port: number };
+  target: string;
+  stateDir: string;
+  secret: Buffer;
+  log: Logger;
+  peer?: PeerOptions;
+  onChange?: () => void;
+}
+
+const HANDSHAKE_MS = 10_000;
+
+export class BackupServer {
+  readonly applier: Applier;
+  private readonly state: BackupState;
+  private applied: AppliedState;
+  private readonly server: net.Server;
+  private active: PeerConnection | undefined;
+  /** Batches from an old and a new session never interleave. */
+  private readonly batches = new Serializer();
+  lastError: string | undefined;
+
+  constructor(private readonly opts: BackupOptions) {
+    this.state = BackupState.open(opts.stateDir);
+    this.applied = this.state.get();
+    this.applier = new Applier(opts.target, opts.log);
+    this.server = net.createServer((socket) => void this.session(socket));
+  }
+
+  get appliedSeq(): number {
+    return this.applied.appliedSeq;
+  }
+
+  get journalId(): string | undefined {
+    return this.applied.journalId;
+  }
+
+  get peer(): string | undefined {
+    return this.active?.peer;
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve(this.server.address() as net.AddressInfo));
+    });
+  }
+
+  async close(): Promise<void> {
+    this.active?.close();
+    await new Promise((r) => this.server.close(r));
+    await this.batches.run(async () => undefined);
+    await this.applier.close();
+    await this.state.close();
+  }
+
+  private async session(socket: net.Socket): Promise<void> {
+    const conn = new PeerConnection(socket, this.opts.peer ?? DEFAULT_PEER_OPTIONS);
+    const log = this.opts.log.child({ peer: conn.peer });
+    try {
+      const journalId = await this.handshake(conn);
+      log.info({ journalId, appliedSeq: this.appliedSeq }, 'primary authenticated');
+      if (this.active) this.active.close(new ProtocolError('replaced by a newer session from the primary'));
+      this.active = conn;
+      this.opts.onChange?.();
+      for (;;) {
+        const frame = await conn.read();
+        if (!frame) break;
+        if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
+        await this.batches.run(() => this.applyBatch(frame, journalId, conn));
+      }
+      if (conn.closeReason) log.warn({ err: conn.closeReason }, 'primary connection lost');
+      else log.info('primary disconnected');
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      const level = err instanceof AuthError || err instanceof PathEscapeError ? 'error' : 'warn';
+      log[level]({ err }, 'primary session ended');
+      conn.send(err instanceof AuthError ? FrameType.Refused : FrameType.Error, { message: (err as Error).message });
+      conn.close();
+    } finally {
+      if (this.active === conn) this.active = undefined;
+      this.opts.onChange?.();
+    }
+  }
+
+  /** Challenge-response in both directions; returns the primary's journal id. */
+  private async handshake(conn: PeerConnection): Promise<string> {
+    const hello = unpackBody<Hello>(expect(await conn.read(HANDSHAKE_MS), FrameType.Hello, conn));
+    if (hello.version !== PROTOCOL_VERSION) throw new AuthError(`protocol version ${hello.version} is not supported (this backup speaks ${PROTOCOL_VERSION})`);
+    if (!(hello.nonce instanceof Uint8Array) || typeof hello.journalId !== 'string') throw new ProtocolError('malformed hello');
+    const nonce = newNonce();
+    conn.send(FrameType.Challenge, { version: PROTOCOL_VERSION, nonce, proof: proof(this.opts.secret, 'backup', hello.nonce, nonce) });
+    const auth = unpackBody<Auth>(expect(await conn.read(HANDSHAKE_MS), FrameType.Auth, conn));
+    if (!proofMatches(proof(this.opts.secret, 'primary', nonce, hello.nonce), auth.proof)) {
+      throw new AuthError(`primary at ${conn.peer} failed authentication: wrong shared secret`, { peer: conn.peer });
+    }
+    const sameJournal = this.applied.journalId === hello.journalId;
+    if (!sameJournal && this.applied.journalId) {
+      this.opts.log.warn({ journalId: hello.journalId, previous: this.applied.journalId }, 'primary has a new journal: the target will be rebuilt from its baseline');
+    }
+    conn.send(FrameType.Welcome, { journalId: hello.journalId, appliedSeq: sameJournal ? this.applied.appliedSeq : 0 });
+    return hello.journalId;
+  }
+
+  private async applyBatch(frame: Frame, journalId: string, conn: PeerConnection): Promise<void> {
+    let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
+    const start = applied;
+    try {
+      for (const raw of decodeBatch(frame.body)) {
+        let entry;
+        try {
+          entry = decodeEntry(raw);
+        } catch (err) {
+          throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${(err as Error).message}`, { seq: applied + 1 });
+        }
+        if (entry.seq <= applied) continue; // resent after a reconnect: already applied
+        if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
+        await this.applier.apply(entry);
+        applied = entry.seq;
+      }
+    } finally {
+      // Whatever was applied is made durable and recorded, even when the batch stopped part way.
+      if (applied !== start) {
+        await this.applier.sync();
+        this.applied = { journalId, appliedSeq: applied };
+        await this.state.save(this.applied);
+        conn.send(FrameType.Ack, { appliedSeq: applied });
+        this.opts.onChange?.();
+      }
+    }
+  }
+}
+
+function expect(frame: Frame | undefined, type: FrameType, conn: PeerConnection): Frame {
+  if (!frame) throw new ProtocolError(`connection closed during handshake`, { peer: conn.peer });
+  if (frame.type === FrameType.Refused) {
+    throw new AuthError(`primary at ${conn.peer} refused this backup: ${unpackBody<Refusal>(frame).message}`, { peer: conn.peer });
+  }
+  if (frame.type !== type) throw new ProtocolError(`expected ${FrameType[type]}, got ${FrameType[frame.type]}`, { peer: conn.peer });
+  return frame;
+}
+

@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+// The `drms` command: parses flags and hands each subcommand to its module.
+import './threadpool.js';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import { DrmsError } from '../errors.js';
+import { runBackup } from './backup.js';
+import { runPrimary } from './primary.js';
+import { formatReport, nodeReport, waitForSync } from './report.js';
+
+const program = new Command('drms')
+  .description('Disaster-recovery mirroring: capture every change on the primary, apply it in order on the backup')
+  .showHelpAfterError();
+
+program
+  .command('primary')
+  .description('mount over DIR, journal every change and ship it to the backup')
+  .requiredOption('--mount <dir>', 'production directory to mount over (it stays in place)')
+  .requiredOption('--state <dir>', 'journal and status directory (outside --mount)')
+  .requiredOption('--to <host:port,...>', 'backup address(es), preferred first')
+  .requiredOption('--secret-file <file>', 'shared secret (mode 600)')
+  .addOption(new Option('--mode <mode>', 'async: never wait for the network; sync: fsync and close wait for the backup').choices(['async', 'sync']).default('async'))
+  .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup before failing with EIO', '30')
+  .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', '10')
+  .action((o) => runPrimary(o));
+
+program
+  .command('backup')
+  .description('receive the primary\'s journal and apply it to the target directory')
+  .requiredOption('--listen <host:port>', 'address to listen on')
+  .requiredOption('--target <dir>', 'the DR copy')
+  .requiredOption('--state <dir>', 'applied-seq and status directory (outside --target)')
+  .requiredOption('--secret-file <file>', 'shared secret (mode 600)')
+  .action((o) => runBackup(o));
+
+program
+  .command('sync')
+  .description('wait until the backup has applied everything journaled before this call')
+  .requiredOption('--state <dir>', "the primary's state directory")
+  .option('--timeout <seconds>', 'give up after this long (exit 1)', '60')
+  .action(async (o: { state: string; timeout: string }) => {
+    const r = await waitForSync(o.state, Number(o.timeout) * 1000);
+    (r.ok ? process.stdout : process.stderr).write(`drms sync: ${r.message}\n`);
+    process.exitCode = r.ok ? 0 : 1;
+  });
+
+program
+  .command('status')
+  .description('role, connection, journaled and applied seq, lag')
+  .requiredOption('--state <dir>', 'a primary or backup state directory')
+  .option('--json', 'machine-readable output')
+  .action((o: { state: string; json?: boolean }) => {
+    const r = nodeReport(o.state);
+    process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
+  });
+
+program
+  .command('keygen')
+  .description('write a new random shared secret (mode 600)')
+  .requiredOption('--out <file>', 'where to write it; an existing file is not overwritten')
+  .action((o: { out: string }) => {
+    fs.writeFileSync(o.out, randomBytes(32).toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`drms: ${msg}\n`);
+  process.exit(err instanceof DrmsError ? 2 : 1);
+});

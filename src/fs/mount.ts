@@ -1,0 +1,73 @@
+// Mounts the passthrough over a directory itself, so applications keep their paths; and takes it down.
+import Fuse from 'fuse-native';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { ConfigError } from '../errors.js';
+import type { Journal } from '../journal/journal.js';
+import { Passthrough, type PassthroughOptions } from './passthrough.js';
+
+const run = promisify(execFile);
+
+export const FS_NAME = 'drms';
+
+export interface Mounted {
+  readonly dir: string;
+  /** The real directory under the mount, reachable without going through it (append a path starting with '/'). */
+  readonly root: string;
+  /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of the tree. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  unmount(): Promise<void>;
+}
+
+/** Finds the fstype of a mount whose mount point is exactly `dir` (from /proc/self/mountinfo). */
+export function mountTypeAt(dir: string): string | undefined {
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const fields = line.split(' ');
+    const sep = fields.indexOf('-');
+    if (sep > 4 && unescapeMount(fields[4]!) === dir) return fields[sep + 1];
+  }
+  return undefined;
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mounts over `dir`. A stale drms mount left by a crash is detached first; any other mount there is refused. */
+export async function mountOver(dirArg: string, journal: Journal, opts: PassthroughOptions): Promise<Mounted> {
+  const dir = fs.realpathSync(dirArg);
+  if (!fs.statSync(dir).isDirectory()) throw new ConfigError(`--mount ${dir} is not a directory`, { path: dir });
+  const existing = mountTypeAt(dir);
+  if (existing === `fuse.${FS_NAME}`) {
+    opts.log.warn({ path: dir }, 'detaching a stale drms mount left by an earlier run');
+    await run('fusermount', ['-uz', dir]);
+  } else if (existing?.startsWith('fuse')) {
+    throw new ConfigError(`${dir} is already a FUSE mount (${existing}); unmount it first`, { path: dir });
+  }
+  // Keep a handle on the real directory before covering it: all pass-through I/O goes via this fd.
+  const dirFd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const root = `/proc/self/fd/${dirFd}`;
+  const passthrough = new Passthrough(root, journal, opts);
+  const fuse = new Fuse(dir, passthrough.operations(), {
+    allowOther: true,
+    defaultPermissions: true,
+    timeout: false,
+    // fuse-native has no switch for these; its fsname is passed to libfuse unescaped.
+    fsname: `${FS_NAME},nonempty,big_writes,max_write=131072,use_ino`,
+    subtype: FS_NAME,
+  });
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  let down = false;
+  return {
+    dir,
+    root,
+    exclusive: (fn) => passthrough.exclusive(fn),
+    async unmount() {
+      if (down) return;
+      down = true;
+      await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+      fs.closeSync(dirFd);
+    },
+  };
+}

@@ -1,0 +1,330 @@
+// The FUSE operations: pass each one through to the directory under the mount, and journal every mutation.
+// Mutations run one at a time (Serializer) so that journal order equals the order they took effect;
+// the reply waits until the entry is committed, so no write the application saw succeed is missing from the journal.
+import fs from 'node:fs';
+import { constants as C } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
+import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
+import { errnoOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import { nsToTimestamp, timestampToSeconds, type Op, type Stamp } from '../journal/entry.js';
+import type { Journal } from '../journal/journal.js';
+import { Serializer } from './serial.js';
+
+export type ReplicationMode = 'async' | 'sync';
+
+export interface PassthroughOptions {
+  mode: ReplicationMode;
+  /** Sync mode: how long fsync/close waits for the backup before failing with EIO. */
+  syncTimeoutMs: number;
+  log: Logger;
+}
+
+interface Handle {
+  path: string;
+  /** Written since the last time stamp was journaled. */
+  dirty: boolean;
+  /** Last journal seq recorded through this handle. */
+  lastSeq: number;
+  /** Opened O_SYNC/O_DSYNC: each write is durable (and in sync mode replicated) before it returns. */
+  syncWrites: boolean;
+}
+
+type Reply = (code: number, ...values: unknown[]) => void;
+
+/** Sentinels the patched binding uses for UTIME_NOW and UTIME_OMIT (high word 0xFFFFFFFF / 0xFFFFFFFE). */
+const UTIME_NOW = 0xffffffff * 2 ** 32;
+const UTIME_OMIT = 0xfffffffe * 2 ** 32;
+const NO_ID = 0xffffffff;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+
+const lstat = (p: string) => fs.promises.lstat(p, { bigint: true });
+
+export class Passthrough {
+  private readonly serial = new Serializer();
+  private readonly handles = new Map<number, Handle>();
+
+  /** `root` reaches the directory under the mount: /proc/self/fd/<fd opened before mounting>. */
+  constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {}
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.serial.run(fn);
+  }
+
+  private abs(p: string): string {
+    return this.root + p;
+  }
+
+  /** Runs a mutation in journal order: `fn` does it and returns the ops to record plus the reply value. */
+  private async mutate<T>(fn: () => Promise<{ ops: Op[]; stamps?: Stamp[]; value: T; handle?: Handle }>): Promise<T> {
+    const { value, committed } = await this.serial.run(async () => {
+      const r = await fn();
+      let last: Promise<unknown> = Promise.resolve();
+      r.ops.forEach((op, i) => {
+        const a = this.journal.append(op, i === r.ops.length - 1 ? r.stamps : undefined);
+        last = a.committed;
+        if (r.handle) r.handle.lastSeq = a.seq;
+      });
+      return { value: r.value, committed: last };
+    });
+    await committed;
+    return value;
+  }
+
+  private async stamp(p: string): Promise<Stamp> {
+    const st = await lstat(this.abs(p));
+    return [p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)];
+  }
+
+  private stamps(paths: string[]): Promise<Stamp[]> {
+    return Promise.all([...new Set(paths)].map((p) => this.stamp(p)));
+  }
+
+  /** Sync mode: wait until the backup has applied `seq`. */
+  private async replicated(seq: number, p: string): Promise<void> {
+    if (this.opts.mode !== 'sync') return;
+    try {
+      await this.journal.waitAcked(seq, this.opts.syncTimeoutMs);
+    } catch (err) {
+      this.opts.log.error({ path: p, seq, err }, 'sync mode: backup did not acknowledge in time; failing the call with EIO');
+      throw Object.assign(new Error('not replicated'), { errno: -5 });
+    }
+  }
+
+  /** Journals the file's times if it was written through this handle since the last stamp. */
+  private async settle(p: string, h: Handle): Promise<void> {
+    if (!h.dirty) return;
+    await this.mutate(async () => {
+      h.dirty = false;
+      return { ops: [{ op: 'times', path: p }], stamps: [await this.stamp(p)], value: undefined, handle: h };
+    });
+  }
+
+  operations(): Record<string, (...args: never[]) => void> {
+    const reply = <T>(cb: Reply, work: Promise<T>, ok: (v: T) => unknown[] = () => []) => {
+      work.then((v) => cb(0, ...ok(v)), (err) => cb(errnoOf(err)));
+    };
+    const ops = {
+      getattr: (p: string, cb: Reply) => reply(cb, lstat(this.abs(p)), (st) => [fuseStat(st)]),
+
+      readdir: (p: string, cb: Reply) => reply(cb, fs.promises.readdir(this.abs(p)), (names) => [['.', '..', ...names]]),
+
+      readlink: (p: string, cb: Reply) => reply(cb, fs.promises.readlink(this.abs(p)), (t) => [t]),
+
+      statfs: (_p: string, cb: Reply) =>
+        reply(cb, fs.promises.statfs(this.root + '/'), (s) => [
+          { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: 255 },
+        ]),
+
+      open: (p: string, flags: number, cb: Reply) => reply(cb, this.open(p, flags), (fd) => [fd]),
+
+      create: (p: string, mode: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          const fd = await fsOpen(this.abs(p), C.O_CREAT | C.O_RDWR, mode);
+          const st = await lstat(this.abs(p));
+          this.handles.set(fd, { path: p, dirty: false, lastSeq: 0, syncWrites: false });
+          const op: Op = { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) };
+          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: fd };
+        }), (fd) => [fd]),
+
+      read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        fs.read(fd, buf, 0, len, pos, (err, n) => cb(err ? errnoOf(err) : n));
+      },
+
+      write: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        this.write(p, fd, buf, len, pos).then(cb, (err) => cb(errnoOf(err)));
+      },
+
+      flush: (p: string, fd: number, cb: Reply) => reply(cb, this.flush(p, fd)),
+
+      fsync: (p: string, datasync: number, fd: number, cb: Reply) => reply(cb, this.fsync(p, datasync !== 0, fd)),
+
+      release: (_p: string, fd: number, cb: Reply) => {
+        this.handles.delete(fd);
+        fs.close(fd, (err) => cb(err ? errnoOf(err) : 0));
+      },
+
+      truncate: (p: string, size: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.truncate(this.abs(p), size);
+          return { ops: [{ op: 'truncate', path: p, size }], stamps: [await this.stamp(p)], value: undefined };
+        })),
+
+      ftruncate: (p: string, fd: number, size: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));
+          return { ops: [{ op: 'truncate', path: p, size }], stamps: [await this.stamp(p)], value: undefined, handle: this.handles.get(fd) };
+        })),
+
+      chmod: (p: string, mode: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.chmod(this.abs(p), mode);
+          return { ops: [{ op: 'chmod', path: p, mode: mode & 0o7777 }], value: undefined };
+        })),
+
+      chown: (p: string, uid: number, gid: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.lchown(this.abs(p), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
+          const st = await lstat(this.abs(p));
+          return { ops: [{ op: 'chown', path: p, uid: Number(st.uid), gid: Number(st.gid) }], value: undefined };
+        })),
+
+      utimens: (p: string, atime: number, mtime: number, cb: Reply) => reply(cb, this.utimens(p, atime, mtime)),
+
+      unlink: (p: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.unlink(this.abs(p));
+          return { ops: [{ op: 'unlink', path: p }], stamps: await this.stamps([parentOf(p)]), value: undefined };
+        })),
+
+      rmdir: (p: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.rmdir(this.abs(p));
+          return { ops: [{ op: 'rmdir', path: p }], stamps: await this.stamps([parentOf(p)]), value: undefined };
+        })),
+
+      mkdir: (p: string, mode: number, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.mkdir(this.abs(p), mode);
+          const st = await lstat(this.abs(p));
+          const op: Op = { op: 'mkdir', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) };
+          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: undefined };
+        })),
+
+      rename: (p: string, to: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.rename(this.abs(p), this.abs(to));
+          return { ops: [{ op: 'rename', path: p, to }], stamps: await this.stamps([parentOf(p), parentOf(to), to]), value: undefined };
+        })),
+
+      symlink: (target: string, p: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.symlink(target, this.abs(p));
+          const st = await lstat(this.abs(p));
+          const op: Op = { op: 'symlink', path: p, target, uid: Number(st.uid), gid: Number(st.gid) };
+          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: undefined };
+        })),
+
+      link: (p: string, to: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await fs.promises.link(this.abs(p), this.abs(to));
+          return { ops: [{ op: 'link', path: p, to }], stamps: await this.stamps([parentOf(to)]), value: undefined };
+        })),
+
+      setxattr: (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Reply) =>
+        reply(cb, this.setxattr(p, name, Buffer.from(value), flags)),
+
+      getxattr: (p: string, name: string, _position: number, cb: Reply) =>
+        reply(cb, getAttribute(this.abs(p), name), (v) => [v]),
+
+      listxattr: (p: string, cb: Reply) => reply(cb, listAttributes(this.abs(p)), (names) => [names]),
+
+      removexattr: (p: string, name: string, cb: Reply) =>
+        reply(cb, this.mutate(async () => {
+          await removeAttribute(this.abs(p), name);
+          return { ops: [{ op: 'removexattr', path: p, name }], value: undefined };
+        })),
+    };
+    return ops as unknown as Record<string, (...args: never[]) => void>;
+  }
+
+  private async open(p: string, flags: number): Promise<number> {
+    // The kernel computes append offsets; the journal must record where bytes really landed.
+    const truncates = (flags & C.O_TRUNC) !== 0;
+    const fd = await fsOpen(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
+    const h: Handle = { path: p, dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
+    this.handles.set(fd, h);
+    if (truncates) {
+      await this.mutate(async () => {
+        await new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
+        return { ops: [{ op: 'truncate', path: p, size: 0 }], stamps: [await this.stamp(p)], value: undefined, handle: h };
+      });
+    }
+    return fd;
+  }
+
+  private async write(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.handles.get(fd);
+    const n = await this.mutate(async () => {
+      const written = await new Promise<number>((res, rej) => fs.write(fd, buf, 0, len, pos, (e, w) => (e ? rej(e) : res(w))));
+      if (h) h.dirty = true;
+      return { ops: [{ op: 'write', path: p, offset: pos, data: buf.subarray(0, written) }], value: written, handle: h };
+    });
+    if (h?.syncWrites) {
+      await this.journal.flushed();
+      await this.replicated(h.lastSeq, p);
+    }
+    return n;
+  }
+
+  private async flush(p: string, fd: number): Promise<void> {
+    const h = this.handles.get(fd);
+    if (!h) return;
+    const wrote = h.dirty;
+    await this.settle(p, h);
+    if (wrote) await this.replicated(h.lastSeq, p);
+  }
+
+  private async fsync(p: string, datasync: boolean, fd: number): Promise<void> {
+    await new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res())));
+    const h = this.handles.get(fd);
+    if (h) await this.settle(p, h);
+    await this.mutate(async () => ({ ops: [{ op: 'fsync', path: p }], value: undefined, handle: h }));
+    await this.journal.flushed();
+    await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
+  }
+
+  private utimens(p: string, atime: number, mtime: number): Promise<void> {
+    return this.mutate(async () => {
+      const current = atime === UTIME_OMIT || mtime === UTIME_OMIT ? await lstat(this.abs(p)) : undefined;
+      const pick = (v: number, currentNs: bigint | undefined) => {
+        if (v === UTIME_NOW) return Date.now() / 1000;
+        if (v === UTIME_OMIT) return timestampToSeconds(nsToTimestamp(currentNs!));
+        return v / 1e6;
+      };
+      await fs.promises.lutimes(this.abs(p), pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+      return { ops: [{ op: 'times', path: p }], stamps: [await this.stamp(p)], value: undefined };
+    });
+  }
+
+  private setxattr(p: string, name: string, value: Buffer, flags: number): Promise<void> {
+    return this.mutate(async () => {
+      if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
+        const exists = await getAttribute(this.abs(p), name).then(() => true, () => false);
+        if (flags & XATTR_CREATE && exists) throw Object.assign(new Error('exists'), { errno: -osConstants.errno.EEXIST });
+        if (flags & XATTR_REPLACE && !exists) throw Object.assign(new Error('no such attribute'), { errno: -osConstants.errno.ENODATA });
+      }
+      await setAttribute(this.abs(p), name, value);
+      return { ops: [{ op: 'setxattr', path: p, name, value }], value: undefined };
+    });
+  }
+}
+
+function parentOf(p: string): string {
+  return path.posix.dirname(p);
+}
+
+function fsOpen(p: string, flags: number, mode?: number): Promise<number> {
+  return new Promise((res, rej) => fs.open(p, flags, mode, (e, fd) => (e ? rej(e) : res(fd))));
+}
+
+/** Stat in the shape fuse-native wants, times in microseconds (the patched binding's unit). */
+function fuseStat(st: fs.BigIntStats) {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    dev: Number(st.dev),
+    nlink: Number(st.nlink),
+    ino: Number(st.ino),
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
+    blocks: Number(st.blocks),
+    atime: Number(st.atimeNs / 1000n),
+    mtime: Number(st.mtimeNs / 1000n),
+    ctime: Number(st.ctimeNs / 1000n),
+  };
+}

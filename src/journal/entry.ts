@@ -1,0 +1,52 @@
+// What the journal records: one mutating filesystem operation, in capture order.
+import { Packr } from 'msgpackr';
+
+/** Seconds and nanoseconds, as the kernel keeps them. */
+export type Timestamp = [sec: number, nsec: number];
+
+/** A path's atime and mtime after an operation, so the backup can set the same. */
+export type Stamp = [path: string, atime: Timestamp, mtime: Timestamp];
+
+/** Paths are relative to the mirrored root and start with '/'. */
+export type Op =
+  | { op: 'write'; path: string; offset: number; data: Uint8Array }
+  | { op: 'truncate'; path: string; size: number }
+  | { op: 'create'; path: string; mode: number; uid: number; gid: number }
+  | { op: 'mkdir'; path: string; mode: number; uid: number; gid: number }
+  | { op: 'symlink'; path: string; target: string; uid: number; gid: number }
+  | { op: 'link'; path: string; to: string }
+  | { op: 'unlink'; path: string }
+  | { op: 'rmdir'; path: string }
+  | { op: 'rename'; path: string; to: string }
+  | { op: 'chmod'; path: string; mode: number }
+  | { op: 'chown'; path: string; uid: number; gid: number }
+  | { op: 'times'; path: string }
+  | { op: 'setxattr'; path: string; name: string; value: Uint8Array }
+  | { op: 'removexattr'; path: string; name: string }
+  | { op: 'fsync'; path: string }
+  /** Ends the initial copy: the backup removes what the primary does not have. */
+  | { op: 'baseline-end'; paths: string[] };
+
+export type OpKind = Op['op'];
+
+/** An Op with its place in the journal. `stamps` carries times the op changed. */
+export type JournalEntry = Op & { seq: number; ts: number; stamps?: Stamp[] };
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export function encodeEntry(entry: JournalEntry): Buffer {
+  return packr.pack(entry);
+}
+
+export function decodeEntry(bytes: Uint8Array): JournalEntry {
+  return packr.unpack(bytes) as JournalEntry;
+}
+
+export function nsToTimestamp(ns: bigint): Timestamp {
+  return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+}
+
+/** Seconds as a float, the form fs.utimes takes (about microsecond precision). */
+export function timestampToSeconds([sec, nsec]: Timestamp): number {
+  return sec + nsec / 1e9;
+}

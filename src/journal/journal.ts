@@ -1,0 +1,154 @@
+// The durable, ordered journal of captured operations (lmdb under --state).
+// Append is ordered and synchronous; `committed` means it survives a process crash, `flushed()` a power cut.
+import { open, type RootDatabase, type Database } from 'lmdb';
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { decodeEntry, encodeEntry, type JournalEntry, type Op } from './entry.js';
+
+export interface Appended {
+  seq: number;
+  committed: Promise<unknown>;
+}
+
+export interface EncodedEntry {
+  seq: number;
+  bytes: Buffer;
+}
+
+export class Journal extends EventEmitter {
+  readonly id: string;
+  lastSeq: number;
+  ackedSeq: number;
+  private committedSeq: number;
+  private readonly env: RootDatabase;
+  private readonly entries: Database<Buffer, number>;
+  private readonly meta: Database<unknown, string>;
+
+  private constructor(env: RootDatabase, readonly dir: string) {
+    super();
+    this.setMaxListeners(0); // one listener per sync-mode waiter
+    this.env = env;
+    this.entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
+    this.meta = env.openDB<unknown, string>({ name: 'meta' });
+    const existing = this.meta.get('journalId') as string | undefined;
+    this.id = existing ?? randomUUID();
+    if (!existing) this.meta.putSync('journalId', this.id);
+    this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
+    let last = this.ackedSeq;
+    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
+    this.lastSeq = last;
+    this.committedSeq = last;
+  }
+
+  static open(stateDir: string): Journal {
+    const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 4, mapSize: 2 ** 34 });
+    return new Journal(env, stateDir);
+  }
+
+  get baselineDone(): boolean {
+    return this.meta.get('baselineDone') === true;
+  }
+
+  markBaselineDone(): Promise<unknown> {
+    return this.meta.put('baselineDone', true);
+  }
+
+  /** Assigns the next seq and queues the write; order of calls is journal order. */
+  append(op: Op, stamps?: JournalEntry['stamps']): Appended {
+    const seq = ++this.lastSeq;
+    const entry: JournalEntry = stamps ? { ...op, seq, ts: Date.now(), stamps } : { ...op, seq, ts: Date.now() };
+    const committed = this.entries.put(seq, encodeEntry(entry)).then(() => {
+      if (seq > this.committedSeq) {
+        this.committedSeq = seq;
+        this.emit('committed', seq);
+      }
+    });
+    return { seq, committed };
+  }
+
+  /** Resolves when everything appended so far is on stable storage. */
+  flushed(): Promise<unknown> {
+    return this.env.flushed;
+  }
+
+  /** Committed entries from `from` on, up to a byte budget (at least one entry). */
+  read(from: number, maxBytes: number, maxCount: number): EncodedEntry[] {
+    const out: EncodedEntry[] = [];
+    let bytes = 0;
+    for (const { key, value } of this.entries.getRange({ start: from, end: this.committedSeq + 1, limit: maxCount })) {
+      if (key !== from + out.length) break; // a hole means the entry is not committed yet
+      out.push({ seq: key, bytes: value });
+      bytes += value.length;
+      if (bytes >= maxBytes) break;
+    }
+    return out;
+  }
+
+  /** The first seq still held (older ones were trimmed after the backup applied them). */
+  firstSeq(): number {
+    for (const key of this.entries.getKeys({ limit: 1 })) return key;
+    return this.lastSeq + 1;
+  }
+
+  /** Capture time of the oldest entry the backup has not acknowledged. */
+  oldestUnackedTs(): number | undefined {
+    const value = this.entries.get(this.ackedSeq + 1);
+    return value ? decodeEntry(value).ts : undefined;
+  }
+
+  /** Records the backup's applied seq and trims what it no longer needs. */
+  setAcked(seq: number): void {
+    if (seq <= this.ackedSeq) return;
+    const from = this.ackedSeq + 1;
+    this.ackedSeq = seq;
+    this.emit('acked', seq);
+    void this.env.transaction(() => {
+      this.meta.put('ackedSeq', seq);
+      for (let s = from; s <= seq; s++) this.entries.remove(s);
+    });
+  }
+
+  /** Resolves once the backup has applied `seq`; rejects after `timeoutMs`. */
+  waitAcked(seq: number, timeoutMs: number): Promise<void> {
+    if (this.ackedSeq >= seq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onAck = (acked: number) => {
+        if (acked < seq) return;
+        clearTimeout(timer);
+        this.off('acked', onAck);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.off('acked', onAck);
+        reject(new Error(`seq ${seq} not acknowledged within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('acked', onAck);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.env.flushed;
+    await this.env.close();
+  }
+}
+
+export interface JournalSnapshot {
+  journalId: string;
+  lastSeq: number;
+  ackedSeq: number;
+  baselineDone: boolean;
+  oldestUnackedTs?: number;
+}
+
+/** Reads another process's journal, for `drms status` and `drms sync`; undefined when there is none. */
+export function readJournal(stateDir: string): JournalSnapshot | undefined {
+  if (!existsSync(path.join(stateDir, 'journal'))) return undefined;
+  const j = Journal.open(stateDir);
+  try {
+    return { journalId: j.id, lastSeq: j.lastSeq, ackedSeq: j.ackedSeq, baselineDone: j.baselineDone, oldestUnackedTs: j.oldestUnackedTs() };
+  } finally {
+    void j.close();
+  }
+}

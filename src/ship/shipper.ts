@@ -1,0 +1,233 @@
+// Ships the journal to the backup: connects over the first route that answers, authenticates both ways,
+// resumes from the backup's applied seq, streams batches with a bounded window, and trims on each ack.
+import net from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { AuthError, ProtocolError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Journal } from '../journal/journal.js';
+import { newNonce, proof, proofMatches } from '../wire/auth.js';
+import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
+import type { Ack, Challenge, Refusal, Welcome } from '../wire/messages.js';
+import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
+import type { Route } from './routes.js';
+
+export interface ShipperOptions {
+  routes: Route[];
+  secret: Buffer;
+  log: Logger;
+  peer?: PeerOptions;
+  onChange?: () => void;
+}
+
+const CONNECT_MS = 5000;
+const HANDSHAKE_MS = 10_000;
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_ENTRIES = 4096;
+/** Unacknowledged bytes on the wire before the shipper waits for acks. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+export class Shipper {
+  connected = false;
+  route: Route | undefined;
+  peer: string | undefined;
+  lastError: string | undefined;
+  reconnects = 0;
+  private stopping = false;
+  private conn: PeerConnection | undefined;
+  private loop: Promise<void> | undefined;
+  private readonly wake = new Wakeup();
+  private readonly stopped = new AbortController();
+
+  constructor(private readonly journal: Journal, private readonly opts: ShipperOptions) {
+    journal.on('committed', () => this.wake.notify());
+    journal.on('acked', () => this.wake.notify());
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.stopped.abort();
+    this.conn?.close();
+    this.wake.notify();
+    await this.loop;
+  }
+
+  /** Waits until the backup has applied everything journaled so far. */
+  drain(timeoutMs: number): Promise<boolean> {
+    return this.journal.waitAcked(this.journal.lastSeq, timeoutMs).then(() => true, () => false);
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      let served = false;
+      for (const route of this.opts.routes) {
+        if (this.stopping) break;
+        served = await this.session(route);
+        if (served) break; // after a productive session, start again from the preferred route
+      }
+      failures = served ? 0 : failures + 1;
+      await delay(backoff(failures), undefined, { signal: this.stopped.signal }).catch(() => undefined);
+    }
+  }
+
+  /** One connection's life. True if the backup acknowledged something: only then is the next try immediate. */
+  private async session(route: Route): Promise<boolean> {
+    const log = this.opts.log.child({ route: route.label });
+    let socket: net.Socket;
+    try {
+      socket = await connect(route);
+    } catch (err) {
+      this.fail(log, err, 'cannot reach the backup');
+      return false;
+    }
+    const conn = new PeerConnection(socket, this.opts.peer ?? DEFAULT_PEER_OPTIONS);
+    this.conn = conn;
+    let streaming = false;
+    const ackedBefore = this.journal.ackedSeq;
+    try {
+      const from = await this.handshake(conn);
+      streaming = true;
+      this.connected = true;
+      this.route = route;
+      this.peer = conn.peer;
+      this.lastError = undefined;
+      this.reconnects++;
+      this.opts.onChange?.();
+      log.info({ peer: conn.peer, seq: from }, 'connected to backup; shipping');
+      await this.stream(conn, from);
+      if (conn.closeReason) throw conn.closeReason;
+    } catch (err) {
+      this.fail(log, err, streaming ? 'backup connection lost' : 'backup handshake failed');
+    } finally {
+      conn.close();
+      this.conn = undefined;
+      this.connected = false;
+      this.opts.onChange?.();
+    }
+    return streaming && this.journal.ackedSeq > ackedBefore;
+  }
+
+  private fail(log: Logger, err: unknown, msg: string): void {
+    if (this.stopping) return;
+    this.lastError = `${msg}: ${(err as Error).message}`;
+    log[err instanceof AuthError ? 'error' : 'warn']({ err }, msg);
+    this.opts.onChange?.();
+  }
+
+  /** Mutual challenge-response; returns the first seq to send. */
+  private async handshake(conn: PeerConnection): Promise<number> {
+    const nonce = newNonce();
+    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId: this.journal.id });
+    const challenge = unpackBody<Challenge>(expectFrame(await conn.read(HANDSHAKE_MS), FrameType.Challenge, conn));
+    if (!proofMatches(proof(this.opts.secret, 'backup', nonce, challenge.nonce), challenge.proof)) {
+      conn.send(FrameType.Refused, { message: 'the backup failed authentication: the shared secrets differ' });
+      throw new AuthError(`backup at ${conn.peer} failed authentication: wrong shared secret (or not a drms backup)`, { peer: conn.peer });
+    }
+    conn.send(FrameType.Auth, { proof: proof(this.opts.secret, 'primary', challenge.nonce, nonce) });
+    const welcome = unpackBody<Welcome>(expectFrame(await conn.read(HANDSHAKE_MS), FrameType.Welcome, conn));
+    const applied = welcome.appliedSeq;
+    if (applied > this.journal.lastSeq) {
+      throw new ProtocolError(`backup reports seq ${applied} applied but this journal ends at ${this.journal.lastSeq}: is --state the right directory?`, { peer: conn.peer });
+    }
+    if (applied + 1 < this.journal.firstSeq()) {
+      throw new ProtocolError(`backup has applied up to seq ${applied} but the journal now starts at ${this.journal.firstSeq()}: a full resync is needed`, { peer: conn.peer });
+    }
+    this.journal.setAcked(applied);
+    return applied + 1;
+  }
+
+  private async stream(conn: PeerConnection, from: number): Promise<void> {
+    const inflight: Array<{ last: number; bytes: number }> = [];
+    let inflightBytes = 0;
+    const reader = (async () => {
+      for (;;) {
+        const frame = await conn.read();
+        if (!frame) return;
+        if (frame.type === FrameType.Ack) {
+          const { appliedSeq } = unpackBody<Ack>(frame);
+          this.journal.setAcked(appliedSeq);
+          while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
+          this.opts.onChange?.();
+        } else {
+          const msg = frame.type === FrameType.Error || frame.type === FrameType.Refused ? unpackBody<Refusal>(frame).message : `unexpected ${FrameType[frame.type]}`;
+          conn.close(new ProtocolError(`backup: ${msg}`, { peer: conn.peer }));
+        }
+      }
+    })();
+    conn.onClose(() => this.wake.notify());
+    let next = from;
+    while (!conn.closed && !this.stopping) {
+      const entries = inflightBytes < WINDOW_BYTES ? this.journal.read(next, BATCH_BYTES, BATCH_ENTRIES) : [];
+      if (entries.length === 0) {
+        await this.wake.wait();
+        continue;
+      }
+      const parts = encodeBatch(entries.map((e) => e.bytes));
+      const bytes = parts.reduce((n, p) => n + p.length, 0);
+      conn.sendParts(FrameType.Batch, parts);
+      next = entries[entries.length - 1]!.seq + 1;
+      inflight.push({ last: next - 1, bytes });
+      inflightBytes += bytes;
+    }
+    await reader;
+  }
+}
+
+function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnection): Frame {
+  if (!frame) throw new ProtocolError(`backup closed the connection during the handshake`, { peer: conn.peer });
+  if (frame.type === FrameType.Refused || frame.type === FrameType.Error) {
+    throw new AuthError(`backup refused the connection: ${unpackBody<Refusal>(frame).message}`, { peer: conn.peer });
+  }
+  if (frame.type !== type) throw new ProtocolError(`expected ${FrameType[type]}, got ${FrameType[frame.type]}`, { peer: conn.peer });
+  return frame;
+}
+
+function connect(route: Route): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: route.host, port: route.port });
+    const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${CONNECT_MS} ms`)), CONNECT_MS);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** Capped exponential backoff with full jitter. */
+function backoff(failures: number): number {
+  const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures, 10));
+  return BACKOFF_MIN_MS / 2 + Math.random() * cap;
+}
+
+/** A level-triggered wake-up: notify() before wait() is not lost. */
+class Wakeup {
+  private pending = false;
+  private resolve: (() => void) | undefined;
+
+  notify(): void {
+    const r = this.resolve;
+    this.resolve = undefined;
+    if (r) r();
+    else this.pending = true;
+  }
+
+  wait(): Promise<void> {
+    if (this.pending) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((r) => (this.resolve = r));
+  }
+
+}

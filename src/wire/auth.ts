@@ -1,0 +1,35 @@
+// Shared-secret challenge-response: each side proves it holds the secret; the secret never crosses the wire.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { ConfigError } from '../errors.js';
+
+export type Side = 'primary' | 'backup';
+
+export function newNonce(): Buffer {
+  return randomBytes(32);
+}
+
+/** HMAC-SHA256 over the side's label and both nonces, own nonce last. */
+export function proof(secret: Buffer, side: Side, theirNonce: Uint8Array, ourNonce: Uint8Array): Buffer {
+  return createHmac('sha256', secret).update(`drms-v1-${side}`).update(theirNonce).update(ourNonce).digest();
+}
+
+export function proofMatches(expected: Buffer, got: unknown): boolean {
+  return got instanceof Uint8Array && got.length === expected.length && timingSafeEqual(expected, got);
+}
+
+/** Reads a secret file; refuses one that group or others can read, or that is too short. */
+export function readSecretFile(file: string): Buffer {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch (err) {
+    throw new ConfigError(`cannot read secret file ${file}: ${(err as Error).message}`, { path: file });
+  }
+  if (mode & 0o077) {
+    throw new ConfigError(`secret file ${file} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${file}`, { path: file });
+  }
+  const secret = Buffer.from(readFileSync(file, 'utf8').trim(), 'utf8');
+  if (secret.length < 16) throw new ConfigError(`secret in ${file} is shorter than 16 characters`, { path: file });
+  return secret;
+}

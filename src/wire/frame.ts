@@ -1,0 +1,120 @@
+// Wire frames: [u32 length][u32 crc32][u8 type][body], big-endian; length counts type + body.
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { ProtocolError } from '../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const MAX_FRAME = 64 * 1024 * 1024;
+const HEADER = 8;
+
+export enum FrameType {
+  Hello = 1,
+  Challenge = 2,
+  Auth = 3,
+  Welcome = 4,
+  Refused = 5,
+  Batch = 6,
+  Ack = 7,
+  Ping = 8,
+  Error = 9,
+}
+
+export interface Frame {
+  type: FrameType;
+  body: Buffer;
+}
+
+const packr = new Packr({ useRecords: false });
+
+export function packBody(value: unknown): Buffer {
+  return packr.pack(value);
+}
+
+export function unpackBody<T>(frame: Frame): T {
+  try {
+    return packr.unpack(frame.body) as T;
+  } catch (err) {
+    throw new ProtocolError(`undecodable ${FrameType[frame.type]} frame: ${(err as Error).message}`);
+  }
+}
+
+/** The frame header for a body; send header and body back to back. */
+export function frameHeader(type: FrameType, body: Uint8Array): Buffer {
+  const header = Buffer.allocUnsafe(HEADER + 1);
+  header.writeUInt32BE(body.length + 1, 0);
+  header[8] = type;
+  header.writeUInt32BE(crc32(body, crc32(header.subarray(8, 9))), 4);
+  return header;
+}
+
+/** Reassembles frames from a byte stream; a bad length or checksum throws ProtocolError. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.buffered < HEADER) break;
+      const head = this.peek(HEADER);
+      const length = head.readUInt32BE(0);
+      if (length < 1 || length > MAX_FRAME) throw new ProtocolError(`frame length ${length} out of range`);
+      if (this.buffered < HEADER + length) break;
+      const whole = this.take(HEADER + length);
+      const expected = whole.readUInt32BE(4);
+      const actual = crc32(whole.subarray(HEADER));
+      if (expected !== actual) throw new ProtocolError(`frame checksum mismatch (type ${whole[HEADER]}, ${length} bytes)`);
+      const type = whole[HEADER] as FrameType;
+      if (!(type in FrameType)) throw new ProtocolError(`unknown frame type ${type}`);
+      frames.push({ type, body: whole.subarray(HEADER + 1) });
+    }
+    return frames;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!;
+  }
+
+  private take(n: number): Buffer {
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length ? [rest] : [];
+    this.buffered = rest.length;
+    return out;
+  }
+}
+
+/** A batch body: [u32 count] then [u32 length][entry bytes] per entry. */
+export function encodeBatch(entries: readonly Uint8Array[]): Buffer[] {
+  const parts: Buffer[] = [];
+  const count = Buffer.allocUnsafe(4);
+  count.writeUInt32BE(entries.length, 0);
+  parts.push(count);
+  for (const e of entries) {
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32BE(e.length, 0);
+    parts.push(len, Buffer.from(e.buffer, e.byteOffset, e.length));
+  }
+  return parts;
+}
+
+export function decodeBatch(body: Buffer): Buffer[] {
+  if (body.length < 4) throw new ProtocolError('batch frame too short');
+  const count = body.readUInt32BE(0);
+  const out: Buffer[] = [];
+  let at = 4;
+  for (let i = 0; i < count; i++) {
+    if (at + 4 > body.length) throw new ProtocolError(`batch truncated at entry ${i}`);
+    const len = body.readUInt32BE(at);
+    at += 4;
+    if (at + len > body.length) throw new ProtocolError(`batch entry ${i} overruns the frame`);
+    out.push(body.subarray(at, at + len));
+    at += len;
+  }
+  if (at !== body.length) throw new ProtocolError('batch has trailing bytes');
+  return out;
+}

@@ -1,0 +1,36 @@
+// Bodies of the control frames (msgpack). Batch bodies are binary: see frame.ts.
+
+/** Primary → backup, first frame. */
+export interface Hello {
+  version: number;
+  nonce: Uint8Array;
+  journalId: string;
+}
+
+/** Backup → primary: its nonce and its proof that it holds the secret. */
+export interface Challenge {
+  version: number;
+  nonce: Uint8Array;
+  proof: Uint8Array;
+}
+
+/** Primary → backup: the primary's proof. */
+export interface Auth {
+  proof: Uint8Array;
+}
+
+/** Backup → primary: where to resume. appliedSeq is 0 for a journal the backup has not seen. */
+export interface Welcome {
+  journalId: string;
+  appliedSeq: number;
+}
+
+/** Backup → primary: everything up to appliedSeq is applied and durable. */
+export interface Ack {
+  appliedSeq: number;
+}
+
+/** Either way, before closing: why. */
+export interface Refusal {
+  message: string;
+}

@@ -1,0 +1,113 @@
+// One framed, heartbeated connection to a peer; both primary and backup speak through it.
+import type { Socket } from 'node:net';
+import { ProtocolError } from '../errors.js';
+import { FrameReader, FrameType, frameHeader, packBody, type Frame } from './frame.js';
+
+export interface PeerOptions {
+  /** How often to send a ping when nothing else was sent. */
+  heartbeatMs: number;
+  /** Silence after which the peer counts as dead. */
+  deadAfterMs: number;
+}
+
+export const DEFAULT_PEER_OPTIONS: PeerOptions = { heartbeatMs: 1000, deadAfterMs: 5000 };
+
+export class PeerConnection {
+  readonly peer: string;
+  closed = false;
+  closeReason: Error | undefined;
+  private readonly reader = new FrameReader();
+  private readonly queue: Frame[] = [];
+  private waiter: ((f: Frame | undefined) => void) | undefined;
+  private lastHeard = Date.now();
+  private lastSent = Date.now();
+  private readonly timer: NodeJS.Timeout;
+  private readonly closeHandlers: Array<(reason: Error | undefined) => void> = [];
+
+  constructor(readonly socket: Socket, private readonly opts: PeerOptions = DEFAULT_PEER_OPTIONS) {
+    this.peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.close(err));
+    socket.on('close', () => this.close());
+    this.timer = setInterval(() => this.tick(), Math.min(opts.heartbeatMs, 500));
+    this.timer.unref();
+  }
+
+  onClose(handler: (reason: Error | undefined) => void): void {
+    this.closeHandlers.push(handler);
+  }
+
+  send(type: FrameType, value: unknown): void {
+    this.sendParts(type, [packBody(value)]);
+  }
+
+  sendParts(type: FrameType, parts: Buffer[]): void {
+    if (this.closed) return;
+    const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.socket.cork();
+    this.socket.write(frameHeader(type, body));
+    this.socket.write(body);
+    this.socket.uncork();
+    this.lastSent = Date.now();
+  }
+
+  /** The next frame that is not a ping; undefined once the connection is closed. Rejects on timeout. */
+  read(timeoutMs?: number): Promise<Frame | undefined> {
+    const next = this.queue.shift();
+    if (next) return Promise.resolve(next);
+    if (this.closed) return Promise.resolve(undefined);
+    return new Promise((resolve, reject) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        this.waiter = undefined;
+        reject(new ProtocolError(`no answer from ${this.peer} within ${timeoutMs} ms`, { peer: this.peer }));
+      }, timeoutMs);
+      this.waiter = (f) => {
+        if (timer) clearTimeout(timer);
+        resolve(f);
+      };
+    });
+  }
+
+  close(reason?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    clearInterval(this.timer);
+    this.socket.destroy();
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.(undefined);
+    for (const h of this.closeHandlers) h(reason);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastHeard = Date.now();
+    let frames: Frame[];
+    try {
+      frames = this.reader.push(chunk);
+    } catch (err) {
+      this.close(err as Error);
+      return;
+    }
+    for (const f of frames) {
+      if (f.type === FrameType.Ping) continue;
+      const w = this.waiter;
+      if (w) {
+        this.waiter = undefined;
+        w(f);
+      } else {
+        this.queue.push(f);
+      }
+    }
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    if (now - this.lastHeard > this.opts.deadAfterMs) {
+      this.close(new ProtocolError(`peer ${this.peer} silent for ${now - this.lastHeard} ms`, { peer: this.peer }));
+      return;
+    }
+    if (now - this.lastSent >= this.opts.heartbeatMs) this.sendParts(FrameType.Ping, [Buffer.alloc(0)]);
+  }
+}
