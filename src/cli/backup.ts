@@ -17,7 +17,7 @@ export interface BackupArgs {
 }
 
 export async function runBackup(args: BackupArgs): Promise<void> {
-  const listen = parseHostPort(args.listen, '--listen');
+  const listen = parseHostPort(args.listen, '--listen', true);
   const secret = readSecretFile(args.secretFile);
   const stateDir = prepareStateDir(args.state);
   const running = readStatus(stateDir);

@@ -8,10 +8,11 @@ export interface Route {
   label: string;
 }
 
-export function parseHostPort(spec: string, flag: string): { host: string; port: number } {
+/** Port 0 (any free port) only where `allowAnyPort`, i.e. for --listen. */
+export function parseHostPort(spec: string, flag: string, allowAnyPort = false): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(spec.trim());
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new ConfigError(`${flag}: "${spec}" is not HOST:PORT`);
+  if (!m || port < (allowAnyPort ? 0 : 1) || port > 65535) throw new ConfigError(`${flag}: "${spec}" is not HOST:PORT`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 

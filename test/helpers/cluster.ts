@@ -1,0 +1,139 @@
+// Test harness: real drms processes on temp directories, real mounts, and cleanup that runs even when a test fails.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import type { Test } from 'tap';
+
+const run = promisify(execFile);
+export const DRMS = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
+
+export interface Node {
+  proc: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  /** Resolves with the first log line whose msg matches. */
+  waitFor(msg: string | RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+export function tmpdir(t: Test, name = 'drms'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function writeSecret(dir: string, name = 'secret'): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, randomBytes(24).toString('hex'), { mode: 0o600 });
+  return file;
+}
+
+/** Starts `drms <args>`; the process is killed (and its mount freed) in teardown. */
+export function startNode(t: Test, args: string[], mountDir?: string): Node {
+  const proc = spawn(process.execPath, [DRMS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ match: string | RegExp; resolve: (l: Record<string, unknown>) => void }> = [];
+  const onLine = (line: string) => {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line);
+    } catch {
+      rec = { msg: line, raw: true };
+    }
+    logs.push(rec);
+    if (process.env.DRMS_TEST_VERBOSE) console.error(`[${args[0]}] ${line}`);
+    for (const w of [...waiters]) {
+      const msg = String(rec.msg ?? '');
+      if (typeof w.match === 'string' ? msg === w.match : w.match.test(msg)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(rec);
+      }
+    }
+  };
+  createInterface({ input: proc.stdout! }).on('line', onLine);
+  createInterface({ input: proc.stderr! }).on('line', onLine);
+  const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+    if (mountDir) await freeMount(mountDir);
+  });
+  return {
+    proc,
+    logs,
+    exited,
+    waitFor(match, timeoutMs = 15_000) {
+      const seen = logs.find((l) => (typeof match === 'string' ? l.msg === match : match.test(String(l.msg ?? ''))));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for log "${match}"; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
+        const w = { match, resolve: (l: Record<string, unknown>) => (clearTimeout(timer), resolve(l)) };
+        waiters.push(w);
+        void exited.then((code) => {
+          if (waiters.includes(w)) {
+            clearTimeout(timer);
+            reject(new Error(`process exited (${code}) before logging "${match}"; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`));
+          }
+        });
+      });
+    },
+  };
+}
+
+export interface BackupNode extends Node {
+  port: number;
+}
+
+export async function startBackup(t: Test, opts: { target: string; state: string; secret: string; port?: number }): Promise<BackupNode> {
+  const node = startNode(t, ['backup', '--listen', `127.0.0.1:${opts.port ?? 0}`, '--target', opts.target, '--state', opts.state, '--secret-file', opts.secret]);
+  const line = await node.waitFor('backup listening');
+  return { ...node, port: Number(String(line.listen).split(':').pop()) };
+}
+
+export async function startPrimary(
+  t: Test,
+  opts: { mount: string; state: string; to: string; secret: string; mode?: string; extra?: string[] },
+): Promise<Node> {
+  const args = ['primary', '--mount', opts.mount, '--state', opts.state, '--to', opts.to, '--secret-file', opts.secret, '--mode', opts.mode ?? 'async', ...(opts.extra ?? [])];
+  const node = startNode(t, args, opts.mount);
+  await node.waitFor('mounted');
+  return node;
+}
+
+/** Runs `drms <args>` to completion. */
+export async function drms(args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [DRMS, ...args], { timeout: timeoutMs });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** Runs a bash script in a child process (the mount is never touched from a process that serves it). */
+export async function sh(script: string, cwd: string, timeoutMs = 120_000): Promise<string> {
+  const { stdout } = await run('bash', ['-euo', 'pipefail', '-c', script], { cwd, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+  return stdout;
+}
+
+export function isMounted(dir: string): boolean {
+  const real = fs.existsSync(dir) ? fs.realpathSync(dir) : dir;
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === real);
+}
+
+/** Frees a FUSE mount even when its server hangs: abort the connection, then lazy-unmount. */
+export async function freeMount(dir: string): Promise<void> {
+  if (!isMounted(dir)) return;
+  const real = fs.realpathSync(dir);
+  const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === real);
+  const minor = line?.split(' ')[2]?.split(':')[1];
+  await run('sh', ['-c', 'mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections']).catch(() => undefined);
+  if (minor) await fs.promises.writeFile(`/sys/fs/fuse/connections/${minor}/abort`, '1').catch(() => undefined);
+  await run('fusermount', ['-uz', real]).catch(() => undefined);
+}
