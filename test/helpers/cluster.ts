@@ -19,9 +19,19 @@ export interface Node {
   exited: Promise<number | null>;
 }
 
+/** Every process started and not yet reaped, with the mount it serves: stopped before any temp dir is removed. */
+const live = new Set<() => Promise<void>>();
+
+async function stopAll(): Promise<void> {
+  for (const stop of [...live]) await stop();
+}
+
 export function tmpdir(t: Test, name = 'drms'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  t.teardown(async () => {
+    await stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
   return dir;
 }
 
@@ -56,13 +66,16 @@ export function startNode(t: Test, args: string[], mountDir?: string): Node {
   createInterface({ input: proc.stdout! }).on('line', onLine);
   createInterface({ input: proc.stderr! }).on('line', onLine);
   const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
-  t.teardown(async () => {
+  const stop = async () => {
+    live.delete(stop);
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL');
       await exited;
     }
     if (mountDir) await freeMount(mountDir);
-  });
+  };
+  live.add(stop);
+  t.teardown(stop);
   return {
     proc,
     logs,
@@ -122,16 +135,21 @@ export async function sh(script: string, cwd: string, timeoutMs = 120_000): Prom
   return stdout;
 }
 
+/** The mountinfo line for a mount point (never stats it: a dead mount answers ENOTCONN). */
+function mountLine(dir: string): string | undefined {
+  const abs = path.resolve(dir);
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === abs);
+}
+
 export function isMounted(dir: string): boolean {
-  const real = fs.existsSync(dir) ? fs.realpathSync(dir) : dir;
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === real);
+  return mountLine(dir) !== undefined;
 }
 
 /** Frees a FUSE mount even when its server hangs: abort the connection, then lazy-unmount. */
 export async function freeMount(dir: string): Promise<void> {
-  if (!isMounted(dir)) return;
-  const real = fs.realpathSync(dir);
-  const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === real);
+  const line = mountLine(dir);
+  if (!line) return;
+  const real = path.resolve(dir);
   const minor = line?.split(' ')[2]?.split(':')[1];
   await run('sh', ['-c', 'mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections']).catch(() => undefined);
   if (minor) await fs.promises.writeFile(`/sys/fs/fuse/connections/${minor}/abort`, '1').catch(() => undefined);

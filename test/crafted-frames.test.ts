@@ -1,0 +1,103 @@
+// An authenticated client sending hostile frames: nothing may be written outside the target.
+import t from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { encodeEntry, type JournalEntry } from '../dist/journal/entry.js';
+import { newNonce, proof } from '../dist/wire/auth.js';
+import { encodeBatch, FrameType, unpackBody } from '../dist/wire/frame.js';
+import { PeerConnection } from '../dist/wire/peer.js';
+import { startBackup, tmpdir, writeSecret } from './helpers/cluster.js';
+
+type Entry = Partial<JournalEntry> & Record<string, unknown>;
+
+/** Authenticates as a primary with journal `journalId`, sends one batch, returns the answer. */
+async function sendBatch(port: number, secret: Buffer, journalId: string, entries: Array<Entry | Buffer>) {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  await new Promise((r) => socket.once('connect', r));
+  const conn = new PeerConnection(socket);
+  try {
+    const nonce = newNonce();
+    conn.send(FrameType.Hello, { version: 1, nonce, journalId });
+    const ch = unpackBody<{ nonce: Buffer }>((await conn.read(5000))!);
+    conn.send(FrameType.Auth, { proof: proof(secret, 'primary', ch.nonce, nonce) });
+    const welcome = unpackBody<{ appliedSeq: number }>((await conn.read(5000))!);
+    const raw = entries.map((e) => (Buffer.isBuffer(e) ? e : encodeEntry({ ts: Date.now(), ...e } as JournalEntry)));
+    conn.sendParts(FrameType.Batch, encodeBatch(raw));
+    const answer = await conn.read(5000);
+    return { welcome, type: answer ? FrameType[answer.type] : 'closed', body: answer ? unpackBody<Record<string, unknown>>(answer) : {} };
+  } finally {
+    conn.close();
+  }
+}
+
+t.test('hostile entries from an authenticated peer never write outside the target', async (t) => {
+  const dir = tmpdir(t);
+  const dr = path.join(dir, 'dr');
+  const outside = path.join(dir, 'outside');
+  fs.mkdirSync(outside);
+  fs.writeFileSync(path.join(outside, 'victim'), 'original');
+  const secretFile = writeSecret(dir);
+  const secret = Buffer.from(fs.readFileSync(secretFile, 'utf8'));
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret: secretFile });
+  const id = 'rogue-journal';
+  const send = (entries: Array<Entry | Buffer>) => sendBatch(backup.port, secret, id, entries);
+
+  // Legitimate-looking setup: symlinks are data, so they are applied as they are.
+  let r = await send([
+    { seq: 1, op: 'symlink', path: '/out', target: outside, uid: 0, gid: 0 },
+    { seq: 2, op: 'symlink', path: '/v', target: path.join(outside, 'victim'), uid: 0, gid: 0 },
+    { seq: 3, op: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 },
+  ]);
+  t.same(r.body, { appliedSeq: 3 });
+
+  const refusals: Array<[string, Entry[], RegExp]> = [
+    ['dot-dot', [{ seq: 4, op: 'create', path: '/../escaped', mode: 0o644, uid: 0, gid: 0 }], /"\.\." component/],
+    ['dot-dot deeper', [{ seq: 4, op: 'mkdir', path: '/d/../../escaped', mode: 0o755, uid: 0, gid: 0 }], /"\.\." component/],
+    ['relative', [{ seq: 4, op: 'create', path: 'escaped', mode: 0o644, uid: 0, gid: 0 }], /not rooted/],
+    ['through a symlink', [{ seq: 4, op: 'create', path: '/out/escaped', mode: 0o644, uid: 0, gid: 0 }], /through a symlink at \/out/],
+    ['rename out', [{ seq: 4, op: 'rename', path: '/d', to: '/../escaped' }], /"\.\." component/],
+    ['link out', [{ seq: 4, op: 'link', path: '/v', to: '/out/escaped' }], /through a symlink/],
+    ['NUL', [{ seq: 4, op: 'create', path: '/a\0b', mode: 0o644, uid: 0, gid: 0 }], /NUL/],
+    ['not a string', [{ seq: 4, op: 'unlink', path: 42 as unknown as string }], /not a string/],
+    ['root itself', [{ seq: 4, op: 'rmdir', path: '/' }], /target root/],
+    ['gap', [{ seq: 9, op: 'mkdir', path: '/g', mode: 0o755, uid: 0, gid: 0 }], /sequence gap: expected seq 4, got 9/],
+    ['unknown op', [{ seq: 4, op: 'format-disk', path: '/x' }], /unknown operation/],
+  ];
+  for (const [name, entries, message] of refusals) {
+    r = await send(entries);
+    t.equal(r.type, 'Error', `${name}: refused`);
+    t.match(String(r.body.message), message, `${name}: says why`);
+  }
+  r = await send([Buffer.from('not msgpack at all \xc1\xc1')]);
+  t.equal(r.type, 'Error');
+  t.match(String(r.body.message), /undecodable journal entry/);
+
+  // Writes aimed at a symlink's target are not followed: the victim is unchanged.
+  r = await send([
+    { seq: 4, op: 'write', path: '/v', offset: 0, data: Buffer.from('PWNED') },
+    { seq: 5, op: 'truncate', path: '/v', size: 0 },
+    { seq: 6, op: 'chmod', path: '/v', mode: 0o777 },
+    { seq: 7, op: 'setxattr', path: '/v', name: 'user.x', value: Buffer.from('y') },
+  ]);
+  t.same(r.body, { appliedSeq: 7 }, 'applied as divergences, not followed');
+  t.equal(fs.readFileSync(path.join(outside, 'victim'), 'utf8'), 'original', 'victim content unchanged');
+  t.equal(fs.statSync(path.join(outside, 'victim')).mode & 0o777, 0o644, 'victim mode unchanged');
+  t.same(fs.readdirSync(outside).sort(), ['victim'], 'nothing created outside');
+  t.notOk(fs.existsSync(path.join(dir, 'escaped')), 'nothing created beside the target');
+});
+
+t.test('an unauthenticated peer cannot send a batch', async (t) => {
+  const dir = tmpdir(t);
+  const dr = path.join(dir, 'dr');
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret: writeSecret(dir) });
+  const socket = net.connect({ host: '127.0.0.1', port: backup.port });
+  await new Promise((r) => socket.once('connect', r));
+  const conn = new PeerConnection(socket);
+  conn.sendParts(FrameType.Batch, encodeBatch([encodeEntry({ seq: 1, ts: 0, op: 'mkdir', path: '/x', mode: 0o755, uid: 0, gid: 0 })]));
+  const answer = await conn.read(5000);
+  conn.close();
+  t.equal(answer && FrameType[answer.type], 'Error');
+  t.match(String(unpackBody<{ message: string }>(answer!).message), /expected Hello, got Batch/);
+  t.same(fs.readdirSync(dr), []);
+});
