@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what drms needs on a Debian machine: libfuse2 and fusermount, attr tools, Node dependencies, then builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--help" ]; then
+  echo "usage: mount-scripts/install-deps.sh   (run as root from a checkout of drms)"
+  exit 0
+fi
+missing=()
+for pkg in libfuse2 fuse attr; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "drms: /dev/fuse is missing: load the fuse kernel module (modprobe fuse)" >&2; exit 1; }
+npm ci --no-audit --no-fund
+npm run build
