@@ -28,18 +28,15 @@ export interface NodeReport {
 export function nodeReport(stateArg: string): NodeReport {
   const state = path.resolve(stateArg);
   const live = readStatus(state);
+  const running = live?.running ?? false;
+  const common = { state, running, pid: live?.pid, connected: Boolean(running && live?.connected), peer: live?.peer, lastError: live?.lastError };
   const journal = readJournal(state);
   if (journal) {
     const lagOps = journal.lastSeq - journal.ackedSeq;
     return {
       role: 'primary',
-      state,
-      running: live?.running ?? false,
-      pid: live?.pid,
-      connected: Boolean(live?.running && live.connected),
-      peer: live?.peer,
+      ...common,
       route: live?.route,
-      lastError: live?.lastError,
       mount: live?.mount as string | undefined,
       mode: live?.mode as string | undefined,
       journalId: journal.journalId,
@@ -53,18 +50,7 @@ export function nodeReport(stateArg: string): NodeReport {
     const bs = BackupState.open(state);
     const applied = bs.get();
     void bs.close();
-    return {
-      role: 'backup',
-      state,
-      running: live?.running ?? false,
-      pid: live?.pid,
-      connected: Boolean(live?.running && live.connected),
-      peer: live?.peer,
-      lastError: live?.lastError,
-      target: live?.target as string | undefined,
-      journalId: applied.journalId,
-      appliedSeq: applied.appliedSeq,
-    };
+    return { role: 'backup', ...common, target: live?.target as string | undefined, journalId: applied.journalId, appliedSeq: applied.appliedSeq };
   }
   throw new ConfigError(`${state} is not a drms state directory (no journal or backup state in it)`);
 }

@@ -7,8 +7,8 @@ import { nsToTimestamp, type Op, type Stamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 
 const CHUNK = 1024 * 1024;
-/** Pause for commits every so many bytes, so the queue in memory stays bounded. */
-const COMMIT_EVERY = 64 * 1024 * 1024;
+/** Yield to the event loop every so many bytes, so reads through the mount are still served. */
+const YIELD_EVERY = 16 * 1024 * 1024;
 
 export interface BaselineStats {
   files: number;
@@ -21,13 +21,12 @@ export async function journalBaseline(root: string, journal: Journal, log: Logge
   const stats: BaselineStats = { files: 0, dirs: 0, bytes: 0 };
   const paths: string[] = [];
   const firstPathOfInode = new Map<string, string>();
-  let pending: Promise<unknown> = Promise.resolve();
-  let sinceCommit = 0;
+  let sinceYield = 0;
   const append = async (op: Op, stamps?: Stamp[]) => {
-    pending = journal.append(op, stamps).committed;
-    if (sinceCommit > COMMIT_EVERY) {
-      sinceCommit = 0;
-      await pending;
+    journal.append(op, stamps);
+    if (sinceYield > YIELD_EVERY) {
+      sinceYield = 0;
+      await new Promise((r) => setImmediate(r));
     }
   };
   const abs = (rel: string) => root + rel; // root is a magic link: '/' must follow it
@@ -83,7 +82,7 @@ export async function journalBaseline(root: string, journal: Journal, log: Logge
         await append({ op: 'write', path: rel, offset, data: buf.subarray(0, bytesRead) });
         offset += bytesRead;
         stats.bytes += bytesRead;
-        sinceCommit += bytesRead;
+        sinceYield += bytesRead;
       }
     } finally {
       await fh.close();
@@ -95,7 +94,7 @@ export async function journalBaseline(root: string, journal: Journal, log: Logge
 
   await visit('/');
   await append({ op: 'baseline-end', paths });
-  await pending;
-  await journal.markBaselineDone();
+  journal.markBaselineDone();
+  await journal.flushed();
   return stats;
 }
