@@ -31,17 +31,22 @@ export class Applier {
     this.target = new Target(root);
   }
 
-  /** Applies one entry. PathEscapeError and retryable errors are thrown; a divergence is logged and counted. */
-  async apply(e: JournalEntry): Promise<void> {
+  /**
+   * Applies one entry; false if the operation failed with an errno (logged and counted as a divergence).
+   * PathEscapeError, ApplyError and retryable errors (disk full, I/O) are thrown: nothing may skip them.
+   */
+  async apply(e: JournalEntry): Promise<boolean> {
     try {
       await this.applyOp(e);
       for (const [p, atime, mtime] of e.stamps ?? []) {
         await fs.promises.lutimes(await this.target.resolve(p, { allowRoot: true }), timestampToSeconds(atime), timestampToSeconds(mtime));
       }
+      return true;
     } catch (err) {
       if (err instanceof ApplyError || isRetryable(err) || !codeOf(err)) throw err;
       this.divergences++;
-      this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed on the backup; the trees differ until repaired');
+      this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed; the trees differ until repaired');
+      return false;
     }
   }
 

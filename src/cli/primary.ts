@@ -1,10 +1,10 @@
 // `drms primary`: mount over the production directory, journal every mutation, ship to the backup.
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeStatus, readStatus } from '../admin/status.js';
 import { ConfigError } from '../errors.js';
 import { journalBaseline } from '../fs/baseline.js';
-import { mountOver } from '../fs/mount.js';
+import { detachStale, mountOver } from '../fs/mount.js';
+import { recoverInFlight } from '../fs/recovery.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
@@ -33,13 +33,15 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const stateDir = prepareStateDir(args.state);
   const running = readStatus(stateDir);
   if (running?.running && running.pid !== process.pid) throw new ConfigError(`another drms process (pid ${running.pid}) uses --state ${stateDir}`);
-  if (!fs.existsSync(args.mount)) throw new ConfigError(`--mount ${args.mount} does not exist`);
-  const mountDir = fs.realpathSync(args.mount);
+  const log = createLogger('primary');
+  const mountDir = await detachStale(args.mount, log).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
+  });
   if (stateDir === mountDir || stateDir.startsWith(mountDir + path.sep)) throw new ConfigError('--state must not be inside --mount');
 
   process.umask(0); // modes come from the application's requests, already masked by the kernel
-  const log = createLogger('primary');
   const journal = Journal.open(stateDir);
+  await recoverInFlight(journal, mountDir, log);
   const mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, log });
   log.info({ path: mounted.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
 

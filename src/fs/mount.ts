@@ -2,9 +2,11 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
 import type { Journal } from '../journal/journal.js';
+import type { Logger } from '../log.js';
 import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
@@ -34,17 +36,25 @@ function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Mounts over `dir`. A stale drms mount left by a crash is detached first; any other mount there is refused. */
-export async function mountOver(dirArg: string, journal: Journal, opts: PassthroughOptions): Promise<Mounted> {
-  const dir = fs.realpathSync(dirArg);
-  if (!fs.statSync(dir).isDirectory()) throw new ConfigError(`--mount ${dir} is not a directory`, { path: dir });
+/** Uncovers `dir` if a crashed drms left its mount there; refuses any other FUSE mount. Returns the real path. */
+export async function detachStale(dirArg: string, log: Logger): Promise<string> {
+  // Not realpath: on a dead mount it fails with ENOTCONN.
+  const dir = path.resolve(dirArg);
   const existing = mountTypeAt(dir);
   if (existing === `fuse.${FS_NAME}`) {
-    opts.log.warn({ path: dir }, 'detaching a stale drms mount left by an earlier run');
+    log.warn({ path: dir }, 'detaching a stale drms mount left by an earlier run');
     await run('fusermount', ['-uz', dir]);
   } else if (existing?.startsWith('fuse')) {
     throw new ConfigError(`${dir} is already a FUSE mount (${existing}); unmount it first`, { path: dir });
   }
+  const real = fs.realpathSync(dir);
+  if (!fs.statSync(real).isDirectory()) throw new ConfigError(`--mount ${real} is not a directory`, { path: real });
+  return real;
+}
+
+/** Mounts over `dir` (after detachStale). */
+export async function mountOver(dirArg: string, journal: Journal, opts: PassthroughOptions): Promise<Mounted> {
+  const dir = await detachStale(dirArg, opts.log);
   // Keep a handle on the real directory before covering it: all pass-through I/O goes via this fd.
   const dirFd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   const root = `/proc/self/fd/${dirFd}`;

@@ -1,6 +1,6 @@
 // The FUSE operations: pass each one through to the directory under the mount, and journal every mutation.
-// Mutations run one at a time (Serializer) so that journal order equals the order they took effect;
-// the reply waits until the entry is committed, so no write the application saw succeed is missing from the journal.
+// Mutations run one at a time (Serializer) so that journal order equals the order they took effect, and each is
+// journaled before it runs, so no change can reach the files without its entry (see mutate and fs/recovery.ts).
 import fs from 'node:fs';
 import { constants as C } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { getAttribute, getAttributeSync, listAttributesSync, removeAttribute, setAttribute } from 'fs-xattr';
 import { errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { nsToTimestamp, timestampToSeconds, type Op, type Stamp } from '../journal/entry.js';
+import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 import { Serializer } from './serial.js';
 
@@ -32,6 +32,13 @@ interface Handle {
 }
 
 type Reply = (code: number, ...values: unknown[]) => void;
+
+/** What a mutation reports: the reply value, and facts only its outcome tells (times, owner, short writes). */
+interface Outcome<T> {
+  value: T;
+  final?: Op;
+  stamps?: Stamp[];
+}
 
 /** Sentinels the patched binding uses for UTIME_NOW and UTIME_OMIT (high word 0xFFFFFFFF / 0xFFFFFFFE). */
 const UTIME_NOW = 0xffffffff * 2 ** 32;
@@ -57,25 +64,43 @@ export class Passthrough {
     return this.root + p;
   }
 
-  /** Runs a mutation in journal order: `fn` does it and returns the ops to record plus the reply value. */
-  private mutate<T>(fn: () => Promise<{ ops: Op[]; stamps?: Stamp[]; value: T; handle?: Handle }>): Promise<T> {
+  /**
+   * Runs a mutation in journal order, journal first: the intent is committed before the operation runs, so a
+   * crash can never leave a change on disk that the journal lacks (recovery redoes the last entry). A failed
+   * operation retracts its entry; `run` may return a final form of the entry with what only the outcome tells.
+   */
+  private mutate<T>(intent: Op, run: () => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
     return this.serial.run(async () => {
-      const r = await fn();
-      r.ops.forEach((op, i) => {
-        const seq = this.journal.append(op, i === r.ops.length - 1 ? r.stamps : undefined);
-        if (r.handle) r.handle.lastSeq = seq;
-      });
+      const seq = this.journal.begin(intent, intentStamps);
+      let r: Outcome<T>;
+      try {
+        r = await run();
+      } catch (err) {
+        this.journal.retract(seq);
+        throw err;
+      }
+      this.journal.complete(seq, r.final || r.stamps ? { op: r.final ?? intent, stamps: r.stamps } : undefined);
+      if (handle) handle.lastSeq = seq;
       return r.value;
     });
   }
 
-  private async stamp(p: string): Promise<Stamp> {
-    const st = await lstat(this.abs(p));
-    return [p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)];
+  /** Journals facts that need no operation (times after writes, fsync markers), in order with mutations. */
+  private record(op: Op, stampPaths: string[], handle?: Handle): Promise<void> {
+    return this.serial.run(async () => {
+      const seq = this.journal.append(op, await this.stamps(stampPaths));
+      if (handle) handle.lastSeq = seq;
+    });
   }
 
-  private stamps(paths: string[]): Promise<Stamp[]> {
-    return Promise.all([...new Set(paths)].map((p) => this.stamp(p)));
+  /** Times of paths as they are now; a path that vanished is left out (the operation already succeeded). */
+  private async stamps(paths: string[]): Promise<Stamp[]> {
+    const out: Stamp[] = [];
+    for (const p of new Set(paths)) {
+      const st = await lstat(this.abs(p)).catch(() => undefined);
+      if (st) out.push([p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]);
+    }
+    return out;
   }
 
   /** Sync mode: wait until the backup has applied `seq`. */
@@ -92,10 +117,8 @@ export class Passthrough {
   /** Journals the file's times if it was written through this handle since the last stamp. */
   private async settle(p: string, h: Handle): Promise<void> {
     if (!h.dirty) return;
-    await this.mutate(async () => {
-      h.dirty = false;
-      return { ops: [{ op: 'times', path: p }], stamps: [await this.stamp(p)], value: undefined, handle: h };
-    });
+    h.dirty = false;
+    await this.record({ op: 'times', path: p }, [p], h);
   }
 
   operations(): Record<string, (...args: never[]) => void> {
@@ -114,12 +137,15 @@ export class Passthrough {
       }
       cb(0, ...ok(v));
     };
+    const done = <T>(value: T, stampPaths: string[] = [], final?: Op) =>
+      this.stamps(stampPaths).then((stamps): Outcome<T> => ({ value, stamps: stamps.length ? stamps : undefined, final }));
+    const a = (p: string) => this.abs(p);
     const ops = {
-      getattr: (p: string, cb: Reply) => now(cb, () => fs.lstatSync(this.abs(p), { bigint: true }), (st) => [fuseStat(st)]),
+      getattr: (p: string, cb: Reply) => now(cb, () => fs.lstatSync(a(p), { bigint: true }), (st) => [fuseStat(st)]),
 
-      readdir: (p: string, cb: Reply) => reply(cb, fs.promises.readdir(this.abs(p)), (names) => [['.', '..', ...names]]),
+      readdir: (p: string, cb: Reply) => reply(cb, fs.promises.readdir(a(p)), (names) => [['.', '..', ...names]]),
 
-      readlink: (p: string, cb: Reply) => reply(cb, fs.promises.readlink(this.abs(p)), (t) => [t]),
+      readlink: (p: string, cb: Reply) => reply(cb, fs.promises.readlink(a(p)), (t) => [t]),
 
       statfs: (_p: string, cb: Reply) =>
         reply(cb, fs.promises.statfs(this.root + '/'), (s) => [
@@ -128,13 +154,13 @@ export class Passthrough {
 
       open: (p: string, flags: number, cb: Reply) => reply(cb, this.open(p, flags), (fd) => [fd]),
 
+      // Owner is unknown until the file exists: the intent says "leave it" (-1), the final entry has it.
       create: (p: string, mode: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          const fd = await fsOpen(this.abs(p), C.O_CREAT | C.O_RDWR, mode);
-          const st = await lstat(this.abs(p));
+        reply(cb, this.mutate({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
+          const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
           this.handles.set(fd, { path: p, dirty: false, lastSeq: 0, syncWrites: false });
-          const op: Op = { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) };
-          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: fd };
+          const st = await lstat(a(p));
+          return done(fd, [parentOf(p), p], { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) });
         }), (fd) => [fd]),
 
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
@@ -155,84 +181,83 @@ export class Passthrough {
       },
 
       truncate: (p: string, size: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.truncate(this.abs(p), size);
-          return { ops: [{ op: 'truncate', path: p, size }], stamps: [await this.stamp(p)], value: undefined };
+        reply(cb, this.mutate({ op: 'truncate', path: p, size }, async () => {
+          await fs.promises.truncate(a(p), size);
+          return done(undefined, [p]);
         })),
 
       ftruncate: (p: string, fd: number, size: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
+        reply(cb, this.mutate({ op: 'truncate', path: p, size }, async () => {
           await new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));
-          return { ops: [{ op: 'truncate', path: p, size }], stamps: [await this.stamp(p)], value: undefined, handle: this.handles.get(fd) };
-        })),
+          return done(undefined, [p]);
+        }, this.handles.get(fd))),
 
       chmod: (p: string, mode: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.chmod(this.abs(p), mode);
-          return { ops: [{ op: 'chmod', path: p, mode: mode & 0o7777 }], value: undefined };
+        reply(cb, this.mutate({ op: 'chmod', path: p, mode: mode & 0o7777 }, async () => {
+          await fs.promises.chmod(a(p), mode);
+          return done(undefined);
         })),
 
-      chown: (p: string, uid: number, gid: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.lchown(this.abs(p), uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid);
-          const st = await lstat(this.abs(p));
-          return { ops: [{ op: 'chown', path: p, uid: Number(st.uid), gid: Number(st.gid) }], value: undefined };
-        })),
+      chown: (p: string, uid: number, gid: number, cb: Reply) => {
+        const [u, g] = [uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid];
+        reply(cb, this.mutate({ op: 'chown', path: p, uid: u, gid: g }, async () => {
+          await fs.promises.lchown(a(p), u, g);
+          return done(undefined);
+        }));
+      },
 
       utimens: (p: string, atime: number, mtime: number, cb: Reply) => reply(cb, this.utimens(p, atime, mtime)),
 
       unlink: (p: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.unlink(this.abs(p));
-          return { ops: [{ op: 'unlink', path: p }], stamps: await this.stamps([parentOf(p)]), value: undefined };
+        reply(cb, this.mutate({ op: 'unlink', path: p }, async () => {
+          await fs.promises.unlink(a(p));
+          return done(undefined, [parentOf(p)]);
         })),
 
       rmdir: (p: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.rmdir(this.abs(p));
-          return { ops: [{ op: 'rmdir', path: p }], stamps: await this.stamps([parentOf(p)]), value: undefined };
+        reply(cb, this.mutate({ op: 'rmdir', path: p }, async () => {
+          await fs.promises.rmdir(a(p));
+          return done(undefined, [parentOf(p)]);
         })),
 
       mkdir: (p: string, mode: number, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.mkdir(this.abs(p), mode);
-          const st = await lstat(this.abs(p));
-          const op: Op = { op: 'mkdir', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) };
-          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: undefined };
+        reply(cb, this.mutate({ op: 'mkdir', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
+          await fs.promises.mkdir(a(p), mode);
+          const st = await lstat(a(p));
+          return done(undefined, [parentOf(p), p], { op: 'mkdir', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) });
         })),
 
       rename: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.rename(this.abs(p), this.abs(to));
-          return { ops: [{ op: 'rename', path: p, to }], stamps: await this.stamps([parentOf(p), parentOf(to), to]), value: undefined };
+        reply(cb, this.mutate({ op: 'rename', path: p, to }, async () => {
+          await fs.promises.rename(a(p), a(to));
+          return done(undefined, [parentOf(p), parentOf(to), to]);
         })),
 
       symlink: (target: string, p: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.symlink(target, this.abs(p));
-          const st = await lstat(this.abs(p));
-          const op: Op = { op: 'symlink', path: p, target, uid: Number(st.uid), gid: Number(st.gid) };
-          return { ops: [op], stamps: await this.stamps([parentOf(p), p]), value: undefined };
+        reply(cb, this.mutate({ op: 'symlink', path: p, target, uid: -1, gid: -1 }, async () => {
+          await fs.promises.symlink(target, a(p));
+          const st = await lstat(a(p));
+          return done(undefined, [parentOf(p), p], { op: 'symlink', path: p, target, uid: Number(st.uid), gid: Number(st.gid) });
         })),
 
       link: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await fs.promises.link(this.abs(p), this.abs(to));
-          return { ops: [{ op: 'link', path: p, to }], stamps: await this.stamps([parentOf(to)]), value: undefined };
+        reply(cb, this.mutate({ op: 'link', path: p, to }, async () => {
+          await fs.promises.link(a(p), a(to));
+          return done(undefined, [parentOf(to)]);
         })),
 
       setxattr: (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Reply) =>
         reply(cb, this.setxattr(p, name, Buffer.from(value), flags)),
 
       // The kernel asks for security.capability before every write: this must be cheap.
-      getxattr: (p: string, name: string, _position: number, cb: Reply) => now(cb, () => getAttributeSync(this.abs(p), name), (v) => [v]),
+      getxattr: (p: string, name: string, _position: number, cb: Reply) => now(cb, () => getAttributeSync(a(p), name), (v) => [v]),
 
-      listxattr: (p: string, cb: Reply) => now(cb, () => listAttributesSync(this.abs(p)), (names) => [names]),
+      listxattr: (p: string, cb: Reply) => now(cb, () => listAttributesSync(a(p)), (names) => [names]),
 
       removexattr: (p: string, name: string, cb: Reply) =>
-        reply(cb, this.mutate(async () => {
-          await removeAttribute(this.abs(p), name);
-          return { ops: [{ op: 'removexattr', path: p, name }], value: undefined };
+        reply(cb, this.mutate({ op: 'removexattr', path: p, name }, async () => {
+          await removeAttribute(a(p), name);
+          return done(undefined);
         })),
     };
     return ops as unknown as Record<string, (...args: never[]) => void>;
@@ -245,22 +270,23 @@ export class Passthrough {
     const h: Handle = { path: p, dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
     this.handles.set(fd, h);
     if (truncates) {
-      await this.mutate(async () => {
+      await this.mutate({ op: 'truncate', path: p, size: 0 }, async () => {
         await new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
-        return { ops: [{ op: 'truncate', path: p, size: 0 }], stamps: [await this.stamp(p)], value: undefined, handle: h };
-      });
+        return { value: undefined, stamps: await this.stamps([p]) };
+      }, h);
     }
     return fd;
   }
 
   private async write(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handles.get(fd);
-    const n = await this.mutate(async () => {
+    const intent: Op = { op: 'write', path: p, offset: pos, data: buf.subarray(0, len) };
+    const n = await this.mutate(intent, async () => {
       // Mutations run one at a time anyway; a buffered pwrite costs less here than a trip through the pool.
       const written = fs.writeSync(fd, buf, 0, len, pos);
       if (h) h.dirty = true;
-      return { ops: [{ op: 'write', path: p, offset: pos, data: buf.subarray(0, written) }], value: written, handle: h };
-    });
+      return { value: written, final: written < len ? { ...intent, data: buf.subarray(0, written) } : undefined };
+    }, h);
     if (h?.syncWrites) {
       await this.journal.flushed();
       await this.replicated(h.lastSeq, p);
@@ -279,7 +305,7 @@ export class Passthrough {
   private async fsync(p: string, datasync: boolean, fd: number): Promise<void> {
     const h = this.handles.get(fd);
     if (h) await this.settle(p, h);
-    await this.mutate(async () => ({ ops: [{ op: 'fsync', path: p }], value: undefined, handle: h }));
+    await this.record({ op: 'fsync', path: p }, [], h);
     // The file and the journal flush together, so the device can merge the two.
     await Promise.all([
       new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
@@ -288,28 +314,31 @@ export class Passthrough {
     await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
   }
 
-  private utimens(p: string, atime: number, mtime: number): Promise<void> {
-    return this.mutate(async () => {
-      const current = atime === UTIME_OMIT || mtime === UTIME_OMIT ? await lstat(this.abs(p)) : undefined;
-      const pick = (v: number, currentNs: bigint | undefined) => {
-        if (v === UTIME_NOW) return Date.now() / 1000;
-        if (v === UTIME_OMIT) return timestampToSeconds(nsToTimestamp(currentNs!));
-        return v / 1e6;
-      };
-      await fs.promises.lutimes(this.abs(p), pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
-      return { ops: [{ op: 'times', path: p }], stamps: [await this.stamp(p)], value: undefined };
-    });
+  /** The intent carries the times asked for (resolved), so a redo after a crash sets the same. */
+  private async utimens(p: string, atime: number, mtime: number): Promise<void> {
+    const current = atime === UTIME_OMIT || mtime === UTIME_OMIT ? await lstat(this.abs(p)) : undefined;
+    const resolve = (v: number, currentNs: bigint | undefined): Timestamp => {
+      if (v === UTIME_NOW) return nsToTimestamp(BigInt(Date.now()) * 1_000_000n);
+      if (v === UTIME_OMIT) return nsToTimestamp(currentNs!);
+      return nsToTimestamp(BigInt(v) * 1000n);
+    };
+    const [at, mt] = [resolve(atime, current?.atimeNs), resolve(mtime, current?.mtimeNs)];
+    const intent: Op = { op: 'times', path: p };
+    await this.mutate(intent, async () => {
+      await fs.promises.lutimes(this.abs(p), timestampToSeconds(at), timestampToSeconds(mt));
+      return { value: undefined, stamps: await this.stamps([p]) };
+    }, undefined, [[p, at, mt]]);
   }
 
   private setxattr(p: string, name: string, value: Buffer, flags: number): Promise<void> {
-    return this.mutate(async () => {
+    return this.mutate({ op: 'setxattr', path: p, name, value }, async () => {
       if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
         const exists = await getAttribute(this.abs(p), name).then(() => true, () => false);
         if (flags & XATTR_CREATE && exists) throw Object.assign(new Error('exists'), { errno: -osConstants.errno.EEXIST });
         if (flags & XATTR_REPLACE && !exists) throw Object.assign(new Error('no such attribute'), { errno: -osConstants.errno.ENODATA });
       }
       await setAttribute(this.abs(p), name, value);
-      return { ops: [{ op: 'setxattr', path: p, name, value }], value: undefined };
+      return { value: undefined };
     });
   }
 }

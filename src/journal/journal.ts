@@ -1,12 +1,13 @@
 // The durable, ordered journal of captured operations (lmdb under --state).
-// append() commits synchronously (it survives a crash of the process); flushed() makes it survive a power cut.
-// Flushes are group commits: callers that arrive while one runs share the next, and an idle timer bounds exposure.
+// Journal first: begin() commits an entry before its operation runs, complete() releases it to the shipper,
+// retract() drops it if the operation failed. Commits are synchronous (they survive a crash of the process);
+// flushed() makes them survive a power cut, as a group commit, and an idle timer bounds the exposure.
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { decodeEntry, encodeEntry, type JournalEntry, type Op } from './entry.js';
+import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
@@ -18,17 +19,22 @@ export interface EncodedEntry {
 
 export class Journal extends EventEmitter {
   readonly id: string;
+  /** The last entry begun; it may still be in flight. */
   lastSeq: number;
+  /** The last entry whose operation completed: the shipper reads up to here. */
+  readySeq: number;
   ackedSeq: number;
+  /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
+  readonly uncleanStop: boolean;
   private readonly env: RootDatabase;
   private flushRunning = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private unflushed = false;
-  private readonly flushTimer: NodeJS.Timeout;
+  private readonly flushTimer: NodeJS.Timeout | undefined;
   private readonly entries: Database<Buffer, number>;
   private readonly meta: Database<unknown, string>;
 
-  private constructor(env: RootDatabase, readonly dir: string) {
+  private constructor(env: RootDatabase, readonly dir: string, private readonly readOnly: boolean) {
     super();
     this.setMaxListeners(0); // one listener per sync-mode waiter
     this.env = env;
@@ -36,21 +42,26 @@ export class Journal extends EventEmitter {
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
     const existing = this.meta.get('journalId') as string | undefined;
     this.id = existing ?? randomUUID();
-    if (!existing) this.meta.putSync('journalId', this.id);
+    if (!existing && !readOnly) this.meta.putSync('journalId', this.id);
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
     let last = this.ackedSeq;
     for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
     this.lastSeq = last;
+    this.readySeq = last;
+    this.uncleanStop = this.meta.get('running') === true;
+    if (readOnly) return;
+    this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
       if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
     }, FLUSH_INTERVAL_MS);
     this.flushTimer.unref();
   }
 
-  static open(stateDir: string): Journal {
+  /** The writer's view; `readOnly` for another process that only reports (status, sync). */
+  static open(stateDir: string, opts: { readOnly?: boolean } = {}): Journal {
     // noSync: commits reach the page cache synchronously (13 µs); flushed() syncs when the application asks.
     const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 4, mapSize: 2 ** 34, noSync: true });
-    return new Journal(env, stateDir);
+    return new Journal(env, stateDir, opts.readOnly ?? false);
   }
 
   get baselineDone(): boolean {
@@ -61,15 +72,46 @@ export class Journal extends EventEmitter {
     this.meta.putSync('baselineDone', true);
   }
 
-  /** Commits the next entry and returns its seq; the order of calls is journal order. */
-  append(op: Op, stamps?: JournalEntry['stamps']): number {
+  /** Commits the next entry before its operation runs; returns its seq. Calls are serialized by the caller. */
+  begin(op: Op, stamps?: Stamp[]): number {
     const seq = this.lastSeq + 1;
+    this.put(seq, op, stamps);
+    this.lastSeq = seq;
+    return seq;
+  }
+
+  /** The operation of the last entry completed; `final` replaces the entry when the outcome added facts. */
+  complete(seq: number, final?: { op: Op; stamps?: Stamp[] }): void {
+    if (final) this.put(seq, final.op, final.stamps);
+    this.readySeq = seq;
+    this.emit('committed', seq);
+  }
+
+  /** The operation of the last entry failed: it never happened, so the entry goes. */
+  retract(seq: number): void {
+    if (seq !== this.lastSeq || seq <= this.readySeq) throw new Error(`retract(${seq}): only the last, unfinished entry can be retracted`);
+    this.entries.removeSync(seq);
+    this.lastSeq = seq - 1;
+  }
+
+  /** An entry with no operation behind it (times, fsync markers, the initial copy). */
+  append(op: Op, stamps?: Stamp[]): number {
+    const seq = this.begin(op, stamps);
+    this.complete(seq);
+    return seq;
+  }
+
+  /** The last entry, if the backup has not acknowledged it (recovery redoes it after an unclean stop). */
+  lastUnacked(): JournalEntry | undefined {
+    if (this.lastSeq <= this.ackedSeq) return undefined;
+    const bytes = this.entries.get(this.lastSeq);
+    return bytes ? decodeEntry(bytes) : undefined;
+  }
+
+  private put(seq: number, op: Op, stamps?: Stamp[]): void {
     const entry: JournalEntry = stamps ? { ...op, seq, ts: Date.now(), stamps } : { ...op, seq, ts: Date.now() };
     this.entries.putSync(seq, encodeEntry(entry));
-    this.lastSeq = seq;
     this.unflushed = true;
-    this.emit('committed', seq);
-    return seq;
   }
 
   /** Resolves when everything appended before the call is on stable storage. */
@@ -97,7 +139,7 @@ export class Journal extends EventEmitter {
   read(from: number, maxBytes: number, maxCount: number): EncodedEntry[] {
     const out: EncodedEntry[] = [];
     let bytes = 0;
-    for (const { key, value } of this.entries.getRange({ start: from, end: this.lastSeq + 1, limit: maxCount })) {
+    for (const { key, value } of this.entries.getRange({ start: from, end: this.readySeq + 1, limit: maxCount })) {
       out.push({ seq: key, bytes: value });
       bytes += value.length;
       if (bytes >= maxBytes) break;
@@ -149,8 +191,11 @@ export class Journal extends EventEmitter {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.flushTimer);
-    await this.flushed();
+    if (!this.readOnly) {
+      clearInterval(this.flushTimer);
+      this.meta.putSync('running', false);
+      await this.flushed();
+    }
     await this.env.close();
   }
 }
@@ -166,7 +211,7 @@ export interface JournalSnapshot {
 /** Reads another process's journal, for `drms status` and `drms sync`; undefined when there is none. */
 export function readJournal(stateDir: string): JournalSnapshot | undefined {
   if (!existsSync(path.join(stateDir, 'journal'))) return undefined;
-  const j = Journal.open(stateDir);
+  const j = Journal.open(stateDir, { readOnly: true });
   try {
     return { journalId: j.id, lastSeq: j.lastSeq, ackedSeq: j.ackedSeq, baselineDone: j.baselineDone, oldestUnackedTs: j.oldestUnackedTs() };
   } finally {

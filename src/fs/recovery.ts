@@ -1,0 +1,54 @@
+// After an unclean stop, settles the one entry that may have been in flight, before the mount comes back.
+// Mutations are journaled before they run, one at a time, so only the last entry can be in doubt: redo it on the
+// real directory (every apply is idempotent). If the redo fails, the operation never happened: retract it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Applier } from '../apply/applier.js';
+import type { Logger } from '../log.js';
+import { nsToTimestamp, type JournalEntry, type Op, type Stamp } from '../journal/entry.js';
+import type { Journal } from '../journal/journal.js';
+
+export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
+  if (!journal.uncleanStop) return;
+  const last = journal.lastUnacked();
+  if (!last) return;
+  const applier = new Applier(realDir, log);
+  let redone: boolean;
+  try {
+    redone = await applier.apply(last);
+  } finally {
+    await applier.close();
+  }
+  const where = { seq: last.seq, op: last.op, path: 'path' in last ? last.path : undefined };
+  if (!redone) {
+    journal.retract(last.seq);
+    log.warn(where, 'recovery: the operation in flight at the crash had failed; its entry is withdrawn');
+    return;
+  }
+  journal.complete(last.seq, { op: await outcome(last, realDir), stamps: await stampsOf(last, realDir) });
+  log.warn(where, 'recovery: redid the operation in flight at the crash');
+}
+
+/** The entry as it would have been completed: owners and modes as they are on disk. */
+async function outcome(e: JournalEntry, root: string): Promise<Op> {
+  const { seq: _seq, ts: _ts, stamps: _stamps, ...op } = e;
+  if (op.op === 'create' || op.op === 'mkdir' || op.op === 'symlink' || op.op === 'chown') {
+    const st = await fs.promises.lstat(root + op.path);
+    const owner = { uid: st.uid, gid: st.gid };
+    return op.op === 'create' || op.op === 'mkdir' ? { ...op, ...owner, mode: st.mode & 0o7777 } : { ...op, ...owner };
+  }
+  return op;
+}
+
+/** Times of every path the operation touched, as they are on disk now. */
+async function stampsOf(e: JournalEntry, root: string): Promise<Stamp[] | undefined> {
+  if (!('path' in e)) return undefined;
+  const paths = new Set([e.path, path.posix.dirname(e.path)]);
+  if ('to' in e) paths.add(e.to).add(path.posix.dirname(e.to));
+  const out: Stamp[] = [];
+  for (const p of paths) {
+    const st = await fs.promises.lstat(root + p, { bigint: true }).catch(() => undefined);
+    if (st) out.push([p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]);
+  }
+  return out;
+}
