@@ -43,7 +43,8 @@ export class Applier {
       }
       return true;
     } catch (err) {
-      if (err instanceof ApplyError || isRetryable(err) || !codeOf(err)) throw err;
+      // Only a system call's failure (numeric errno) is a divergence; anything else is a malformed entry.
+      if (err instanceof ApplyError || isRetryable(err) || typeof (err as NodeJS.ErrnoException).errno !== 'number') throw err;
       this.divergences++;
       this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed; the trees differ until repaired');
       return false;

@@ -47,8 +47,9 @@ export class Journal extends EventEmitter {
     let last = this.ackedSeq;
     for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
     this.lastSeq = last;
-    this.readySeq = last;
     this.uncleanStop = this.meta.get('running') === true;
+    // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it.
+    this.readySeq = this.uncleanStop && last > this.ackedSeq ? last - 1 : last;
     if (readOnly) return;
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {

@@ -1,0 +1,95 @@
+// The primary dies with SIGKILL: a restart on the same --state remounts, settles the entry in flight, and ships on.
+import t from 'tap';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { drms, isMounted, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { mtimeDrift, snapshot } from './helpers/tree.js';
+
+const run = promisify(execFile);
+const JOURNAL = path.resolve(import.meta.dirname, '../dist/journal/journal.js');
+
+/** Leaves `intent` in the journal as if the primary had died between journaling it and doing it. */
+async function crashWithIntent(state: string, intent: Record<string, unknown>): Promise<void> {
+  const script = `
+    const { Journal } = await import(${JSON.stringify(JOURNAL)});
+    const j = Journal.open(${JSON.stringify(state)});
+    const intent = ${JSON.stringify(intent)};
+    if (intent.data !== undefined) intent.data = Buffer.from(intent.data);
+    j.begin(intent);
+    process.exit(0); // no close(): the journal stays marked running, as after SIGKILL`;
+  await run(process.execPath, ['--input-type=module', '-e', script]);
+}
+
+t.test('the entry in flight at a crash is redone, or withdrawn if it had failed', async (t) => {
+  const dir = tmpdir(t);
+  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
+  fs.mkdirSync(path.join(prod, 'full'), { recursive: true });
+  fs.writeFileSync(path.join(prod, 'full/keep'), 'x');
+  fs.writeFileSync(path.join(prod, 'ledger'), 'original');
+  const secret = writeSecret(dir);
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
+  const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
+  const first = await startPrimary(t, args);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  first.proc.kill('SIGTERM');
+  await first.exited;
+
+  await crashWithIntent(pstate, { op: 'write', path: '/ledger', offset: 0, data: 'REDONE' });
+  const second = await startPrimary(t, args);
+  t.match((await second.waitFor(/recovery: redid/)).path, '/ledger');
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  t.equal(fs.readFileSync(path.join(prod, 'ledger'), 'utf8'), 'REDONEal', 'the journaled write reached the primary');
+  t.equal(fs.readFileSync(path.join(dr, 'ledger'), 'utf8'), 'REDONEal', 'and the backup');
+  second.proc.kill('SIGTERM');
+  await second.exited;
+
+  await crashWithIntent(pstate, { op: 'rmdir', path: '/full' });
+  const third = await startPrimary(t, args);
+  t.match((await third.waitFor(/recovery: .* had failed; its entry is withdrawn/)).op, 'rmdir');
+  await run('touch', [path.join(prod, 'after')]);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  t.ok(fs.existsSync(path.join(dr, 'full/keep')), 'the failed rmdir never reached the backup');
+  t.ok(fs.existsSync(path.join(dr, 'after')), 'and the seq it held was reused without a gap');
+  t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries);
+});
+
+t.test('SIGKILL of the primary during a transaction workload loses no acknowledged record', async (t) => {
+  const dir = tmpdir(t);
+  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
+  fs.mkdirSync(prod);
+  const secret = writeSecret(dir);
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
+  const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
+  let primary = await startPrimary(t, args);
+
+  const RECORDS = 2500;
+  const acks = path.join(dir, 'acks');
+  const writer = spawn(process.execPath, [path.resolve(import.meta.dirname, 'fixtures/txn-writer.mjs'), path.join(prod, 'txn.log'), acks, String(RECORDS)]);
+  let writerOut = '';
+  writer.stdout.on('data', (d) => (writerOut += d));
+  const writerDone = new Promise((r) => writer.on('exit', r));
+  t.teardown(() => writer.kill('SIGKILL'));
+
+  for (let round = 0; round < 2; round++) {
+    await sleep(1200);
+    primary.proc.kill('SIGKILL');
+    await primary.exited;
+    await sleep(300);
+    primary = await startPrimary(t, args);
+    t.ok(isMounted(prod), `remounted after SIGKILL ${round + 1}`);
+  }
+  await writerDone;
+  t.match(writerOut, /done 2500 failures [1-9]/, 'the writer saw the primary die and carried on');
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0);
+
+  const onBackup = fs.readFileSync(path.join(dr, 'txn.log'), 'utf8').split('\n').filter(Boolean);
+  t.same(onBackup, Array.from({ length: RECORDS }, (_, i) => `rec ${i + 1}`), 'every record exactly once, in order, on the backup');
+  const acked = fs.readFileSync(acks, 'utf8').split('\n').filter(Boolean).map(Number);
+  t.ok(acked.every((n) => onBackup[n - 1] === `rec ${n}`), `all ${acked.length} acknowledged records are on the backup`);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'trees identical');
+  t.same(mtimeDrift(p, b), []);
+});
