@@ -18,7 +18,6 @@ export interface BackupOptions {
   secret: Buffer;
   log: Logger;
   peer?: PeerOptions;
-  onChange?: () => void;
 }
 
 const HANDSHAKE_MS = 10_000;
@@ -75,7 +74,6 @@ export class BackupServer {
       log.info({ journalId, appliedSeq: this.appliedSeq }, 'primary authenticated');
       if (this.active) this.active.close(new ProtocolError('replaced by a newer session from the primary'));
       this.active = conn;
-      this.opts.onChange?.();
       for (;;) {
         const frame = await conn.read();
         if (!frame) break;
@@ -92,7 +90,6 @@ export class BackupServer {
       conn.close();
     } finally {
       if (this.active === conn) this.active = undefined;
-      this.opts.onChange?.();
     }
   }
 
@@ -138,7 +135,6 @@ export class BackupServer {
         this.applied = { journalId, appliedSeq: applied };
         await this.state.save(this.applied);
         conn.send(FrameType.Ack, { appliedSeq: applied });
-        this.opts.onChange?.();
       }
     }
   }

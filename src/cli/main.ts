@@ -50,8 +50,8 @@ program
   .description('role, connection, journaled and applied seq, lag')
   .requiredOption('--state <dir>', 'a primary or backup state directory')
   .option('--json', 'machine-readable output')
-  .action((o: { state: string; json?: boolean }) => {
-    const r = nodeReport(o.state);
+  .action(async (o: { state: string; json?: boolean }) => {
+    const r = await nodeReport(o.state);
     process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
   });
 

@@ -1,17 +1,18 @@
 // `drms primary`: mount over the production directory, journal every mutation, ship to the backup.
 import path from 'node:path';
-import { writeStatus, readStatus } from '../admin/status.js';
+import { serveControl } from '../admin/control.js';
 import { ConfigError } from '../errors.js';
 import { journalBaseline } from '../fs/baseline.js';
-import { detachStale, mountOver } from '../fs/mount.js';
-import { recoverInFlight } from '../fs/recovery.js';
+import { detachStale, mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
+import { recoverInFlight } from '../fs/recovery.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
 import { parseRoutes } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
 import { readSecretFile } from '../wire/auth.js';
-import { onShutdown, prepareStateDir, throttle } from './process.js';
+import { onShutdown, prepareStateDir } from './process.js';
+import type { NodeReport } from './report.js';
 
 export interface PrimaryArgs {
   mount: string;
@@ -31,55 +32,66 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const routes = parseRoutes(args.to);
   const secret = readSecretFile(args.secretFile);
   const stateDir = prepareStateDir(args.state);
-  const running = readStatus(stateDir);
-  if (running?.running && running.pid !== process.pid) throw new ConfigError(`another drms process (pid ${running.pid}) uses --state ${stateDir}`);
   const log = createLogger('primary');
+  let shipper: Shipper | undefined;
+  let journal: Journal | undefined;
+  let mounted: Mounted | undefined;
+  const startedAt = new Date().toISOString();
+  const control = await serveControl(stateDir, {
+    status: (): NodeReport => {
+      const j = journal;
+      if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
+      const lagOps = j.lastSeq - j.ackedSeq;
+      const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
+      return {
+        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode,
+        connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
+        reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
+        journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+      };
+    },
+    sync: async (req) => {
+      const j = journal;
+      if (!j) return { error: 'the primary is still starting' };
+      const target = j.lastSeq;
+      const ok = await j.waitAcked(target, req.timeoutMs ?? 60_000).then(() => true, () => false);
+      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: shipper?.lastError };
+    },
+  }, log).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'EBUSY' ? new ConfigError(err.message) : err;
+  });
+
+  // Only now, owning --state, may a dead mount left by our predecessor be detached.
   const mountDir = await detachStale(args.mount, log).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   if (stateDir === mountDir || stateDir.startsWith(mountDir + path.sep)) throw new ConfigError('--state must not be inside --mount');
-
   process.umask(0); // modes come from the application's requests, already masked by the kernel
-  const journal = Journal.open(stateDir);
+  journal = Journal.open(stateDir);
   await recoverInFlight(journal, mountDir, log);
-  const mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, log });
-  log.info({ path: mounted.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
-
-  const shipper = new Shipper(journal, { routes, secret, log, onChange: () => status() });
-  const startedAt = new Date().toISOString();
-  const status = throttle(() =>
-    writeStatus(stateDir, {
-      role: 'primary',
-      startedAt,
-      mount: mounted.dir,
-      mode,
-      routes: routes.map((r) => r.label),
-      connected: shipper.connected,
-      route: shipper.route?.label,
-      peer: shipper.peer,
-      lastError: shipper.lastError,
-      baselineDone: journal.baselineDone,
-    }), 250);
-  status();
-  const heartbeat = setInterval(status, 1000);
+  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, log });
+  const m = mounted;
+  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
+  shipper = new Shipper(journal, { routes, secret, log });
   shipper.start();
 
+  const j = journal;
+  const s = shipper;
   onShutdown(log, async () => {
-    clearInterval(heartbeat);
-    await mounted.unmount().catch((err) => log.error({ err, path: mounted.dir }, 'unmount failed'));
-    log.info({ path: mounted.dir }, 'unmounted; draining the journal to the backup');
-    const drained = await shipper.drain(drainTimeoutMs);
-    if (!drained) log.warn({ seq: journal.lastSeq, acked: journal.ackedSeq }, 'backlog not fully shipped; it stays in the journal and ships on next start');
-    await shipper.stop();
-    status.now();
-    await journal.close();
+    await m.unmount().catch((err) => log.error({ err, path: m.dir }, 'unmount failed'));
+    log.info({ path: m.dir }, 'unmounted; draining the journal to the backup');
+    if (!(await s.drain(drainTimeoutMs))) {
+      log.warn({ seq: j.lastSeq, acked: j.ackedSeq }, 'backlog not fully shipped; it stays in the journal and ships on next start');
+    }
+    await s.stop();
+    control.close();
+    await j.close();
   });
 
-  if (!journal.baselineDone) {
+  if (!j.baselineDone) {
     // Writers wait while the existing tree is journaled, so the copy and live changes keep their order.
-    const stats = await mounted.exclusive(() => journalBaseline(mounted.root, journal, log));
+    const stats = await m.exclusive(() => journalBaseline(m.root, j, log));
     log.info(stats, 'initial copy journaled');
-    status();
   }
 }
 

@@ -1,4 +1,4 @@
-// Process plumbing shared by the daemons: state dir, signal handling, throttled status writes.
+// Process plumbing shared by the daemons: state dir and signal handling.
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../errors.js';
@@ -37,22 +37,4 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): void {
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
-}
-
-/** Calls `fn` at most once per `ms`, trailing; `.now()` calls it immediately. */
-export function throttle(fn: () => void, ms: number): (() => void) & { now(): void } {
-  let timer: NodeJS.Timeout | undefined;
-  const call = () => {
-    timer = undefined;
-    fn();
-  };
-  const t = () => {
-    timer ??= setTimeout(call, ms);
-  };
-  return Object.assign(t, {
-    now() {
-      if (timer) clearTimeout(timer);
-      call();
-    },
-  });
 }

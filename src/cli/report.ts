@@ -1,56 +1,53 @@
-// `drms status` and `drms sync`: read a state directory (of a running or stopped node) and report on it.
-import { readStatus } from '../admin/status.js';
+// `drms status` and `drms sync`: ask the running node over its control socket; read a stopped node's state directly.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ask } from '../admin/control.js';
 import { BackupState } from '../apply/state.js';
 import { ConfigError } from '../errors.js';
 import { readJournal } from '../journal/journal.js';
-import fs from 'node:fs';
-import path from 'node:path';
 
 export interface NodeReport {
   role: 'primary' | 'backup';
   state: string;
   running: boolean;
   pid?: number;
+  startedAt?: string;
   connected: boolean;
   peer?: string;
   route?: string;
   lastError?: string;
+  reconnects?: number;
+  routeSwitches?: number;
   mount?: string;
   mode?: string;
   target?: string;
+  listen?: string;
   journalId?: string;
   lastSeq?: number;
   appliedSeq: number;
   lagOps?: number;
   lagSeconds?: number;
+  divergences?: number;
 }
 
-export function nodeReport(stateArg: string): NodeReport {
+const ASK_MS = 5000;
+
+export async function nodeReport(stateArg: string): Promise<NodeReport> {
   const state = path.resolve(stateArg);
-  const live = readStatus(state);
-  const running = live?.running ?? false;
-  const common = { state, running, pid: live?.pid, connected: Boolean(running && live?.connected), peer: live?.peer, lastError: live?.lastError };
+  const live = await ask<NodeReport>(state, { cmd: 'status' }, ASK_MS);
+  if (live) return live;
+  // Nobody owns this state directory: its files can be read safely.
   const journal = readJournal(state);
   if (journal) {
     const lagOps = journal.lastSeq - journal.ackedSeq;
-    return {
-      role: 'primary',
-      ...common,
-      route: live?.route,
-      mount: live?.mount as string | undefined,
-      mode: live?.mode as string | undefined,
-      journalId: journal.journalId,
-      lastSeq: journal.lastSeq,
-      appliedSeq: journal.ackedSeq,
-      lagOps,
-      lagSeconds: lagOps > 0 && journal.oldestUnackedTs ? (Date.now() - journal.oldestUnackedTs) / 1000 : 0,
-    };
+    const lagSeconds = lagOps > 0 && journal.oldestUnackedTs ? (Date.now() - journal.oldestUnackedTs) / 1000 : 0;
+    return { role: 'primary', state, running: false, connected: false, journalId: journal.journalId, lastSeq: journal.lastSeq, appliedSeq: journal.ackedSeq, lagOps, lagSeconds };
   }
   if (fs.existsSync(path.join(state, 'backup'))) {
     const bs = BackupState.open(state);
     const applied = bs.get();
-    void bs.close();
-    return { role: 'backup', ...common, target: live?.target as string | undefined, journalId: applied.journalId, appliedSeq: applied.appliedSeq };
+    await bs.close();
+    return { role: 'backup', state, running: false, connected: false, journalId: applied.journalId, appliedSeq: applied.appliedSeq };
   }
   throw new ConfigError(`${state} is not a drms state directory (no journal or backup state in it)`);
 }
@@ -59,32 +56,43 @@ export function formatReport(r: NodeReport): string {
   const rows: Array<[string, unknown]> = [
     ['role', r.role],
     ['state', r.state],
-    ['running', r.running ? `yes (pid ${r.pid})` : 'no'],
+    ['running', r.running ? `yes (pid ${r.pid}, since ${r.startedAt})` : 'no'],
     ['mount', r.mount],
     ['mode', r.mode],
     ['target', r.target],
+    ['listen', r.listen],
     ['connected', r.connected ? `yes${r.route ? ` via ${r.route}` : ''}${r.peer ? ` (${r.peer})` : ''}` : 'no'],
     ['last error', r.lastError],
+    ['reconnects', r.reconnects],
+    ['route switches', r.routeSwitches],
     ['journal', r.journalId],
     ['last journaled seq', r.lastSeq],
     ['last applied seq', r.appliedSeq],
     ['lag', r.lagOps === undefined ? undefined : `${r.lagOps} ops, ${r.lagSeconds!.toFixed(1)} s`],
+    ['apply divergences', r.divergences],
   ];
   return rows.filter(([, v]) => v !== undefined).map(([k, v]) => `${(k + ':').padEnd(20)}${v}`).join('\n');
 }
 
+interface SyncAnswer {
+  ok: boolean;
+  target: number;
+  appliedSeq: number;
+  connected: boolean;
+  lastError?: string;
+}
+
 /** Waits until the backup has applied everything journaled before the call. */
 export async function waitForSync(stateArg: string, timeoutMs: number): Promise<{ ok: boolean; message: string }> {
-  const first = nodeReport(stateArg);
-  if (first.role !== 'primary') throw new ConfigError(`drms sync takes a primary's --state; ${first.state} belongs to a backup`);
-  const target = first.lastSeq!;
-  const deadline = Date.now() + timeoutMs;
-  for (let r = first; ; r = nodeReport(stateArg)) {
-    if (r.appliedSeq >= target) return { ok: true, message: `backup has applied seq ${target}` };
-    if (Date.now() >= deadline) {
-      const why = !r.running ? 'the primary is not running' : !r.connected ? `the backup is not connected${r.lastError ? ` (${r.lastError})` : ''}` : 'the backup is still applying';
-      return { ok: false, message: `timed out after ${timeoutMs / 1000} s: backup has applied seq ${r.appliedSeq} of ${target} (${target - r.appliedSeq} ops behind); ${why}` };
-    }
-    await new Promise((res) => setTimeout(res, 50));
+  const state = path.resolve(stateArg);
+  const r = await ask<SyncAnswer>(state, { cmd: 'sync', timeoutMs }, timeoutMs + ASK_MS);
+  if (!r) {
+    const offline = await nodeReport(state);
+    if (offline.role !== 'primary') throw new ConfigError(`drms sync takes a primary's --state; ${state} belongs to a backup`);
+    return { ok: false, message: `the primary is not running; the backup has applied seq ${offline.appliedSeq} of ${offline.lastSeq}` };
   }
+  if ('error' in r) throw new ConfigError(`drms sync: ${String((r as { error: unknown }).error)}`);
+  if (r.ok) return { ok: true, message: `backup has applied seq ${r.target}` };
+  const why = !r.connected ? `the backup is not connected${r.lastError ? ` (${r.lastError})` : ''}` : 'the backup is still applying';
+  return { ok: false, message: `timed out after ${timeoutMs / 1000} s: backup has applied seq ${r.appliedSeq} of ${r.target} (${r.target - r.appliedSeq} ops behind); ${why}` };
 }

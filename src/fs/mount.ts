@@ -36,13 +36,17 @@ function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Uncovers `dir` if a crashed drms left its mount there; refuses any other FUSE mount. Returns the real path. */
+/**
+ * Uncovers `dir` if a crashed drms left its dead mount there (ENOTCONN); refuses a live mount or any other FUSE
+ * mount. Returns the real path.
+ */
 export async function detachStale(dirArg: string, log: Logger): Promise<string> {
   // Not realpath: on a dead mount it fails with ENOTCONN.
   const dir = path.resolve(dirArg);
   const existing = mountTypeAt(dir);
   if (existing === `fuse.${FS_NAME}`) {
-    log.warn({ path: dir }, 'detaching a stale drms mount left by an earlier run');
+    if (isAlive(dir)) throw new ConfigError(`${dir} is already mounted by a running drms; stop it first`, { path: dir });
+    log.warn({ path: dir }, 'detaching a dead drms mount left by an earlier run');
     await run('fusermount', ['-uz', dir]);
   } else if (existing?.startsWith('fuse')) {
     throw new ConfigError(`${dir} is already a FUSE mount (${existing}); unmount it first`, { path: dir });
@@ -50,6 +54,16 @@ export async function detachStale(dirArg: string, log: Logger): Promise<string> 
   const real = fs.realpathSync(dir);
   if (!fs.statSync(real).isDirectory()) throw new ConfigError(`--mount ${real} is not a directory`, { path: real });
   return real;
+}
+
+/** A FUSE mount whose server is gone answers ENOTCONN. (Never call this on a mount this process serves.) */
+function isAlive(dir: string): boolean {
+  try {
+    fs.statSync(dir);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOTCONN';
+  }
 }
 
 /** Mounts over `dir` (after detachStale). */

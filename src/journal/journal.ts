@@ -61,8 +61,9 @@ export class Journal extends EventEmitter {
   /** The writer's view; `readOnly` for another process that only reports (status, sync). */
   static open(stateDir: string, opts: { readOnly?: boolean } = {}): Journal {
     // noSync: commits reach the page cache synchronously (13 µs); flushed() syncs when the application asks.
-    const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 4, mapSize: 2 ** 34, noSync: true });
-    return new Journal(env, stateDir, opts.readOnly ?? false);
+    const readOnly = opts.readOnly ?? false;
+    const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 4, mapSize: 2 ** 34, noSync: true, readOnly });
+    return new Journal(env, stateDir, readOnly);
   }
 
   get baselineDone(): boolean {
@@ -166,9 +167,10 @@ export class Journal extends EventEmitter {
     const from = this.ackedSeq + 1;
     this.ackedSeq = seq;
     this.emit('acked', seq);
+    // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
     this.env.transactionSync(() => {
-      this.meta.putSync('ackedSeq', seq);
-      for (let s = from; s <= seq; s++) this.entries.removeSync(s);
+      void this.meta.put('ackedSeq', seq);
+      for (let s = from; s <= seq; s++) void this.entries.remove(s);
     });
     this.unflushed = true;
   }

@@ -16,7 +16,6 @@ export interface ShipperOptions {
   secret: Buffer;
   log: Logger;
   peer?: PeerOptions;
-  onChange?: () => void;
 }
 
 const CONNECT_MS = 5000;
@@ -25,6 +24,8 @@ const BATCH_BYTES = 1024 * 1024;
 const BATCH_ENTRIES = 4096;
 /** Unacknowledged bytes on the wire before the shipper waits for acks. */
 const WINDOW_BYTES = 16 * 1024 * 1024;
+/** While on an alternate route, how often to knock on the preferred one. */
+const PREFERRED_PROBE_MS = 2000;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5000;
 
@@ -34,6 +35,7 @@ export class Shipper {
   peer: string | undefined;
   lastError: string | undefined;
   reconnects = 0;
+  routeSwitches = 0;
   private stopping = false;
   private conn: PeerConnection | undefined;
   private loop: Promise<void> | undefined;
@@ -62,62 +64,82 @@ export class Shipper {
     return this.journal.waitAcked(this.journal.lastSeq, timeoutMs).then(() => true, () => false);
   }
 
+  /** Routes are tried in order; after any session that got to stream, the next try starts at the preferred one. */
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopping) {
-      let served = false;
+      let progressed = false;
       for (const route of this.opts.routes) {
         if (this.stopping) break;
-        served = await this.session(route);
-        if (served) break; // after a productive session, start again from the preferred route
+        const r = await this.session(route);
+        if (r.streamed) {
+          progressed = r.progressed;
+          break;
+        }
       }
-      failures = served ? 0 : failures + 1;
+      failures = progressed ? 0 : failures + 1;
       await delay(backoff(failures), undefined, { signal: this.stopped.signal }).catch(() => undefined);
     }
   }
 
-  /** One connection's life. True if the backup acknowledged something: only then is the next try immediate. */
-  private async session(route: Route): Promise<boolean> {
+  /** One connection's life: whether it got to stream, and whether the backup acknowledged anything. */
+  private async session(route: Route): Promise<{ streamed: boolean; progressed: boolean }> {
     const log = this.opts.log.child({ route: route.label });
     let socket: net.Socket;
     try {
       socket = await connect(route);
     } catch (err) {
       this.fail(log, err, 'cannot reach the backup');
-      return false;
+      return { streamed: false, progressed: false };
     }
     const conn = new PeerConnection(socket, this.opts.peer ?? DEFAULT_PEER_OPTIONS);
     this.conn = conn;
     let streaming = false;
+    let probe: NodeJS.Timeout | undefined;
     const ackedBefore = this.journal.ackedSeq;
     try {
       const from = await this.handshake(conn);
       streaming = true;
+      if (this.route && this.route !== route) {
+        this.routeSwitches++;
+        log.warn({ from: this.route.label, peer: conn.peer }, 'route switched');
+      }
       this.connected = true;
       this.route = route;
       this.peer = conn.peer;
       this.lastError = undefined;
       this.reconnects++;
-      this.opts.onChange?.();
       log.info({ peer: conn.peer, seq: from }, 'connected to backup; shipping');
+      const preferred = this.opts.routes[0]!;
+      if (route !== preferred) probe = setInterval(() => void this.probe(preferred, conn, log), PREFERRED_PROBE_MS);
       await this.stream(conn, from);
-      if (conn.closeReason) throw conn.closeReason;
+      if (!this.stopping && !(conn.closeReason instanceof PreferredRouteBack)) {
+        throw conn.closeReason ?? new ProtocolError('the backup closed the connection', { peer: conn.peer });
+      }
     } catch (err) {
       this.fail(log, err, streaming ? 'backup connection lost' : 'backup handshake failed');
     } finally {
+      clearInterval(probe);
       conn.close();
       this.conn = undefined;
       this.connected = false;
-      this.opts.onChange?.();
     }
-    return streaming && this.journal.ackedSeq > ackedBefore;
+    return { streamed: streaming, progressed: this.journal.ackedSeq > ackedBefore };
+  }
+
+  /** If the preferred route answers again, end the session on the alternate one; run() then starts over. */
+  private async probe(preferred: Route, conn: PeerConnection, log: Logger): Promise<void> {
+    const socket = await connect(preferred).catch(() => undefined);
+    if (!socket) return;
+    socket.destroy();
+    log.info({ preferred: preferred.label }, 'preferred route answers again; switching back');
+    conn.close(new PreferredRouteBack());
   }
 
   private fail(log: Logger, err: unknown, msg: string): void {
     if (this.stopping) return;
     this.lastError = `${msg}: ${(err as Error).message}`;
     log[err instanceof AuthError ? 'error' : 'warn']({ err }, msg);
-    this.opts.onChange?.();
   }
 
   /** Mutual challenge-response; returns the first seq to send. */
@@ -153,7 +175,6 @@ export class Shipper {
           const { appliedSeq } = unpackBody<Ack>(frame);
           this.journal.setAcked(appliedSeq);
           while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
-          this.opts.onChange?.();
         } else {
           const msg = frame.type === FrameType.Error || frame.type === FrameType.Refused ? unpackBody<Refusal>(frame).message : `unexpected ${FrameType[frame.type]}`;
           conn.close(new ProtocolError(`backup: ${msg}`, { peer: conn.peer }));
@@ -178,6 +199,8 @@ export class Shipper {
     await reader;
   }
 }
+
+class PreferredRouteBack extends Error {}
 
 function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnection): Frame {
   if (!frame) throw new ProtocolError(`backup closed the connection during the handshake`, { peer: conn.peer });

@@ -14,8 +14,8 @@ export const DRMS = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
 export interface Node {
   proc: ChildProcess;
   logs: Array<Record<string, unknown>>;
-  /** Resolves with the first log line whose msg matches. */
-  waitFor(msg: string | RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the first log line whose msg matches, looking only at lines from index `from` on. */
+  waitFor(msg: string | RegExp, timeoutMs?: number, from?: number): Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
 }
 
@@ -80,8 +80,8 @@ export function startNode(t: Test, args: string[], mountDir?: string): Node {
     proc,
     logs,
     exited,
-    waitFor(match, timeoutMs = 15_000) {
-      const seen = logs.find((l) => (typeof match === 'string' ? l.msg === match : match.test(String(l.msg ?? ''))));
+    waitFor(match, timeoutMs = 15_000, from = 0) {
+      const seen = logs.slice(from).find((l) => (typeof match === 'string' ? l.msg === match : match.test(String(l.msg ?? ''))));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`timed out waiting for log "${match}"; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
