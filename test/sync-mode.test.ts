@@ -4,7 +4,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const run = promisify(execFile);
 const WRITER = path.resolve(import.meta.dirname, 'fixtures/append-fsync.mjs');
@@ -17,7 +19,7 @@ t.test('fdatasync waits for the backup, and fails with EIO when it does not answ
   fs.mkdirSync(prod);
   const secret = writeSecret(dir);
   const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
-  const primary = await startPrimary(t, { mount: prod, state: path.join(dir, 'pstate'), to: `127.0.0.1:${backup.port}`, secret, mode: 'sync', extra: ['--sync-timeout', '2'] });
+  const primary = await startPrimary(t, { mount: prod, state: path.join(dir, 'pstate'), to: `127.0.0.1:${backup.port}`, secret, mode: 'sync', extra: ['--sync-timeout', '2', '--on-sync-timeout', 'fail'] });
   await primary.waitFor('connected to backup; shipping');
 
   for (let i = 1; i <= 20; i++) {
@@ -34,6 +36,55 @@ t.test('fdatasync waits for the backup, and fails with EIO when it does not answ
   const [word, code, ms] = result.split(' ');
   t.equal(`${word} ${code}`, 'error EIO', 'fdatasync fails when the backup cannot acknowledge');
   t.ok(Number(ms) >= 1900, `after the sync timeout (${ms} ms)`);
-  const logged = await primary.waitFor(/sync mode: backup did not acknowledge/);
+  const logged = await primary.waitFor(/sync mode: the backup did not acknowledge in time; failing/);
   t.match(logged.path, '/txn.log');
+});
+
+t.test('by default, a silent backup degrades sync mode to async, loudly, until it catches up', async (t) => {
+  const dir = tmpdir(t);
+  const [prod, dr, bstate, pstate] = ['prod', 'dr', 'bstate', 'pstate'].map((d) => path.join(dir, d)) as [string, string, string, string];
+  fs.mkdirSync(prod);
+  const secret = writeSecret(dir);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, mode: 'sync', extra: ['--sync-timeout', '2'] });
+  await primary.waitFor('connected to backup; shipping');
+  backup.proc.kill('SIGKILL');
+  await backup.exited;
+
+  const first = (await appendFsync(path.join(prod, 'txn.log'), 'while down 1')).split(' ');
+  t.equal(first[0], 'ok', 'the application keeps running');
+  t.ok(Number(first[1]) >= 1900, `after waiting out the sync timeout (${first[1]} ms)`);
+  await primary.waitFor(/SYNC MODE DEGRADED TO ASYNC/);
+  const second = (await appendFsync(path.join(prod, 'txn.log'), 'while down 2')).split(' ');
+  t.ok(Number(second[1]) < 1000, `later calls do not wait while degraded (${second[1]} ms)`);
+  t.equal(JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout).syncDegraded, true, 'status says so');
+
+  await startBackup(t, { target: dr, state: bstate, secret, port: backup.port });
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '20'])).code, 0);
+  t.match(await appendFsync(path.join(prod, 'txn.log'), 'after'), /^ok /);
+  await primary.waitFor('sync mode restored: the backup has caught up');
+  t.equal(JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout).syncDegraded, false);
+  t.equal(fs.readFileSync(path.join(dr, 'txn.log'), 'utf8'), 'while down 1\nwhile down 2\nafter\n');
+});
+
+t.test('site lost in sync mode: the backup alone holds every record whose fdatasync returned', async (t) => {
+  const dir = tmpdir(t);
+  const [prod, dr] = [path.join(dir, 'prod'), path.join(dir, 'dr')];
+  fs.mkdirSync(prod);
+  const secret = writeSecret(dir);
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
+  const primary = await startPrimary(t, { mount: prod, state: path.join(dir, 'pstate'), to: `127.0.0.1:${backup.port}`, secret, mode: 'sync', extra: ['--on-sync-timeout', 'fail'] });
+  await primary.waitFor('connected to backup; shipping');
+  const acks = path.join(dir, 'acks');
+  const writer = spawn(process.execPath, [path.resolve(import.meta.dirname, 'fixtures/txn-writer.mjs'), path.join(prod, 'txn.log'), acks, '100000']);
+  t.teardown(() => writer.kill('SIGKILL'));
+  await sleep(2500);
+  primary.proc.kill('SIGKILL'); // the production site is gone; it never comes back
+  await primary.exited;
+  writer.kill('SIGKILL');
+  const acked = fs.readFileSync(acks, 'utf8').split('\n').filter(Boolean).map(Number);
+  t.ok(acked.length > 50, `${acked.length} records were acknowledged before the loss`);
+  const onBackup = new Set(fs.readFileSync(path.join(dr, 'txn.log'), 'utf8').split('\n').filter(Boolean));
+  const missing = acked.filter((n) => !onBackup.has(`rec ${n}`));
+  t.same(missing, [], 'every acknowledged record is on the backup');
 });

@@ -21,7 +21,8 @@ program
   .requiredOption('--to <host:port,...>', 'backup address(es), preferred first')
   .requiredOption('--secret-file <file>', 'shared secret (mode 600)')
   .addOption(new Option('--mode <mode>', 'async: never wait for the network; sync: fsync and close wait for the backup').choices(['async', 'sync']).default('async'))
-  .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup before failing with EIO', '30')
+  .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup', '30')
+  .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default('degrade'))
   .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', '10')
   .action((o) => runPrimary(o));
 

@@ -21,6 +21,7 @@ export interface PrimaryArgs {
   secretFile: string;
   mode: string;
   syncTimeout: string;
+  onSyncTimeout: 'degrade' | 'fail';
   drainTimeout: string;
 }
 
@@ -44,7 +45,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
       const lagOps = j.lastSeq - j.ackedSeq;
       const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
       return {
-        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode,
+        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode, syncDegraded: mounted?.syncDegraded,
         connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
         reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
         journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
@@ -69,7 +70,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   process.umask(0); // modes come from the application's requests, already masked by the kernel
   journal = Journal.open(stateDir);
   await recoverInFlight(journal, mountDir, log);
-  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, log });
+  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, log });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
   shipper = new Shipper(journal, { routes, secret, log });

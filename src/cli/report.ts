@@ -20,6 +20,7 @@ export interface NodeReport {
   routeSwitches?: number;
   mount?: string;
   mode?: string;
+  syncDegraded?: boolean;
   target?: string;
   listen?: string;
   journalId?: string;
@@ -58,7 +59,7 @@ export function formatReport(r: NodeReport): string {
     ['state', r.state],
     ['running', r.running ? `yes (pid ${r.pid}, since ${r.startedAt})` : 'no'],
     ['mount', r.mount],
-    ['mode', r.mode],
+    ['mode', r.mode && (r.syncDegraded ? `${r.mode} (DEGRADED to async: backup not acknowledging)` : r.mode)],
     ['target', r.target],
     ['listen', r.listen],
     ['connected', r.connected ? `yes${r.route ? ` via ${r.route}` : ''}${r.peer ? ` (${r.peer})` : ''}` : 'no'],

@@ -17,6 +17,8 @@ export interface Mounted {
   readonly dir: string;
   /** The real directory under the mount, reachable without going through it (append a path starting with '/'). */
   readonly root: string;
+  /** Sync mode has degraded to async (see PassthroughOptions.onSyncTimeout). */
+  readonly syncDegraded: boolean;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of the tree. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   unmount(): Promise<void>;
@@ -87,6 +89,9 @@ export async function mountOver(dirArg: string, journal: Journal, opts: Passthro
     dir,
     root,
     exclusive: (fn) => passthrough.exclusive(fn),
+    get syncDegraded() {
+      return passthrough.syncDegraded;
+    },
     async unmount() {
       if (down) return;
       down = true;

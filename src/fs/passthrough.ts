@@ -16,8 +16,10 @@ export type ReplicationMode = 'async' | 'sync';
 
 export interface PassthroughOptions {
   mode: ReplicationMode;
-  /** Sync mode: how long fsync/close waits for the backup before failing with EIO. */
+  /** Sync mode: how long fsync/close waits for the backup. */
   syncTimeoutMs: number;
+  /** Sync mode, after the timeout: fail the call with EIO, or degrade to async until the backup catches up. */
+  onSyncTimeout: 'fail' | 'degrade';
   log: Logger;
 }
 
@@ -103,13 +105,30 @@ export class Passthrough {
     return out;
   }
 
-  /** Sync mode: wait until the backup has applied `seq`. */
+  /** Sync mode has degraded to async after a timeout; it returns once the backlog from then is applied. */
+  syncDegraded = false;
+  private degradedAt = 0;
+
+  /** Sync mode: wait until the backup has applied `seq` (see onSyncTimeout for when it does not). */
   private async replicated(seq: number, p: string): Promise<void> {
     if (this.opts.mode !== 'sync') return;
+    if (this.syncDegraded) {
+      if (this.journal.ackedSeq < this.degradedAt) return;
+      this.syncDegraded = false;
+      this.opts.log.warn({ seq: this.journal.ackedSeq }, 'sync mode restored: the backup has caught up');
+    }
     try {
       await this.journal.waitAcked(seq, this.opts.syncTimeoutMs);
-    } catch (err) {
-      this.opts.log.error({ path: p, seq, err }, 'sync mode: backup did not acknowledge in time; failing the call with EIO');
+    } catch {
+      if (this.opts.onSyncTimeout === 'degrade') {
+        if (!this.syncDegraded) {
+          this.syncDegraded = true;
+          this.degradedAt = this.journal.lastSeq;
+          this.opts.log.error({ path: p, seq }, 'SYNC MODE DEGRADED TO ASYNC: the backup did not acknowledge in time; writes are journaled but not yet on the DR site');
+        }
+        return;
+      }
+      this.opts.log.error({ path: p, seq }, 'sync mode: the backup did not acknowledge in time; failing the call with EIO');
       throw Object.assign(new Error('not replicated'), { errno: -5 });
     }
   }
