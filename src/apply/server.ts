@@ -1,9 +1,11 @@
 // The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
 import net from 'node:net';
+import tls from 'node:tls';
 import { AuthError, PathEscapeError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { decodeEntry } from '../journal/entry.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
+import type { TlsMaterial } from '../wire/tls.js';
 import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
 import type { Auth, Hello, Refusal } from '../wire/messages.js';
@@ -16,6 +18,7 @@ export interface BackupOptions {
   target: string;
   stateDir: string;
   secret: Buffer;
+  tls?: TlsMaterial;
   log: Logger;
   peer?: PeerOptions;
 }
@@ -36,7 +39,16 @@ export class BackupServer {
     this.state = BackupState.open(opts.stateDir);
     this.applied = this.state.get();
     this.applier = new Applier(opts.target, opts.log);
-    this.server = net.createServer((socket) => void this.session(socket));
+    const accept = (socket: net.Socket) => void this.session(socket);
+    if (opts.tls) {
+      this.server = tls.createServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, accept);
+      this.server.on('tlsClientError', (err, socket) => {
+        this.lastError = `TLS handshake refused: ${err.message}`;
+        opts.log.error({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err }, 'TLS handshake refused: the peer has no certificate this backup trusts, or does not speak TLS');
+      });
+    } else {
+      this.server = net.createServer(accept);
+    }
   }
 
   get appliedSeq(): number {

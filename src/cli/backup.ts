@@ -6,20 +6,21 @@ import { BackupServer } from '../apply/server.js';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseHostPort } from '../ship/routes.js';
-import { readSecretFile } from '../wire/auth.js';
+import { loadCredentials } from '../wire/auth.js';
+import type { TlsFiles } from '../wire/tls.js';
 import { onShutdown, prepareStateDir } from './process.js';
 import type { NodeReport } from './report.js';
 
-export interface BackupArgs {
+export interface BackupArgs extends TlsFiles {
   listen: string;
   target: string;
   state: string;
-  secretFile: string;
+  secretFile?: string;
 }
 
 export async function runBackup(args: BackupArgs): Promise<void> {
   const listen = parseHostPort(args.listen, '--listen', true);
-  const secret = readSecretFile(args.secretFile);
+  const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
   fs.mkdirSync(args.target, { recursive: true });
   const target = fs.realpathSync(args.target);
@@ -40,7 +41,7 @@ export async function runBackup(args: BackupArgs): Promise<void> {
   });
 
   process.umask(0);
-  server = new BackupServer({ listen, target, stateDir, secret, log });
+  server = new BackupServer({ listen, target, stateDir, ...credentials, log });
   const s = server;
   const addr = await server.listen().catch((err: Error) => {
     throw new ConfigError(`cannot listen on ${args.listen}: ${err.message}`);

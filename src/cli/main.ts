@@ -19,7 +19,10 @@ program
   .requiredOption('--mount <dir>', 'production directory to mount over (it stays in place)')
   .requiredOption('--state <dir>', 'journal and status directory (outside --mount)')
   .requiredOption('--to <host:port,...>', 'backup address(es), preferred first')
-  .requiredOption('--secret-file <file>', 'shared secret (mode 600)')
+  .option('--secret-file <file>', 'shared secret (mode 600)')
+  .option('--tls-cert <file>', 'this side\'s certificate (PEM), for mutual TLS')
+  .option('--tls-key <file>', 'its private key (PEM, mode 600)')
+  .option('--tls-ca <file>', 'the CA that signs the other side\'s certificate')
   .addOption(new Option('--mode <mode>', 'async: never wait for the network; sync: fsync and close wait for the backup').choices(['async', 'sync']).default('async'))
   .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup', '30')
   .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default('degrade'))
@@ -32,7 +35,10 @@ program
   .requiredOption('--listen <host:port>', 'address to listen on')
   .requiredOption('--target <dir>', 'the DR copy')
   .requiredOption('--state <dir>', 'applied-seq and status directory (outside --target)')
-  .requiredOption('--secret-file <file>', 'shared secret (mode 600)')
+  .option('--secret-file <file>', 'shared secret (mode 600)')
+  .option('--tls-cert <file>', 'this side\'s certificate (PEM), for mutual TLS')
+  .option('--tls-key <file>', 'its private key (PEM, mode 600)')
+  .option('--tls-ca <file>', 'the CA that signs the other side\'s certificate')
   .action((o) => runBackup(o));
 
 program

@@ -10,15 +10,16 @@ import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
 import { parseRoutes } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
-import { readSecretFile } from '../wire/auth.js';
+import { loadCredentials } from '../wire/auth.js';
+import type { TlsFiles } from '../wire/tls.js';
 import { onShutdown, prepareStateDir } from './process.js';
 import type { NodeReport } from './report.js';
 
-export interface PrimaryArgs {
+export interface PrimaryArgs extends TlsFiles {
   mount: string;
   state: string;
   to: string;
-  secretFile: string;
+  secretFile?: string;
   mode: string;
   syncTimeout: string;
   onSyncTimeout: 'degrade' | 'fail';
@@ -31,7 +32,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const syncTimeoutMs = seconds(args.syncTimeout, '--sync-timeout');
   const drainTimeoutMs = seconds(args.drainTimeout, '--drain-timeout');
   const routes = parseRoutes(args.to);
-  const secret = readSecretFile(args.secretFile);
+  const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
   const log = createLogger('primary');
   let shipper: Shipper | undefined;
@@ -73,7 +74,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, log });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
-  shipper = new Shipper(journal, { routes, secret, log });
+  shipper = new Shipper(journal, { routes, ...credentials, log });
   shipper.start();
 
   const j = journal;

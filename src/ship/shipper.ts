@@ -1,11 +1,13 @@
 // Ships the journal to the backup: connects over the first route that answers, authenticates both ways,
 // resumes from the backup's applied seq, streams batches with a bounded window, and trims on each ack.
 import net from 'node:net';
+import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AuthError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
+import type { TlsMaterial } from '../wire/tls.js';
 import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import type { Ack, Challenge, Refusal, Welcome } from '../wire/messages.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
@@ -14,6 +16,7 @@ import type { Route } from './routes.js';
 export interface ShipperOptions {
   routes: Route[];
   secret: Buffer;
+  tls?: TlsMaterial;
   log: Logger;
   peer?: PeerOptions;
 }
@@ -87,7 +90,7 @@ export class Shipper {
     const log = this.opts.log.child({ route: route.label });
     let socket: net.Socket;
     try {
-      socket = await connect(route);
+      socket = await connect(route, this.opts.tls);
     } catch (err) {
       this.fail(log, err, 'cannot reach the backup');
       return { streamed: false, progressed: false };
@@ -129,7 +132,7 @@ export class Shipper {
 
   /** If the preferred route answers again, end the session on the alternate one; run() then starts over. */
   private async probe(preferred: Route, conn: PeerConnection, log: Logger): Promise<void> {
-    const socket = await connect(preferred).catch(() => undefined);
+    const socket = await connect(preferred, this.opts.tls).catch(() => undefined);
     if (!socket) return;
     socket.destroy();
     log.info({ preferred: preferred.label }, 'preferred route answers again; switching back');
@@ -203,7 +206,7 @@ export class Shipper {
 class PreferredRouteBack extends Error {}
 
 function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnection): Frame {
-  if (!frame) throw new ProtocolError(`backup closed the connection during the handshake`, { peer: conn.peer });
+  if (!frame) throw new ProtocolError('backup closed the connection during the handshake (is TLS configured alike on both sides?)', { peer: conn.peer });
   if (frame.type === FrameType.Refused || frame.type === FrameType.Error) {
     throw new AuthError(`backup refused the connection: ${unpackBody<Refusal>(frame).message}`, { peer: conn.peer });
   }
@@ -211,11 +214,14 @@ function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnec
   return frame;
 }
 
-function connect(route: Route): Promise<net.Socket> {
+/** TCP, or mutual TLS when configured: the backup must present a certificate signed by our CA. */
+function connect(route: Route, material?: TlsMaterial): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: route.host, port: route.port });
+    const socket = material
+      ? tls.connect({ host: route.host, port: route.port, ...material, servername: net.isIP(route.host) ? undefined : route.host, minVersion: 'TLSv1.2' })
+      : net.connect({ host: route.host, port: route.port });
     const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${CONNECT_MS} ms`)), CONNECT_MS);
-    socket.once('connect', () => {
+    socket.once(material ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       socket.removeListener('error', reject);
       resolve(socket);

@@ -2,6 +2,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
+import { loadTls, type TlsFiles, type TlsMaterial } from './tls.js';
 
 export type Side = 'primary' | 'backup';
 
@@ -32,4 +33,17 @@ export function readSecretFile(file: string): Buffer {
   const secret = Buffer.from(readFileSync(file, 'utf8').trim(), 'utf8');
   if (secret.length < 16) throw new ConfigError(`secret in ${file} is shorter than 16 characters`, { path: file });
   return secret;
+}
+
+export interface Credentials {
+  /** Empty when mutual TLS alone authenticates: both sides then prove an empty secret. */
+  secret: Buffer;
+  tls?: TlsMaterial;
+}
+
+/** The shared secret, TLS material, or both; at least one is required. */
+export function loadCredentials(args: { secretFile?: string } & TlsFiles): Credentials {
+  const tls = loadTls(args);
+  if (!args.secretFile && !tls) throw new ConfigError('give --secret-file, or --tls-cert/--tls-key/--tls-ca, or both');
+  return { secret: args.secretFile ? readSecretFile(args.secretFile) : Buffer.alloc(0), tls };
 }

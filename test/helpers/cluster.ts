@@ -112,7 +112,8 @@ export async function startPrimary(
   t: Test,
   opts: { mount: string; state: string; to: string; secret: string; mode?: string; extra?: string[] },
 ): Promise<Node> {
-  const args = ['primary', '--mount', opts.mount, '--state', opts.state, '--to', opts.to, '--secret-file', opts.secret, '--mode', opts.mode ?? 'async', ...(opts.extra ?? [])];
+  const secretArgs = opts.secret ? ['--secret-file', opts.secret] : []; // '' : TLS alone
+  const args = ['primary', '--mount', opts.mount, '--state', opts.state, '--to', opts.to, ...secretArgs, '--mode', opts.mode ?? 'async', ...(opts.extra ?? [])];
   const node = startNode(t, args, opts.mount);
   await node.waitFor('mounted');
   return node;
