@@ -27,6 +27,7 @@ program
   .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup', '30')
   .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default('degrade'))
   .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', '10')
+  .option('--max-backlog <size>', 'unapplied journal size at which writers wait for the backup (e.g. 512M, 8G; 0: no cap)', '8G')
   .action((o) => runPrimary(o));
 
 program

@@ -24,6 +24,7 @@ export interface PrimaryArgs extends TlsFiles {
   syncTimeout: string;
   onSyncTimeout: 'degrade' | 'fail';
   drainTimeout: string;
+  maxBacklog: string;
 }
 
 export async function runPrimary(args: PrimaryArgs): Promise<void> {
@@ -31,6 +32,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   if (mode !== 'async' && mode !== 'sync') throw new ConfigError(`--mode must be async or sync, not "${args.mode}"`);
   const syncTimeoutMs = seconds(args.syncTimeout, '--sync-timeout');
   const drainTimeoutMs = seconds(args.drainTimeout, '--drain-timeout');
+  const maxBacklogBytes = bytes(args.maxBacklog, '--max-backlog');
   const routes = parseRoutes(args.to);
   const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
@@ -46,7 +48,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
       const lagOps = j.lastSeq - j.ackedSeq;
       const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
       return {
-        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode, syncDegraded: mounted?.syncDegraded,
+        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode, syncDegraded: mounted?.syncDegraded, backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
         connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
         reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
         journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
@@ -71,7 +73,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   process.umask(0); // modes come from the application's requests, already masked by the kernel
   journal = Journal.open(stateDir);
   await recoverInFlight(journal, mountDir, log);
-  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, log });
+  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
   shipper = new Shipper(journal, { routes, ...credentials, log });
@@ -101,4 +103,11 @@ function seconds(v: string, flag: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${flag} must be a positive number of seconds, not "${v}"`);
   return n * 1000;
+}
+
+/** A size with an optional K, M, G or T suffix (powers of 1024). */
+function bytes(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
+  if (!m) throw new ConfigError(`${flag} must be a size such as 512M or 8G, not "${v}"`);
+  return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
 }

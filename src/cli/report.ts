@@ -21,6 +21,8 @@ export interface NodeReport {
   mount?: string;
   mode?: string;
   syncDegraded?: boolean;
+  backlogBytes?: number;
+  backlogFull?: boolean;
   target?: string;
   listen?: string;
   journalId?: string;
@@ -70,6 +72,7 @@ export function formatReport(r: NodeReport): string {
     ['last journaled seq', r.lastSeq],
     ['last applied seq', r.appliedSeq],
     ['lag', r.lagOps === undefined ? undefined : `${r.lagOps} ops, ${r.lagSeconds!.toFixed(1)} s`],
+    ['backlog', r.backlogBytes === undefined ? undefined : `${(r.backlogBytes / 2 ** 20).toFixed(1)} MiB${r.backlogFull ? ' (AT THE CAP: writers are held)' : ''}`],
     ['apply divergences', r.divergences],
   ];
   return rows.filter(([, v]) => v !== undefined).map(([k, v]) => `${(k + ':').padEnd(20)}${v}`).join('\n');

@@ -19,6 +19,8 @@ export interface Mounted {
   readonly root: string;
   /** Sync mode has degraded to async (see PassthroughOptions.onSyncTimeout). */
   readonly syncDegraded: boolean;
+  /** Writers are held at the --max-backlog cap. */
+  readonly backlogFull: boolean;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of the tree. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   unmount(): Promise<void>;
@@ -91,6 +93,9 @@ export async function mountOver(dirArg: string, journal: Journal, opts: Passthro
     exclusive: (fn) => passthrough.exclusive(fn),
     get syncDegraded() {
       return passthrough.syncDegraded;
+    },
+    get backlogFull() {
+      return passthrough.backlogFull;
     },
     async unmount() {
       if (down) return;

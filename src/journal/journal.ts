@@ -175,6 +175,12 @@ export class Journal extends EventEmitter {
     this.unflushed = true;
   }
 
+  /** Bytes the journal's entries occupy (lmdb pages in use), i.e. the backlog the backup has not applied. */
+  backlogBytes(): number {
+    const st = this.entries.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
+    return st.pageSize * (st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages);
+  }
+
   /** Resolves once the backup has applied `seq`; rejects after `timeoutMs`. */
   waitAcked(seq: number, timeoutMs: number): Promise<void> {
     if (this.ackedSeq >= seq) return Promise.resolve();
