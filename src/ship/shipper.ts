@@ -179,8 +179,8 @@ export class Shipper {
           this.journal.setAcked(appliedSeq);
           while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
         } else {
-          const msg = frame.type === FrameType.Error || frame.type === FrameType.Refused ? unpackBody<Refusal>(frame).message : `unexpected ${FrameType[frame.type]}`;
-          conn.close(new ProtocolError(`backup: ${msg}`, { peer: conn.peer }));
+          // An Error frame's message becomes the close reason (PeerConnection keeps what the peer said).
+          conn.close(new ProtocolError(`unexpected ${FrameType[frame.type]} frame from the backup`, { peer: conn.peer }));
         }
       }
     })();

@@ -1,7 +1,7 @@
 // One framed, heartbeated connection to a peer; both primary and backup speak through it.
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../errors.js';
-import { FrameReader, FrameType, frameHeader, packBody, type Frame } from './frame.js';
+import { FrameReader, FrameType, frameHeader, packBody, unpackBody, type Frame } from './frame.js';
 
 export interface PeerOptions {
   /** How often to send a ping when nothing else was sent. */
@@ -69,10 +69,13 @@ export class PeerConnection {
     });
   }
 
+  /** What the peer said in an Error or Refused frame: the best reason, whatever socket error follows it. */
+  private peerSaid: string | undefined;
+
   close(reason?: Error): void {
     if (this.closed) return;
     this.closed = true;
-    this.closeReason = reason;
+    this.closeReason = this.peerSaid ? new ProtocolError(`peer ${this.peer} reported: ${this.peerSaid}`, { peer: this.peer }) : reason;
     clearInterval(this.timer);
     this.socket.destroy();
     const w = this.waiter;
@@ -92,6 +95,9 @@ export class PeerConnection {
     }
     for (const f of frames) {
       if (f.type === FrameType.Ping) continue;
+      if (f.type === FrameType.Error || f.type === FrameType.Refused) {
+        this.peerSaid = String(unpackBody<{ message?: unknown }>(f).message);
+      }
       const w = this.waiter;
       if (w) {
         this.waiter = undefined;
