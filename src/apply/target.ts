@@ -15,7 +15,7 @@ export class Target {
     const p = checkShape(rel);
     if (p === '/') {
       if (!opts.allowRoot) throw new PathEscapeError('operation on the target root itself is not allowed', { path: p });
-      return this.root;
+      return this.root + '/'; // the trailing slash follows a root that is itself a link (/proc/self/fd/N)
     }
     await this.checkParents(p);
     return this.root + p;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { serveControl } from '../admin/control.js';
 import { ConfigError } from '../errors.js';
 import { journalBaseline } from '../fs/baseline.js';
-import { detachStale, mountOver, type Mounted } from '../fs/mount.js';
+import { mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { recoverInFlight } from '../fs/recovery.js';
 import { Journal } from '../journal/journal.js';
@@ -65,15 +65,18 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
     throw err.code === 'EBUSY' ? new ConfigError(err.message) : err;
   });
 
-  // Only now, owning --state, may a dead mount left by our predecessor be detached.
-  const mountDir = await detachStale(args.mount, log).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
-  });
-  if (stateDir === mountDir || stateDir.startsWith(mountDir + path.sep)) throw new ConfigError('--state must not be inside --mount');
+  const mountArg = path.resolve(args.mount);
+  if (stateDir === mountArg || stateDir.startsWith(mountArg + path.sep)) throw new ConfigError('--state must not be inside --mount');
   process.umask(0); // modes come from the application's requests, already masked by the kernel
   journal = Journal.open(stateDir);
-  await recoverInFlight(journal, mountDir, log);
-  mounted = await mountOver(mountDir, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log });
+  const j0 = journal;
+  // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
+  // is settled on the real directory before the new mount serves anything.
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log }, (root) =>
+    recoverInFlight(j0, root, log),
+  ).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
+  });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
   shipper = new Shipper(journal, { routes, ...credentials, log });

@@ -60,22 +60,34 @@ export async function detachStale(dirArg: string, log: Logger): Promise<string> 
   return real;
 }
 
-/** A FUSE mount whose server is gone answers ENOTCONN. (Never call this on a mount this process serves.) */
+/**
+ * A FUSE mount whose server is gone answers ENOTCONN. statfs, not stat: the kernel may answer stat from its
+ * attribute cache for a second after the server died. (Never call this on a mount this process serves.)
+ */
 function isAlive(dir: string): boolean {
   try {
-    fs.statSync(dir);
+    fs.statfsSync(dir);
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code !== 'ENOTCONN';
   }
 }
 
-/** Mounts over `dir` (after detachStale). */
-export async function mountOver(dirArg: string, journal: Journal, opts: PassthroughOptions): Promise<Mounted> {
+/**
+ * Mounts over `dir`, detaching a dead drms mount first. `beforeServe` runs on the real directory between the
+ * detach and the new mount: keep it short, since writes to the directory in that window are not captured.
+ */
+export async function mountOver(
+  dirArg: string,
+  journal: Journal,
+  opts: PassthroughOptions,
+  beforeServe: (root: string) => Promise<void> = async () => undefined,
+): Promise<Mounted> {
   const dir = await detachStale(dirArg, opts.log);
   // Keep a handle on the real directory before covering it: all pass-through I/O goes via this fd.
   const dirFd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   const root = `/proc/self/fd/${dirFd}`;
+  await beforeServe(root);
   const passthrough = new Passthrough(root, journal, opts);
   const fuse = new Fuse(dir, passthrough.operations(), {
     allowOther: true,
