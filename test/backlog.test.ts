@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drms, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, startBackup, startPrimary, layout } from './helpers/cluster.js';
 import { snapshot } from './helpers/tree.js';
 
 async function freePort(): Promise<number> {
@@ -17,10 +17,7 @@ async function freePort(): Promise<number> {
 }
 
 t.test('writers wait at the backlog cap and resume when the backup drains it', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const port = await freePort();
   const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${port}`, secret, extra: ['--max-backlog', '2M'] });
 

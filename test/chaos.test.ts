@@ -5,17 +5,14 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drms, startBackup, startPrimary, tmpdir, writeSecret, type BackupNode, type Node } from './helpers/cluster.js';
+import { drms, startBackup, startPrimary, type BackupNode, type Node, layout } from './helpers/cluster.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
 const RECORDS = 4000;
 
 t.test('transaction workload under backup kills, route cuts, corrupted frames and primary SIGKILLs', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate, bstate] = ['prod', 'dr', 'pstate', 'bstate'].map((d) => path.join(dir, d)) as [string, string, string, string];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   let backup: BackupNode = await startBackup(t, { target: dr, state: bstate, secret });
   const port = backup.port;
   const [a, b] = [await FaultProxy.start(port), await FaultProxy.start(port)];

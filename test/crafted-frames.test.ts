@@ -62,7 +62,7 @@ t.test('hostile entries from an authenticated peer never write outside the targe
     ['not a string', [{ seq: 4, op: 'unlink', path: 42 as unknown as string }], /not a string/],
     ['root itself', [{ seq: 4, op: 'rmdir', path: '/' }], /target root/],
     ['gap', [{ seq: 9, op: 'mkdir', path: '/g', mode: 0o755, uid: 0, gid: 0 }], /sequence gap: expected seq 4, got 9/],
-    ['unknown op', [{ seq: 4, op: 'format-disk', path: '/x' }], /unknown operation/],
+    ['unknown op', [{ seq: 4, op: 'format-disk' as never, path: '/x' }], /unknown operation/],
   ];
   for (const [name, entries, message] of refusals) {
     r = await send(entries);

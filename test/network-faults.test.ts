@@ -3,7 +3,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drms, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, sh, startBackup, startPrimary, layout } from './helpers/cluster.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
@@ -21,10 +21,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15
 }
 
 t.test('two routes: the preferred one dies mid-workload, shipping goes on over the second, then comes back', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
   const [a, b] = [await FaultProxy.start(backup.port), await FaultProxy.start(backup.port)];
   t.teardown(async () => {
@@ -58,10 +55,7 @@ t.test('two routes: the preferred one dies mid-workload, shipping goes on over t
 });
 
 t.test('a corrupted frame is detected, never applied, and resent; a silent network is detected by heartbeats', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
   const proxy = await FaultProxy.start(backup.port);
   t.teardown(() => proxy.close());

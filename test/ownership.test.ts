@@ -2,13 +2,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { drms, isMounted, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, isMounted, sh, startBackup, startPrimary, layout } from './helpers/cluster.js';
 
 t.test('drms status during a workload, and a second primary, leave the running one alone', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate, bstate] = ['prod', 'dr', 'pstate', 'bstate'].map((d) => path.join(dir, d)) as [string, string, string, string];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: bstate, secret });
   const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
 

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { drms, isMounted, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, isMounted, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
 const run = promisify(execFile);
@@ -57,10 +57,7 @@ t.test('the entry in flight at a crash is redone, or withdrawn if it had failed'
 });
 
 t.test('SIGKILL of the primary during a transaction workload loses no acknowledged record', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
   const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
   let primary = await startPrimary(t, args);

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { drms, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -41,10 +41,7 @@ t.test('fdatasync waits for the backup, and fails with EIO when it does not answ
 });
 
 t.test('by default, a silent backup degrades sync mode to async, loudly, until it catches up', async (t) => {
-  const dir = tmpdir(t);
-  const [prod, dr, bstate, pstate] = ['prod', 'dr', 'bstate', 'pstate'].map((d) => path.join(dir, d)) as [string, string, string, string];
-  fs.mkdirSync(prod);
-  const secret = writeSecret(dir);
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: bstate, secret });
   const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, mode: 'sync', extra: ['--sync-timeout', '2'] });
   await primary.waitFor('connected to backup; shipping');

@@ -35,6 +35,14 @@ export function tmpdir(t: Test, name = 'drms'): string {
   return dir;
 }
 
+/** The usual directories of a primary/backup pair under a fresh temp dir (prod created), and a secret. */
+export function layout(t: Test): { dir: string; prod: string; dr: string; pstate: string; bstate: string; secret: string } {
+  const dir = tmpdir(t);
+  const [prod, dr, pstate, bstate] = ['prod', 'dr', 'pstate', 'bstate'].map((d) => path.join(dir, d)) as [string, string, string, string];
+  fs.mkdirSync(prod);
+  return { dir, prod, dr, pstate, bstate, secret: writeSecret(dir) };
+}
+
 export function writeSecret(dir: string, name = 'secret'): string {
   const file = path.join(dir, name);
   fs.writeFileSync(file, randomBytes(24).toString('hex'), { mode: 0o600 });
