@@ -42,7 +42,10 @@ t.test('transaction workload under backup kills, route cuts, corrupted frames an
   });
   await step('preferred route cut', () => a.down());
   await step('corrupted frame on the second route', () => b.flipByte('toBackup', 100));
-  await step('preferred route restored', () => a.up());
+  await step('preferred route restored, with 40 ms of delay', () => {
+    a.up();
+    a.delayMs = 40;
+  });
   await step('primary SIGKILL and remount', async () => {
     primary.proc.kill('SIGKILL');
     await primary.exited;
@@ -50,7 +53,8 @@ t.test('transaction workload under backup kills, route cuts, corrupted frames an
     primary = await startPrimary(t, primaryArgs);
   });
   await step('corrupted frame on the preferred route', () => a.flipByte('toBackup', 300));
-  await step('both routes silent', () => {
+  await step('delay gone, both routes silent', () => {
+    a.delayMs = 0;
     a.blackhole = true;
     b.blackhole = true;
   });

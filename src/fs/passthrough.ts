@@ -76,7 +76,12 @@ export class Passthrough {
   private mutate<T>(intent: Op, run: () => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
     return this.serial.run(async () => {
       await this.roomInBacklog(intent);
-      const seq = this.journal.begin(intent, intentStamps);
+      let seq: number;
+      try {
+        seq = this.journal.begin(intent, intentStamps);
+      } catch (err) {
+        throw this.journalFailure(err, intent);
+      }
       let r: Outcome<T>;
       try {
         r = await run();
@@ -119,6 +124,30 @@ export class Passthrough {
     });
     this.backlogFull = false;
     this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');
+  }
+
+  private lastJournalFailureLog = 0;
+
+  /** The journal cannot take the entry: refuse the operation (nothing was changed) and say why, loudly. */
+  private journalFailure(err: unknown, op: Op): Error {
+    const e = err as { code?: unknown; message?: string };
+    // lmdb-js reports a full disk as a plain I/O error; the filesystem says what it is.
+    const free = (() => {
+      try {
+        const st = fs.statfsSync(this.journal.dir);
+        return st.bavail * st.bsize;
+      } catch {
+        return Infinity;
+      }
+    })();
+    const noSpace = free < 8 * 2 ** 20 || e.code === -30792 || /no space|MAP_FULL/i.test(e.message ?? '');
+    if (Date.now() - this.lastJournalFailureLog > 1000) {
+      this.lastJournalFailureLog = Date.now();
+      this.opts.log.error({ err, path: 'path' in op ? op.path : undefined, state: this.journal.dir },
+        noSpace ? 'JOURNAL FULL: the state directory has no space; operations are refused with ENOSPC, nothing unjournaled is written'
+          : 'JOURNAL WRITE FAILED: operations are refused with EIO, nothing unjournaled is written');
+    }
+    return Object.assign(new Error('journal write failed'), { errno: noSpace ? -osConstants.errno.ENOSPC : -osConstants.errno.EIO });
   }
 
   /** Journals facts that need no operation (times after writes, fsync markers), in order with mutations. */
