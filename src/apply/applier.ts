@@ -75,7 +75,8 @@ export class Applier {
     switch (e.op) {
       case 'write': {
         const fh = await this.file(await t.resolve(e.path));
-        await fh.write(e.data, 0, e.data.length, e.offset);
+        // This process serves no mount: a pwrite into the page cache costs less here than a trip through the pool.
+        fs.writeSync(fh.fd, e.data, 0, e.data.length, e.offset);
         this.dirtyFiles.add(fh);
         return;
       }

@@ -24,6 +24,8 @@ export interface BackupOptions {
 }
 
 const HANDSHAKE_MS = 10_000;
+/** Most bytes applied between two flushes of the backup. */
+const GROUP_BYTES = 32 * 1024 * 1024;
 
 export class BackupServer {
   readonly applier: Applier;
@@ -89,8 +91,7 @@ export class BackupServer {
       for (;;) {
         const frame = await conn.read();
         if (!frame) break;
-        if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
-        await this.batches.run(() => this.applyBatch(frame, journalId, conn));
+        await this.batches.run(() => this.applyBatches(frame, journalId, conn));
       }
       if (conn.closeReason) log.warn({ err: conn.closeReason }, 'primary connection lost');
       else log.info('primary disconnected');
@@ -98,8 +99,7 @@ export class BackupServer {
       this.lastError = (err as Error).message;
       const level = err instanceof AuthError || err instanceof PathEscapeError ? 'error' : 'warn';
       log[level]({ err }, 'primary session ended');
-      conn.send(err instanceof AuthError ? FrameType.Refused : FrameType.Error, { message: (err as Error).message });
-      conn.close();
+      conn.refuse(err instanceof AuthError ? FrameType.Refused : FrameType.Error, (err as Error).message, err as Error);
     } finally {
       if (this.active === conn) this.active = undefined;
     }
@@ -124,24 +124,33 @@ export class BackupServer {
     return hello.journalId;
   }
 
-  private async applyBatch(frame: Frame, journalId: string, conn: PeerConnection): Promise<void> {
+  /**
+   * Applies a batch and every batch already queued behind it (up to GROUP_BYTES), then makes them durable,
+   * records and acknowledges them once: a group commit, so catching up after an outage is not one flush per batch.
+   */
+  private async applyBatches(first: Frame, journalId: string, conn: PeerConnection): Promise<void> {
     let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
     const start = applied;
     try {
-      for (const raw of decodeBatch(frame.body)) {
-        let entry;
-        try {
-          entry = decodeEntry(raw);
-        } catch (err) {
-          throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${(err as Error).message}`, { seq: applied + 1 });
+      let bytes = 0;
+      for (let frame: Frame | undefined = first; frame; frame = bytes < GROUP_BYTES ? conn.poll() : undefined) {
+        if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
+        bytes += frame.body.length;
+        for (const raw of decodeBatch(frame.body)) {
+          let entry;
+          try {
+            entry = decodeEntry(raw);
+          } catch (err) {
+            throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${(err as Error).message}`, { seq: applied + 1 });
+          }
+          if (entry.seq <= applied) continue; // resent after a reconnect: already applied
+          if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
+          await this.applier.apply(entry);
+          applied = entry.seq;
         }
-        if (entry.seq <= applied) continue; // resent after a reconnect: already applied
-        if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-        await this.applier.apply(entry);
-        applied = entry.seq;
       }
     } finally {
-      // Whatever was applied is made durable and recorded, even when the batch stopped part way.
+      // Whatever was applied is made durable and recorded, even when a batch stopped part way.
       if (applied !== start) {
         await this.applier.sync();
         this.applied = { journalId, appliedSeq: applied };

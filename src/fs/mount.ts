@@ -93,8 +93,9 @@ export async function mountOver(
     allowOther: true,
     defaultPermissions: true,
     timeout: false,
-    // fuse-native has no switch for these; its fsname is passed to libfuse unescaped.
-    fsname: `${FS_NAME},nonempty,big_writes,max_write=131072,use_ino`,
+    // fuse-native has no switch for these; its fsname is passed to libfuse unescaped. attr_timeout=0: a cached
+    // attribute of one hard-link name would outlive a chmod through another (getattr here is a cheap lstat).
+    fsname: `${FS_NAME},nonempty,big_writes,max_write=131072,use_ino,attr_timeout=0`,
     subtype: FS_NAME,
   });
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));

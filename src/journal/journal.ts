@@ -165,14 +165,14 @@ export class Journal extends EventEmitter {
   setAcked(seq: number): void {
     if (seq <= this.ackedSeq) return;
     const from = this.ackedSeq + 1;
-    this.ackedSeq = seq;
-    this.emit('acked', seq);
     // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
     this.env.transactionSync(() => {
       void this.meta.put('ackedSeq', seq);
       for (let s = from; s <= seq; s++) void this.entries.remove(s);
     });
+    this.ackedSeq = seq;
     this.unflushed = true;
+    this.emit('acked', seq); // after the trim: listeners may measure the backlog
   }
 
   /** Bytes the journal's entries occupy (lmdb pages in use), i.e. the backlog the backup has not applied. */

@@ -26,7 +26,7 @@ const HANDSHAKE_MS = 10_000;
 const BATCH_BYTES = 1024 * 1024;
 const BATCH_ENTRIES = 4096;
 /** Unacknowledged bytes on the wire before the shipper waits for acks. */
-const WINDOW_BYTES = 16 * 1024 * 1024;
+const WINDOW_BYTES = 64 * 1024 * 1024;
 /** While on an alternate route, how often to knock on the preferred one. */
 const PREFERRED_PROBE_MS = 2000;
 const BACKOFF_MIN_MS = 100;

@@ -72,6 +72,18 @@ export class PeerConnection {
   /** What the peer said in an Error or Refused frame: the best reason, whatever socket error follows it. */
   private peerSaid: string | undefined;
 
+  /** The next frame already received, without waiting. */
+  poll(): Frame | undefined {
+    return this.queue.shift();
+  }
+
+  /** Sends `message` in an Error or Refused frame, then half-closes so the peer reads it before any write fails. */
+  refuse(type: FrameType.Error | FrameType.Refused, message: string, reason?: Error): void {
+    this.send(type, { message });
+    this.socket.end();
+    setTimeout(() => this.close(reason), 1000).unref();
+  }
+
   close(reason?: Error): void {
     if (this.closed) return;
     this.closed = true;
