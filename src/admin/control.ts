@@ -13,7 +13,7 @@ export interface ControlRequest {
 
 export type ControlHandlers = Partial<Record<ControlRequest['cmd'], (req: ControlRequest) => unknown>>;
 
-export function socketPath(stateDir: string): string {
+function socketPath(stateDir: string): string {
   return path.join(stateDir, 'control.sock');
 }
 

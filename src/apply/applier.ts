@@ -15,7 +15,7 @@ const OPEN_FILES = 64;
 /** Errors that mean "the backup cannot take data now" (disk full, read-only, I/O): stop and retry later, never skip. */
 const RETRYABLE = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'ENOMEM']);
 
-export function isRetryable(err: unknown): boolean {
+function isRetryable(err: unknown): boolean {
   return RETRYABLE.has(codeOf(err) ?? '');
 }
 

@@ -11,7 +11,7 @@ import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
 
-export const FS_NAME = 'drms';
+const FS_NAME = 'drms';
 
 export interface Mounted {
   readonly dir: string;
@@ -27,7 +27,7 @@ export interface Mounted {
 }
 
 /** Finds the fstype of a mount whose mount point is exactly `dir` (from /proc/self/mountinfo). */
-export function mountTypeAt(dir: string): string | undefined {
+function mountTypeAt(dir: string): string | undefined {
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const fields = line.split(' ');
     const sep = fields.indexOf('-');
@@ -44,7 +44,7 @@ function unescapeMount(s: string): string {
  * Uncovers `dir` if a crashed drms left its dead mount there (ENOTCONN); refuses a live mount or any other FUSE
  * mount. Returns the real path.
  */
-export async function detachStale(dirArg: string, log: Logger): Promise<string> {
+async function detachStale(dirArg: string, log: Logger): Promise<string> {
   // Not realpath: on a dead mount it fails with ENOTCONN.
   const dir = path.resolve(dirArg);
   const existing = mountTypeAt(dir);

@@ -26,7 +26,6 @@ export interface PassthroughOptions {
 }
 
 interface Handle {
-  path: string;
   /** Written since the last time stamp was journaled. */
   dirty: boolean;
   /** Last journal seq recorded through this handle. */
@@ -240,7 +239,7 @@ export class Passthrough {
       create: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
           const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
-          this.handles.set(fd, { path: p, dirty: false, lastSeq: 0, syncWrites: false });
+          this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
           const st = await lstat(a(p));
           return done(fd, [parentOf(p), p], { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) });
         }), (fd) => [fd]),
@@ -349,7 +348,7 @@ export class Passthrough {
     // The kernel computes append offsets; the journal must record where bytes really landed.
     const truncates = (flags & C.O_TRUNC) !== 0;
     const fd = await fsOpen(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
-    const h: Handle = { path: p, dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
+    const h: Handle = { dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
     this.handles.set(fd, h);
     if (truncates) {
       await this.mutate({ op: 'truncate', path: p, size: 0 }, async () => {

@@ -27,8 +27,6 @@ export type Op =
   /** Ends the initial copy: the backup removes what the primary does not have. */
   | { op: 'baseline-end'; paths: string[] };
 
-export type OpKind = Op['op'];
-
 /** An Op with its place in the journal. `stamps` carries times the op changed. */
 export type JournalEntry = Op & { seq: number; ts: number; stamps?: Stamp[] };
 
