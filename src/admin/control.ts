@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface ControlRequest {
@@ -21,7 +22,7 @@ function socketPath(stateDir: string): string {
 export async function serveControl(stateDir: string, handlers: ControlHandlers, log: Logger): Promise<net.Server> {
   const file = socketPath(stateDir);
   if (await ask(stateDir, { cmd: 'status' }, 2000).catch(() => undefined)) {
-    throw Object.assign(new Error(`another drms process is running with --state ${stateDir}`), { code: 'EBUSY' });
+    throw new ConfigError(`another drms process is running with --state ${stateDir}`, { path: stateDir });
   }
   fs.rmSync(file, { force: true });
   const server = net.createServer((socket) => {

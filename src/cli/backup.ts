@@ -36,9 +36,7 @@ export async function runBackup(args: BackupArgs): Promise<void> {
       connected: server?.peer !== undefined, peer: server?.peer, lastError: server?.lastError,
       journalId: server?.journalId, appliedSeq: server?.appliedSeq ?? 0, divergences: server?.applier.divergences ?? 0,
     }),
-  }, log).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'EBUSY' ? new ConfigError(err.message) : err;
-  });
+  }, log);
 
   process.umask(0);
   server = new BackupServer({ listen, target, stateDir, ...credentials, log });

@@ -61,9 +61,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
       const ok = await j.waitAcked(target, req.timeoutMs ?? 60_000).then(() => true, () => false);
       return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: shipper?.lastError };
     },
-  }, log).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'EBUSY' ? new ConfigError(err.message) : err;
-  });
+  }, log);
 
   const mountArg = path.resolve(args.mount);
   if (stateDir === mountArg || stateDir.startsWith(mountArg + path.sep)) throw new ConfigError('--state must not be inside --mount');

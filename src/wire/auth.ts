@@ -1,6 +1,6 @@
 // Shared-secret challenge-response: each side proves it holds the secret; the secret never crosses the wire.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readPrivateFile } from './private-file.js';
 import { ConfigError } from '../errors.js';
 import { loadTls, type TlsFiles, type TlsMaterial } from './tls.js';
 
@@ -21,16 +21,7 @@ export function proofMatches(expected: Buffer, got: unknown): boolean {
 
 /** Reads a secret file; refuses one that group or others can read, or that is too short. */
 export function readSecretFile(file: string): Buffer {
-  let mode: number;
-  try {
-    mode = statSync(file).mode;
-  } catch (err) {
-    throw new ConfigError(`cannot read secret file ${file}: ${(err as Error).message}`, { path: file });
-  }
-  if (mode & 0o077) {
-    throw new ConfigError(`secret file ${file} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${file}`, { path: file });
-  }
-  const secret = Buffer.from(readFileSync(file, 'utf8').trim(), 'utf8');
+  const secret = Buffer.from(readPrivateFile(file, 'secret file').toString('utf8').trim(), 'utf8');
   if (secret.length < 16) throw new ConfigError(`secret in ${file} is shorter than 16 characters`, { path: file });
   return secret;
 }

@@ -1,5 +1,6 @@
 // Mutual TLS material: each side presents a certificate and accepts only peers signed by the given CA.
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { readPrivateFile } from './private-file.js';
 import { ConfigError } from '../errors.js';
 
 export interface TlsFiles {
@@ -26,7 +27,5 @@ export function loadTls(files: TlsFiles): TlsMaterial | undefined {
       throw new ConfigError(`${flag} ${file}: ${(err as Error).message}`, { path: file });
     }
   };
-  const mode = statSync(files.tlsKey!, { throwIfNoEntry: false })?.mode ?? 0;
-  if (mode & 0o077) throw new ConfigError(`--tls-key ${files.tlsKey} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${files.tlsKey}`);
-  return { cert: read(files.tlsCert!, '--tls-cert'), key: read(files.tlsKey!, '--tls-key'), ca: read(files.tlsCa!, '--tls-ca') };
+  return { cert: read(files.tlsCert!, '--tls-cert'), key: readPrivateFile(files.tlsKey!, '--tls-key'), ca: read(files.tlsCa!, '--tls-ca') };
 }
