@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const frame = (type: FrameType, body: Buffer) => Buffer.concat([frameHeader(type, body), body]);
+const frame = (type: FrameType, body: Buffer) => Buffer.concat([frameHeader(type, [body]), body]);
 
 t.test('frames survive arbitrary chunking', async (t) => {
   const bodies = [packBody({ a: 1 }), Buffer.alloc(0), Buffer.alloc(100_000, 7)];

@@ -198,6 +198,8 @@ export class Shipper {
       next = entries[entries.length - 1]!.seq + 1;
       inflight.push({ last: next - 1, bytes });
       inflightBytes += bytes;
+      // Let the socket drain before reading more: the backup gets a steady stream, not one burst per window.
+      await conn.drained();
     }
     await reader;
   }

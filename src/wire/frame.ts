@@ -38,12 +38,18 @@ export function unpackBody<T>(frame: Frame): T {
   }
 }
 
-/** The frame header for a body; send header and body back to back. */
-export function frameHeader(type: FrameType, body: Uint8Array): Buffer {
+/** The frame header for a body given as parts; send header and parts back to back. */
+export function frameHeader(type: FrameType, parts: readonly Uint8Array[]): Buffer {
   const header = Buffer.allocUnsafe(HEADER + 1);
-  header.writeUInt32BE(body.length + 1, 0);
   header[8] = type;
-  header.writeUInt32BE(crc32(body, crc32(header.subarray(8, 9))), 4);
+  let length = 1;
+  let crc = crc32(header.subarray(8, 9));
+  for (const p of parts) {
+    length += p.length;
+    crc = crc32(p, crc);
+  }
+  header.writeUInt32BE(length, 0);
+  header.writeUInt32BE(crc, 4);
   return header;
 }
 

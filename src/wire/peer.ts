@@ -42,14 +42,28 @@ export class PeerConnection {
     this.sendParts(type, [packBody(value)]);
   }
 
+  /** Sends one frame whose body is the parts back to back (no copy into one buffer). */
   sendParts(type: FrameType, parts: Buffer[]): void {
     if (this.closed) return;
-    const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     this.socket.cork();
-    this.socket.write(frameHeader(type, body));
-    this.socket.write(body);
+    this.socket.write(frameHeader(type, parts));
+    for (const p of parts) this.socket.write(p);
     this.socket.uncork();
     this.lastSent = Date.now();
+  }
+
+  /** Resolves once the socket's send buffer is below its high-water mark (or the connection closed). */
+  drained(): Promise<void> {
+    if (!this.socket.writableNeedDrain || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
   }
 
   /** The next frame that is not a ping; undefined once the connection is closed. Rejects on timeout. */
