@@ -3,10 +3,12 @@
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { getAttribute, removeAttribute, setAttribute } from 'fs-xattr';
+import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { timestampToSeconds, type JournalEntry } from '../journal/entry.js';
+import { XATTR_COMMIT_GEN } from '../vos/transactions.js';
+import type { StagedTransactions } from './state.js';
 import { Target } from './target.js';
 
 const C = fs.constants;
@@ -27,7 +29,11 @@ export class Applier {
   private readonly dirtyDirs = new Set<string>();
   divergences = 0;
 
-  constructor(root: string, private readonly log: Logger) {
+  /**
+   * Without `staging` (redo on the primary's own directory) a transaction's writes apply in place and its
+   * commit or abort changes nothing: the primary keeps before-images instead.
+   */
+  constructor(root: string, private readonly log: Logger, private readonly staging?: StagedTransactions) {
     this.target = new Target(root);
   }
 
@@ -72,6 +78,11 @@ export class Applier {
 
   private async applyOp(e: JournalEntry): Promise<void> {
     const t = this.target;
+    if (this.staging && (e.op === 'write' || e.op === 'truncate') && e.txn !== undefined) {
+      await t.resolve(e.path); // refuse a bad path now, not at the commit
+      this.staging.stage(String(e.txn), e);
+      return;
+    }
     switch (e.op) {
       case 'write': {
         const fh = await this.file(await t.resolve(e.path));
@@ -164,11 +175,59 @@ export class Applier {
         if (fh) await fh.datasync();
         return;
       }
+      case 'txn-commit':
+        return this.commit(e.txn, e.paths);
+      case 'txn-abort':
+        this.staging?.drop(e.txn);
+        return;
       case 'baseline-end':
         return this.prune(new Set(e.paths));
       default:
         throw new ApplyError(`unknown operation ${(e as { op: unknown }).op}`, { seq: (e as JournalEntry).seq });
     }
+  }
+
+  /**
+   * Applies a transaction's staged writes so that no reader sees part of it: each file's new contents are built in
+   * a copy beside it (reflinked where the filesystem can), made durable, then renamed over the original; the
+   * target root's commit generation is odd while the renames run, for readers of several files. A crash part way
+   * redoes the whole commit from the staged writes, which is harmless on files that already have them.
+   */
+  private async commit(txn: string, paths: string[]): Promise<void> {
+    if (!this.staging) return;
+    const staged = this.staging.entries(txn);
+    await this.namesChange();
+    const swaps: Array<[tmp: string, abs: string]> = [];
+    for (const p of paths) {
+      const abs = await this.target.resolve(p);
+      const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.drms-commit`);
+      await fs.promises.copyFile(abs, tmp, C.COPYFILE_FICLONE);
+      const st = await fs.promises.lstat(abs);
+      await fs.promises.chown(tmp, st.uid, st.gid);
+      await fs.promises.chmod(tmp, st.mode & 0o7777);
+      for (const name of await listAttributes(abs)) await setAttribute(tmp, name, await getAttribute(abs, name));
+      const fh = await fs.promises.open(tmp, C.O_WRONLY | C.O_NOFOLLOW);
+      try {
+        for (const w of staged) {
+          if (w.op === 'write' && w.path === p) fs.writeSync(fh.fd, w.data, 0, w.data.length, w.offset);
+          else if (w.op === 'truncate' && w.path === p) await fh.truncate(w.size);
+        }
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      swaps.push([tmp, abs]);
+    }
+    const root = this.target.root + '/';
+    const gen = Number((await getAttribute(root, XATTR_COMMIT_GEN).catch(() => Buffer.from('0'))).toString()) || 0;
+    const swapping = gen % 2 ? gen + 2 : gen + 1;
+    await setAttribute(root, XATTR_COMMIT_GEN, Buffer.from(String(swapping)));
+    for (const [tmp, abs] of swaps) {
+      await fs.promises.rename(tmp, abs);
+      this.dirtyDirs.add(path.dirname(abs));
+    }
+    await setAttribute(root, XATTR_COMMIT_GEN, Buffer.from(String(swapping + 1)));
+    this.staging.drop(txn);
   }
 
   /** After the initial copy, removes from the target what the primary does not have. */

@@ -40,7 +40,7 @@ export class BackupServer {
   constructor(private readonly opts: BackupOptions) {
     this.state = BackupState.open(opts.stateDir);
     this.applied = this.state.get();
-    this.applier = new Applier(opts.target, opts.log);
+    this.applier = new Applier(opts.target, opts.log, this.state.staging());
     const accept = (socket: net.Socket) => void this.session(socket);
     if (opts.tls) {
       this.server = tls.createServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, accept);

@@ -1,6 +1,7 @@
 // The backup's durable record of what it has applied: which journal, up to which seq. Kept under --state, never in the target.
-import { open, type RootDatabase } from 'lmdb';
+import { open, type Database, type RootDatabase } from 'lmdb';
 import path from 'node:path';
+import { decodeEntry, encodeEntry, type JournalEntry } from '../journal/entry.js';
 
 export interface AppliedState {
   journalId: string | undefined;
@@ -30,7 +31,50 @@ export class BackupState {
     await this.db.flushed;
   }
 
+  /** The transactions whose writes are staged here until their commit. */
+  staging(): StagedTransactions {
+    return new StagedTransactions(this.db.openDB<Buffer, [string, number]>({ name: 'staged', encoding: 'binary' }));
+  }
+
   close(): Promise<void> {
     return this.db.close();
+  }
+}
+
+/**
+ * A transaction's writes, held until its commit entry. Kept in memory and written behind to lmdb: save() flushes
+ * them with the applied seq, so what was acknowledged as staged survives a restart of the backup.
+ */
+export class StagedTransactions {
+  private readonly byTxn = new Map<string, JournalEntry[]>();
+
+  constructor(private readonly db: Database<Buffer, [string, number]>) {
+    for (const { key, value } of db.getRange()) {
+      const list = this.byTxn.get(key[0]) ?? [];
+      list.push(decodeEntry(value));
+      this.byTxn.set(key[0], list);
+    }
+  }
+
+  stage(txn: string, e: JournalEntry): void {
+    const list = this.byTxn.get(txn) ?? [];
+    if (list.some((x) => x.seq === e.seq)) return; // resent after a restart
+    list.push(e);
+    this.byTxn.set(txn, list);
+    void this.db.put([txn, e.seq], encodeEntry(e));
+  }
+
+  /** The staged writes in seq order. */
+  entries(txn: string): JournalEntry[] {
+    return [...(this.byTxn.get(txn) ?? [])].sort((a, b) => a.seq - b.seq);
+  }
+
+  drop(txn: string): void {
+    for (const e of this.byTxn.get(txn) ?? []) void this.db.remove([txn, e.seq]);
+    this.byTxn.delete(txn);
+  }
+
+  get open(): number {
+    return this.byTxn.size;
   }
 }

@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { DrmsError } from '../errors.js';
 import { runBackup } from './backup.js';
 import { runPrimary } from './primary.js';
+import { formatListing, listRecords } from './records.js';
 import { formatReport, nodeReport, waitForSync } from './report.js';
 
 const program = new Command('drms')
@@ -61,6 +62,17 @@ program
   .action(async (o: { state: string; json?: boolean }) => {
     const r = await nodeReport(o.state);
     process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
+  });
+
+program
+  .command('records')
+  .description('list the records of a VOS record file (either site); exit 1 if the file is damaged')
+  .argument('<file>', 'a file with a user.vos.organization attribute')
+  .option('--json', 'machine-readable output (record data in base64, and as text when printable)')
+  .action(async (file: string, o: { json?: boolean }) => {
+    const l = await listRecords(file);
+    process.stdout.write((o.json ? JSON.stringify(l, null, 2) : formatListing(l)) + '\n');
+    process.exitCode = l.damage ? 1 : 0;
   });
 
 program

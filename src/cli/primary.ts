@@ -7,6 +7,7 @@ import { mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { recoverInFlight } from '../fs/recovery.js';
 import { Journal } from '../journal/journal.js';
+import { rollbackOpenTransactions } from '../vos/transactions.js';
 import { createLogger } from '../log.js';
 import { parseRoutes } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
@@ -70,9 +71,11 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const j0 = journal;
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
-  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log }, (root) =>
-    recoverInFlight(j0, root, log),
-  ).catch((err: NodeJS.ErrnoException) => {
+  // Then transactions the crashed run left open are rolled back, as VOS recovery does.
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log }, async (root) => {
+    await recoverInFlight(j0, root, log);
+    rollbackOpenTransactions(j0, root, log);
+  }).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   const m = mounted;

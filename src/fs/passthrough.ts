@@ -10,6 +10,9 @@ import { errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
+import { RecordRuleError } from '../vos/layout.js';
+import { RecordRules } from '../vos/record-rules.js';
+import { parseTxnControl, stampsOf, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
 import { Serializer } from './serial.js';
 
 export type ReplicationMode = 'async' | 'sync';
@@ -49,15 +52,24 @@ const UTIME_OMIT = 0xfffffffe * 2 ** 32;
 const NO_ID = 0xffffffff;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
+/** Attributes drms answers itself (user.drms.txn) or keeps to itself on the backup; never stored or mirrored. */
+const RESERVED_XATTRS = 'user.drms.';
+const errno = osConstants.errno;
+const fail = (message: string, code: number) => Object.assign(new Error(message), { errno: -code });
 
 const lstat = (p: string) => fs.promises.lstat(p, { bigint: true });
 
 export class Passthrough {
   private readonly serial = new Serializer();
   private readonly handles = new Map<number, Handle>();
+  private readonly rules: RecordRules;
+  private readonly txns: TransactionTable;
 
   /** `root` reaches the directory under the mount: /proc/self/fd/<fd opened before mounting>. */
-  constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {}
+  constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {
+    this.rules = new RecordRules((p) => this.abs(p));
+    this.txns = new TransactionTable(journal, (p) => this.abs(p));
+  }
 
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.serial.run(fn);
@@ -71,9 +83,12 @@ export class Passthrough {
    * Runs a mutation in journal order, journal first: the intent is committed before the operation runs, so a
    * crash can never leave a change on disk that the journal lacks (recovery redoes the last entry). A failed
    * operation retracts its entry; `run` may return a final form of the entry with what only the outcome tells.
+   * An intent given as a function is made in turn, just before it is journaled; it may refuse the operation
+   * (record rules, transactions) by throwing, and nothing is journaled.
    */
-  private mutate<T>(intent: Op, run: () => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
+  private mutate<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
     return this.serial.run(async () => {
+      const intent = typeof intentOf === 'function' ? intentOf() : intentOf;
       await this.roomInBacklog(intent);
       let seq: number;
       try {
@@ -83,7 +98,7 @@ export class Passthrough {
       }
       let r: Outcome<T>;
       try {
-        r = await run();
+        r = await run(intent);
       } catch (err) {
         this.journal.retract(seq);
         throw err;
@@ -92,6 +107,48 @@ export class Passthrough {
       if (handle) handle.lastSeq = seq;
       return r.value;
     });
+  }
+
+  /** Runs a check that may refuse an operation on `p`; a refusal is logged with its reason (the caller sees only errno). */
+  private refusable<T>(p: string, check: () => T): T {
+    try {
+      return check();
+    } catch (err) {
+      if (err instanceof RecordRuleError || err instanceof TxnError) this.opts.log.warn({ path: p, reason: err.message }, 'operation refused');
+      throw err;
+    }
+  }
+
+  /** A write's intent, once the record rules allow it; inside a transaction its before-image is saved first. */
+  private writeIntent(p: string, fd: number, offset: number, data: Buffer): Op {
+    return this.refusable(p, () => {
+      const record = this.rules.write(p, () => fs.fstatSync(fd).size, offset, data);
+      const txn = this.txns.txnOf(p);
+      if (txn) this.txns.saveBefore(txn, p, offset, data.length);
+      return { op: 'write', path: p, offset, data, ...(record && { record }), ...(txn && { txn }) };
+    });
+  }
+
+  private truncateIntent(p: string, size: number, sizeNow: () => number): Op {
+    return this.refusable(p, () => {
+      const record = this.rules.truncate(p, sizeNow, size);
+      const txn = this.txns.txnOf(p);
+      if (txn) this.txns.saveBefore(txn, p, size, 0);
+      return { op: 'truncate', path: p, size, ...(record && { record }), ...(txn && { txn }) };
+    });
+  }
+
+  /** Names change: a file held by an open transaction cannot move or go away; cached record formats are dropped. */
+  private namespaceIntent(op: Op, ...held: string[]): () => Op {
+    return () => {
+      for (const p of held) {
+        this.refusable(p, () => {
+          if (this.txns.holds(p)) throw new TxnError(`${p} is held by an open transaction`, -errno.EBUSY);
+        });
+      }
+      this.rules.forget();
+      return op;
+    };
   }
 
   backlogFull = false;
@@ -238,6 +295,7 @@ export class Passthrough {
       // Owner is unknown until the file exists: the intent says "leave it" (-1), the final entry has it.
       create: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
+          this.rules.forget(p);
           const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
           this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
           const st = await lstat(a(p));
@@ -262,13 +320,13 @@ export class Passthrough {
       },
 
       truncate: (p: string, size: number, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'truncate', path: p, size }, async () => {
+        reply(cb, this.mutate(() => this.truncateIntent(p, size, () => fs.statSync(a(p)).size), async () => {
           await fs.promises.truncate(a(p), size);
           return done(undefined, [p]);
         })),
 
       ftruncate: (p: string, fd: number, size: number, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'truncate', path: p, size }, async () => {
+        reply(cb, this.mutate(() => this.truncateIntent(p, size, () => fs.fstatSync(fd).size), async () => {
           await new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));
           return done(undefined, [p]);
         }, this.handles.get(fd))),
@@ -290,13 +348,13 @@ export class Passthrough {
       utimens: (p: string, atime: number, mtime: number, cb: Reply) => reply(cb, this.utimens(p, atime, mtime)),
 
       unlink: (p: string, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'unlink', path: p }, async () => {
+        reply(cb, this.mutate(this.namespaceIntent({ op: 'unlink', path: p }, p), async () => {
           await fs.promises.unlink(a(p));
           return done(undefined, [parentOf(p)]);
         })),
 
       rmdir: (p: string, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'rmdir', path: p }, async () => {
+        reply(cb, this.mutate(this.namespaceIntent({ op: 'rmdir', path: p }, p), async () => {
           await fs.promises.rmdir(a(p));
           return done(undefined, [parentOf(p)]);
         })),
@@ -309,7 +367,7 @@ export class Passthrough {
         })),
 
       rename: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'rename', path: p, to }, async () => {
+        reply(cb, this.mutate(this.namespaceIntent({ op: 'rename', path: p, to }, p, to), async () => {
           await fs.promises.rename(a(p), a(to));
           return done(undefined, [parentOf(p), parentOf(to), to]);
         })),
@@ -322,7 +380,7 @@ export class Passthrough {
         })),
 
       link: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'link', path: p, to }, async () => {
+        reply(cb, this.mutate(this.namespaceIntent({ op: 'link', path: p, to }, p), async () => {
           await fs.promises.link(a(p), a(to));
           return done(undefined, [parentOf(to)]);
         })),
@@ -331,12 +389,16 @@ export class Passthrough {
         reply(cb, this.setxattr(p, name, Buffer.from(value), flags)),
 
       // The kernel asks for security.capability before every write: this must be cheap.
-      getxattr: (p: string, name: string, _position: number, cb: Reply) => now(cb, () => getAttributeSync(a(p), name), (v) => [v]),
+      getxattr: (p: string, name: string, _position: number, cb: Reply) => now(cb, () => this.getxattr(p, name), (v) => [v]),
 
       listxattr: (p: string, cb: Reply) => now(cb, () => listAttributesSync(a(p)), (names) => [names]),
 
       removexattr: (p: string, name: string, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'removexattr', path: p, name }, async () => {
+        reply(cb, this.mutate(() => this.refusable(p, () => {
+          if (name.startsWith(RESERVED_XATTRS)) throw new TxnError(`${name} is reserved by drms`, -errno.ENOTSUP);
+          this.rules.forget(p);
+          return { op: 'removexattr', path: p, name };
+        }), async () => {
           await removeAttribute(a(p), name);
           return done(undefined);
         })),
@@ -351,7 +413,7 @@ export class Passthrough {
     const h: Handle = { dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
     this.handles.set(fd, h);
     if (truncates) {
-      await this.mutate({ op: 'truncate', path: p, size: 0 }, async () => {
+      await this.mutate(() => this.truncateIntent(p, 0, () => fs.fstatSync(fd).size), async () => {
         await new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
         return { value: undefined, stamps: await this.stamps([p]) };
       }, h);
@@ -361,12 +423,11 @@ export class Passthrough {
 
   private async write(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handles.get(fd);
-    const intent: Op = { op: 'write', path: p, offset: pos, data: buf.subarray(0, len) };
-    const n = await this.mutate(intent, async () => {
+    const n = await this.mutate(() => this.writeIntent(p, fd, pos, buf.subarray(0, len)), async (intent) => {
       // Mutations run one at a time anyway; a buffered pwrite costs less here than a trip through the pool.
       const written = fs.writeSync(fd, buf, 0, len, pos);
       if (h) h.dirty = true;
-      return { value: written, final: written < len ? { ...intent, data: buf.subarray(0, written) } : undefined };
+      return { value: written, final: written < len ? { ...intent, data: buf.subarray(0, written) } as Op : undefined };
     }, h);
     if (h?.syncWrites) {
       await this.journal.flushed();
@@ -411,8 +472,23 @@ export class Passthrough {
     }, undefined, [[p, at, mt]]);
   }
 
+  private getxattr(p: string, name: string): Buffer {
+    if (name === XATTR_TXN) {
+      const txn = this.txns.txnOf(p);
+      if (!txn) throw fail('not in a transaction', errno.ENODATA);
+      return Buffer.from(txn);
+    }
+    return getAttributeSync(this.abs(p), name);
+  }
+
   private setxattr(p: string, name: string, value: Buffer, flags: number): Promise<void> {
-    return this.mutate({ op: 'setxattr', path: p, name, value }, async () => {
+    if (name === XATTR_TXN) return this.transaction(p, value);
+    const intent = () => this.refusable(p, (): Op => {
+      if (name.startsWith(RESERVED_XATTRS)) throw new TxnError(`${name} is reserved by drms`, -errno.ENOTSUP);
+      this.rules.setAttribute(p, name, value);
+      return { op: 'setxattr', path: p, name, value };
+    });
+    return this.mutate(intent, async () => {
       if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
         const exists = await getAttribute(this.abs(p), name).then(() => true, () => false);
         if (flags & XATTR_CREATE && exists) throw Object.assign(new Error('exists'), { errno: -osConstants.errno.EEXIST });
@@ -421,6 +497,45 @@ export class Passthrough {
       await setAttribute(this.abs(p), name, value);
       return { value: undefined };
     });
+  }
+
+  /**
+   * user.drms.txn = begin:ID adds the file to transaction ID; commit:ID or abort:ID (on any of its files) ends it.
+   * A commit makes the files durable and journals one commit entry; in sync mode it returns once the backup has
+   * it. An abort restores the before-images and journals an abort entry, so the backup drops what it staged.
+   */
+  private async transaction(p: string, value: Buffer): Promise<void> {
+    const ctl = this.refusable(p, () => parseTxnControl(value));
+    const seq = await this.serial.run(async () => this.refusable(p, () => this.control(p, ctl)));
+    if (seq === undefined) return;
+    await this.journal.flushed();
+    await this.replicated(seq, p);
+  }
+
+  private control(p: string, { action, id }: TxnControl): number | undefined {
+    if (action === 'begin') {
+      this.txns.begin(id, p);
+      this.opts.log.info({ txn: id, path: p }, 'transaction: file joined');
+      return undefined;
+    }
+    if (this.txns.txnOf(p) !== id) throw new TxnError(`${p} is not in transaction ${id}`, -errno.EINVAL);
+    const paths = this.txns.paths(id);
+    if (action === 'commit') {
+      for (const f of paths) {
+        const fd = fs.openSync(this.abs(f), C.O_RDONLY | C.O_NOFOLLOW);
+        try {
+          fs.fdatasyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+    } else {
+      this.txns.rollback(id);
+    }
+    const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths } : { op: 'txn-abort', txn: id },
+      stampsOf(this.root, paths), () => this.txns.end(id));
+    this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
+    return seq;
   }
 }
 

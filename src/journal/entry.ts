@@ -1,5 +1,6 @@
 // What the journal records: one mutating filesystem operation, in capture order.
 import { Packr } from 'msgpackr';
+import type { RecordChange } from '../vos/layout.js';
 
 /** Seconds and nanoseconds, as the kernel keeps them. */
 export type Timestamp = [sec: number, nsec: number];
@@ -9,8 +10,8 @@ export type Stamp = [path: string, atime: Timestamp, mtime: Timestamp];
 
 /** Paths are relative to the mirrored root and start with '/'. */
 export type Op =
-  | { op: 'write'; path: string; offset: number; data: Uint8Array }
-  | { op: 'truncate'; path: string; size: number }
+  | { op: 'write'; path: string; offset: number; data: Uint8Array; record?: RecordChange; txn?: string }
+  | { op: 'truncate'; path: string; size: number; record?: RecordChange; txn?: string }
   | { op: 'create'; path: string; mode: number; uid: number; gid: number }
   | { op: 'mkdir'; path: string; mode: number; uid: number; gid: number }
   | { op: 'symlink'; path: string; target: string; uid: number; gid: number }
@@ -24,6 +25,10 @@ export type Op =
   | { op: 'setxattr'; path: string; name: string; value: Uint8Array }
   | { op: 'removexattr'; path: string; name: string }
   | { op: 'fsync'; path: string }
+  /** A transaction's writes (entries tagged with its id) take effect together; `paths` are its files. */
+  | { op: 'txn-commit'; txn: string; paths: string[] }
+  /** A transaction's writes are void (the primary restored its before-images). */
+  | { op: 'txn-abort'; txn: string }
   /** Ends the initial copy: the backup removes what the primary does not have. */
   | { op: 'baseline-end'; paths: string[] };
 

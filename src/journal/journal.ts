@@ -2,7 +2,7 @@
 // Journal first: begin() commits an entry before its operation runs, complete() releases it to the shipper,
 // retract() drops it if the operation failed. Commits are synchronous (they survive a crash of the process);
 // flushed() makes them survive a power cut, as a group commit, and an idle timer bounds the exposure.
-import { open, type RootDatabase, type Database } from 'lmdb';
+import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -62,7 +62,7 @@ export class Journal extends EventEmitter {
   static open(stateDir: string, opts: { readOnly?: boolean } = {}): Journal {
     // noSync: commits reach the page cache synchronously (13 µs); flushed() syncs when the application asks.
     const readOnly = opts.readOnly ?? false;
-    const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 4, mapSize: 2 ** 34, noSync: true, readOnly });
+    const env = open({ path: path.join(stateDir, 'journal'), maxDbs: 8, mapSize: 2 ** 34, noSync: true, readOnly });
     return new Journal(env, stateDir, readOnly);
   }
 
@@ -103,6 +103,24 @@ export class Journal extends EventEmitter {
     return seq;
   }
 
+  /** append() and `alongside` (changes to a store()) in one lmdb transaction: both happen or neither. */
+  appendWith(op: Op, stamps: Stamp[] | undefined, alongside: () => void): number {
+    const seq = this.lastSeq + 1;
+    this.env.transactionSync(() => {
+      void this.entries.put(seq, this.encode(seq, op, stamps));
+      alongside();
+    });
+    this.lastSeq = seq;
+    this.unflushed = true;
+    this.complete(seq);
+    return seq;
+  }
+
+  /** A database of its own beside the entries, for state that must change atomically with them (appendWith). */
+  store<V>(name: string): Database<V, Key[]> {
+    return this.env.openDB<V, Key[]>({ name });
+  }
+
   /** The last entry, if the backup has not acknowledged it (recovery redoes it after an unclean stop). */
   lastUnacked(): JournalEntry | undefined {
     if (this.lastSeq <= this.ackedSeq) return undefined;
@@ -111,9 +129,12 @@ export class Journal extends EventEmitter {
   }
 
   private put(seq: number, op: Op, stamps?: Stamp[]): void {
-    const entry: JournalEntry = stamps ? { ...op, seq, ts: Date.now(), stamps } : { ...op, seq, ts: Date.now() };
-    this.entries.putSync(seq, encodeEntry(entry));
+    this.entries.putSync(seq, this.encode(seq, op, stamps));
     this.unflushed = true;
+  }
+
+  private encode(seq: number, op: Op, stamps?: Stamp[]): Buffer {
+    return encodeEntry(stamps ? { ...op, seq, ts: Date.now(), stamps } : { ...op, seq, ts: Date.now() });
   }
 
   /** Resolves when everything appended before the call is on stable storage. */

@@ -34,7 +34,10 @@ export async function snapshot(root: string): Promise<Snapshot> {
     const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
     const facts: EntryFacts = { type, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), xattrs: {}, mtimeSec: Number(st.mtimeNs / 1_000_000_000n) };
     if (type !== 'symlink') {
-      for (const name of (await listAttributes(abs)).sort()) facts.xattrs[name] = (await getAttribute(abs, name)).toString('base64');
+      for (const name of (await listAttributes(abs)).sort()) {
+        if (name.startsWith('user.drms.')) continue; // drms's own bookkeeping on the backup, never mirrored
+        facts.xattrs[name] = (await getAttribute(abs, name)).toString('base64');
+      }
     }
     if (type === 'file') {
       facts.size = Number(st.size);
