@@ -3,8 +3,9 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setAttribute } from 'fs-xattr';
 import { drms, layout, sh, startBackup, startPrimary } from './helpers/cluster.js';
-import { snapshot } from './helpers/tree.js';
+import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { consistentRead, RecordFile, Transaction } from '../dist/vos/record-file.js';
 import type { RecordListing } from '../dist/cli/records.js';
 
@@ -79,4 +80,237 @@ t.test('each organization round-trips through the mount and is mirrored record b
   t.match(out, /accounts\.rel/, 'ls lists record files');
   t.match(out, /card 00000000333/, 'cat shows the records');
   t.same(fs.readFileSync(path.join(dir, 'cards.copy')), fs.readFileSync(path.join(dr, 'cards.table')), 'cp copies the bytes');
+});
+
+/** The errno code of a failed call, or 'ok'. */
+async function outcome(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return 'ok';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
+
+async function pwrite(file: string, data: Buffer, offset: number): Promise<void> {
+  const fh = await fs.promises.open(file, 'r+');
+  try {
+    await fh.write(data, 0, data.length, offset);
+  } finally {
+    await fh.close();
+  }
+}
+
+t.test('the mount refuses writes that break a record organization, with EINVAL and a logged reason', async (t) => {
+  const { prod, dr, pstate, primary, synced } = await pair(t);
+  const fixedPath = path.join(prod, 'fixed.table');
+  const fixed = await RecordFile.create(fixedPath, { organization: 'fixed', recordSize: 8 });
+  await fixed.append(rec('AAAAAAAA'));
+  await fixed.append(rec('BBBBBBBB'));
+  await fixed.close();
+  t.equal(await outcome(() => pwrite(fixedPath, rec('CCCC'), 16)), 'EINVAL', 'fixed: a partial record is refused');
+  t.equal(await outcome(() => pwrite(fixedPath, rec('CCCCCCCC'), 4)), 'EINVAL', 'fixed: a write across a record boundary is refused');
+  t.equal(await outcome(() => pwrite(fixedPath, rec('CCCCCCCC'), 32)), 'EINVAL', 'fixed: a gap past the end is refused');
+  t.equal(await outcome(() => fs.promises.truncate(fixedPath, 12)), 'EINVAL', 'fixed: truncate inside a record is refused');
+  t.equal(await outcome(() => pwrite(fixedPath, rec('CCCCCCCCDDDDDDDD'), 16)), 'ok', 'fixed: whole records at the end are taken');
+
+  const relPath = path.join(prod, 'slots.rel');
+  const rel = await RecordFile.create(relPath, { organization: 'relative', recordSize: 12 });
+  await rel.write(1, rec('one'));
+  await rel.write(2, rec('two'));
+  await rel.delete(1);
+  await rel.close();
+  t.equal(await outcome(() => pwrite(relPath, rec('torn'), 16)), 'EINVAL', 'relative: a torn slot is refused');
+  const badHeader = Buffer.alloc(16);
+  badHeader.write('\x01\x52\x00\x40', 'latin1'); // length 64 in a 12-byte slot
+  t.equal(await outcome(() => pwrite(relPath, badHeader, 32)), 'EINVAL', 'relative: a slot whose header lies is refused');
+
+  const seqPath = path.join(prod, 'journal.seq');
+  const seq = await RecordFile.create(seqPath, { organization: 'sequential' });
+  await seq.append(rec('first'));
+  await seq.append(rec('second'));
+  await seq.close();
+  const size = fs.statSync(seqPath).size;
+  t.equal(await outcome(() => pwrite(seqPath, rec('garbage'), size)), 'EINVAL', 'sequential: bytes that are not whole records are refused');
+  t.equal(await outcome(() => fs.promises.appendFile(seqPath, Buffer.from([0, 9, 1, 2]))), 'EINVAL', 'sequential: a torn record is refused');
+  const longer = await outcome(async () => {
+    const f = await RecordFile.open(seqPath);
+    try {
+      await f.write(1, rec('firstX'));
+    } finally {
+      await f.close();
+    }
+  });
+  t.equal(longer, 'EINVAL', 'sequential: a rewrite cannot change the record length');
+  t.equal(await outcome(() => fs.promises.truncate(seqPath, 3)), 'EINVAL', 'sequential: truncate inside a record is refused');
+
+  const plain = path.join(prod, 'plain.dat');
+  fs.writeFileSync(plain, 'not records');
+  t.equal(await outcome(() => setAttribute(plain, 'user.vos.organization', Buffer.from('fixed'))), 'EINVAL', 'fixed needs a record size first');
+  await setAttribute(plain, 'user.vos.record_size', Buffer.from('4'));
+  t.equal(await outcome(() => setAttribute(plain, 'user.vos.organization', Buffer.from('fixed'))), 'EINVAL', 'contents that are not whole records cannot be declared fixed');
+  t.equal(await outcome(() => setAttribute(plain, 'user.vos.organization', Buffer.from('indexed'))), 'EINVAL', 'an unknown organization is refused');
+  t.equal(await outcome(() => setAttribute(plain, 'user.drms.anything', Buffer.from('x'))), 'ENOTSUP', 'the user.drms namespace is reserved');
+  await primary.waitFor('operation refused');
+  t.ok(primary.logs.some((l) => l.msg === 'operation refused' && l.path === '/fixed.table' && /whole 8-byte records/.test(String(l.reason))), 'refusals are logged with path and reason');
+
+  await synced();
+  t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries, 'refused writes changed neither site');
+  for (const f of ['fixed.table', 'slots.rel', 'journal.seq']) t.notOk((await records(path.join(dr, f))).damage, `${f} parses whole on the backup`);
+
+});
+
+t.test('the journal records each record operation: file, organization, record number, kind', async (t) => {
+  const { prod, pstate, secret } = layout(t);
+  // No backup: the entries stay in the journal to be read.
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: '127.0.0.1:9', secret, extra: ['--drain-timeout', '0.5'] });
+  const rel = await RecordFile.create(path.join(prod, 'r.rel'), { organization: 'relative', recordSize: 8 });
+  await rel.write(1, rec('a'));
+  await rel.write(3, rec('c'));
+  await rel.write(1, rec('A'));
+  await rel.delete(3);
+  await rel.close();
+  const seq = await RecordFile.create(path.join(prod, 's.seq'), { organization: 'sequential' });
+  await seq.append(rec('one'));
+  await seq.append(rec('two'));
+  await seq.write(1, rec('ONE'));
+  await seq.close();
+  primary.proc.kill('SIGTERM');
+  await primary.exited;
+
+  const { Journal } = await import('../dist/journal/journal.js');
+  const { decodeEntry } = await import('../dist/journal/entry.js');
+  const j = Journal.open(pstate, { readOnly: true });
+  t.teardown(() => j.close());
+  const writes = j.read(1, 2 ** 30, 100_000).map((e) => decodeEntry(e.bytes)).filter((e) => e.op === 'write');
+  t.same(writes.map((e) => e.op === 'write' && [e.path, e.record?.organization, e.record?.kind, e.record?.recno, e.record?.count]), [
+    ['/r.rel', 'relative', 'append', 1, 1],
+    ['/r.rel', 'relative', 'append', 3, 1],
+    ['/r.rel', 'relative', 'rewrite', 1, 1],
+    ['/r.rel', 'relative', 'delete', 3, 1],
+    ['/s.seq', 'sequential', 'append', 1, 1],
+    ['/s.seq', 'sequential', 'append', 2, 1],
+    ['/s.seq', 'sequential', 'rewrite', 1, 1],
+  ]);
+});
+
+/** Record texts of a file on either site. */
+async function texts(file: string): Promise<string[]> {
+  const f = await RecordFile.open(file, 'r');
+  try {
+    return (await f.records()).filter((r) => r.state === 'present').map((r) => r.data.toString());
+  } finally {
+    await f.close();
+  }
+}
+
+async function ledgerPair(prod: string) {
+  const ledger = await RecordFile.create(path.join(prod, 'ledger.seq'), { organization: 'sequential' });
+  const balances = await RecordFile.create(path.join(prod, 'balances.fix'), { organization: 'fixed', recordSize: 12 });
+  await ledger.append(rec('opening'));
+  await balances.append(rec('acct1:000100'));
+  return { ledger, balances };
+}
+
+t.test('a committed transaction reaches the backup whole; an aborted one reaches neither site', async (t) => {
+  const { prod, dr, primary, synced } = await pair(t);
+  const { ledger, balances } = await ledgerPair(prod);
+  await synced();
+
+  const txn = await Transaction.begin('T1', [ledger, balances]);
+  await ledger.append(rec('debit acct1 40'));
+  await ledger.append(rec('credit acct2 40'));
+  await balances.write(1, rec('acct1:000060'));
+  await synced();
+  t.same(await texts(path.join(dr, 'ledger.seq')), ['opening'], 'before the commit the backup has none of the transaction (it is staged)');
+  t.same(await texts(path.join(dr, 'balances.fix')), ['acct1:000100']);
+  await txn.commit();
+  await synced();
+  t.same(await texts(path.join(dr, 'ledger.seq')), ['opening', 'debit acct1 40', 'credit acct2 40'], 'after the commit: all three records');
+  t.same(await texts(path.join(dr, 'balances.fix')), ['acct1:000060']);
+  await primary.waitFor('transaction committed');
+
+  const before = await snapshot(prod);
+  const t2 = await Transaction.begin('T2', [ledger, balances]);
+  await ledger.append(rec('debit acct1 999'));
+  await balances.write(1, rec('acct1:999999'));
+  await balances.append(rec('acct9:000001'));
+  t.same(await texts(ledger.path), ['opening', 'debit acct1 40', 'credit acct2 40', 'debit acct1 999'], 'the primary sees its own uncommitted records');
+  await t2.abort();
+  await ledger.close();
+  await balances.close();
+  await synced();
+  const after = await snapshot(prod);
+  t.same(after.entries, before.entries, 'the abort restored the primary: bytes, sizes, attributes');
+  t.same(mtimeDrift(after, before), [], 'and times');
+  const backup = await snapshot(dr);
+  t.same(backup.entries, after.entries, 'the backup never applied it');
+  t.same(mtimeDrift(backup, after), [], 'times agree on the backup too');
+  t.equal(fs.readdirSync(dr).filter((n) => n.includes('drms-commit')).length, 0, 'no commit leftovers on the backup');
+});
+
+t.test('a primary killed inside a transaction rolls it back on restart; the backup never applies it', async (t) => {
+  const { prod, dr, pstate, secret, backup, primary, synced } = await pair(t);
+  const { ledger, balances } = await ledgerPair(prod);
+  await ledger.close();
+  await balances.close();
+  await synced();
+  const before = await snapshot(prod);
+
+  await Transaction.begin('T3', [path.join(prod, 'ledger.seq'), path.join(prod, 'balances.fix')]);
+  const l = await RecordFile.open(path.join(prod, 'ledger.seq'));
+  const b = await RecordFile.open(path.join(prod, 'balances.fix'));
+  for (let i = 0; i < 50; i++) await l.append(rec(`half-done ${i}`));
+  await b.write(1, rec('acct1:000000'));
+  await l.close().catch(() => undefined);
+  await b.close().catch(() => undefined);
+  primary.proc.kill('SIGKILL');
+  await primary.exited;
+
+  const again = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  await again.waitFor('recovery: rolled back a transaction left open by the previous run');
+  await synced();
+  const [p, d] = [await snapshot(prod), await snapshot(dr)];
+  t.same(p.entries, before.entries, 'the primary is as before the transaction');
+  t.same(d.entries, before.entries, 'so is the backup');
+});
+
+t.test('a reader on the backup never sees part of a large transaction', async (t) => {
+  const { prod, dr, synced } = await pair(t);
+  const a = await RecordFile.create(path.join(prod, 'a.seq'), { organization: 'sequential' });
+  const b = await RecordFile.create(path.join(prod, 'b.fix'), { organization: 'fixed', recordSize: 16 });
+  await synced();
+  const rounds = 3;
+  const perRound = 400;
+  let stop = false;
+  const seen = new Set<string>();
+  const torn: string[] = [];
+  const reader = (async () => {
+    while (!stop) {
+      const counts = await consistentRead(dr, async () => {
+        const c = async (f: string) => (fs.existsSync(f) ? (await texts(f)).length : 0);
+        return [await c(path.join(dr, 'a.seq')), await c(path.join(dr, 'b.fix'))] as const;
+      }).catch(() => undefined);
+      if (!counts) continue;
+      seen.add(counts.join('/'));
+      if (counts[0] !== counts[1] || counts[0] % perRound !== 0) torn.push(counts.join('/'));
+    }
+  })();
+  for (let r = 0; r < rounds; r++) {
+    const txn = await Transaction.begin(`big-${r}`, [a, b]);
+    for (let i = 0; i < perRound; i++) {
+      await a.append(rec(`round ${r} entry ${i}`));
+      await b.append(rec(`r${r} e${String(i).padStart(12, '0')}`.slice(0, 16)));
+    }
+    await txn.commit();
+  }
+  await a.close();
+  await b.close();
+  await synced();
+  await new Promise((r) => setTimeout(r, 200));
+  stop = true;
+  await reader;
+  t.same(torn, [], 'every read saw whole transactions in both files');
+  t.ok(seen.has(`${rounds * perRound}/${rounds * perRound}`), `the reader saw the final state (states seen: ${[...seen].join(', ')})`);
+  t.ok(seen.size >= 2, 'and at least one earlier state: it read while transactions were applied');
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { timestampToSeconds, type JournalEntry } from '../journal/entry.js';
+import { nsToTimestamp, timestampToSeconds, type JournalEntry } from '../journal/entry.js';
 import { XATTR_COMMIT_GEN } from '../vos/transactions.js';
 import type { StagedTransactions } from './state.js';
 import { Target } from './target.js';
@@ -198,6 +198,12 @@ export class Applier {
     const staged = this.staging.entries(txn);
     await this.namesChange();
     const swaps: Array<[tmp: string, abs: string]> = [];
+    // The swap adds and renames names in the files' directories; on the primary their times did not change.
+    const dirs = new Map<string, fs.BigIntStats>();
+    for (const p of paths) {
+      const dir = path.dirname(await this.target.resolve(p));
+      if (!dirs.has(dir)) dirs.set(dir, await fs.promises.lstat(dir, { bigint: true }));
+    }
     for (const p of paths) {
       const abs = await this.target.resolve(p);
       const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.drms-commit`);
@@ -227,6 +233,7 @@ export class Applier {
       this.dirtyDirs.add(path.dirname(abs));
     }
     await setAttribute(root, XATTR_COMMIT_GEN, Buffer.from(String(swapping + 1)));
+    for (const [d, st] of dirs) await fs.promises.lutimes(d, timestampToSeconds(nsToTimestamp(st.atimeNs)), timestampToSeconds(nsToTimestamp(st.mtimeNs)));
     this.staging.drop(txn);
   }
 
