@@ -12,7 +12,7 @@ export class BackupState {
   private constructor(private readonly db: RootDatabase) {}
 
   static open(stateDir: string): BackupState {
-    return new BackupState(open({ path: path.join(stateDir, 'backup'), mapSize: 2 ** 28 }));
+    return new BackupState(open({ path: path.join(stateDir, 'backup'), mapSize: 2 ** 34 }));
   }
 
   get(): AppliedState {
