@@ -31,7 +31,7 @@ chown -h 4321:8765 data/deep/sym.txt
 touch -m -d "2001-02-03 04:05:06.789" logs/atm.log
 touch -d "2010-01-01 00:00:00" data/trunc.bin
 # xattrs set, replaced and removed
-setfattr -n user.vos.organization -v sequential logs/atm.log
+setfattr -n user.vos.organization -v stream logs/atm.log
 setfattr -n user.temp -v x data/blob.bin
 setfattr -n user.temp -v y data/blob.bin
 setfattr -n user.gone -v z data/blob.bin
