@@ -50,6 +50,8 @@ t.test('hostile entries from an authenticated peer never write outside the targe
     { seq: 3, op: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 },
   ]);
   t.same(r.body, { appliedSeq: 3 });
+  r = await send([{ seq: 3, op: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }]);
+  t.same([r.type, r.body], ['Ack', { appliedSeq: 3 }], 'a batch of entries applied already is answered (the primary waits for it)');
 
   const refusals: Array<[string, Entry[], RegExp]> = [
     ['dot-dot', [{ seq: 4, op: 'create', path: '/../escaped', mode: 0o644, uid: 0, gid: 0 }], /"\.\." component/],

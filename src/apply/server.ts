@@ -131,6 +131,7 @@ export class BackupServer {
   private async applyBatches(first: Frame, journalId: string, conn: PeerConnection): Promise<void> {
     let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
     const start = applied;
+    let whole = false;
     try {
       let bytes = 0;
       for (let frame: Frame | undefined = first; frame; frame = bytes < GROUP_BYTES ? conn.poll() : undefined) {
@@ -149,14 +150,16 @@ export class BackupServer {
           applied = entry.seq;
         }
       }
+      whole = true;
     } finally {
-      // Whatever was applied is made durable and recorded, even when a batch stopped part way.
+      // Whatever was applied is made durable and recorded, even when a batch stopped part way. Every whole batch
+      // is answered, also one that held only entries applied already: the primary waits for the answer.
       if (applied !== start) {
         await this.applier.sync();
         this.applied = { journalId, appliedSeq: applied };
         await this.state.save(this.applied);
-        conn.send(FrameType.Ack, { appliedSeq: applied });
       }
+      if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });
     }
   }
 }

@@ -5,7 +5,7 @@ import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AuthError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Journal } from '../journal/journal.js';
+import type { EncodedEntry, Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
@@ -43,10 +43,14 @@ export class Shipper {
   private conn: PeerConnection | undefined;
   private loop: Promise<void> | undefined;
   private readonly wake = new Wakeup();
+  /** False while a batch is in flight: new entries wait for its ack anyway, so each commit need not wake us. */
+  private commitsWanted = true;
   private readonly stopped = new AbortController();
 
   constructor(private readonly journal: Journal, private readonly opts: ShipperOptions) {
-    journal.on('committed', () => this.wake.notify());
+    journal.on('committed', () => {
+      if (this.commitsWanted) this.wake.notify();
+    });
     journal.on('acked', () => this.wake.notify());
   }
 
@@ -178,6 +182,7 @@ export class Shipper {
           const { appliedSeq } = unpackBody<Ack>(frame);
           this.journal.setAcked(appliedSeq);
           while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
+          this.wake.notify(); // also when the ack moved nothing (a batch of entries the backup already had)
         } else {
           // An Error frame's message becomes the close reason (PeerConnection keeps what the peer said).
           conn.close(new ProtocolError(`unexpected ${FrameType[frame.type]} frame from the backup`, { peer: conn.peer }));
@@ -186,16 +191,32 @@ export class Shipper {
     })();
     conn.onClose(() => this.wake.notify());
     let next = from;
+    // Entries read but not sent yet. A full batch goes at once (up to the window); a partial one only when nothing
+    // is in flight, so entries arriving while the backup applies and flushes ride together in the next batch:
+    // one backup flush for many small writes, and a steady stream when catching up.
+    let pending: EncodedEntry[] = [];
+    let pendingBytes = 0;
     while (!conn.closed && !this.stopping) {
-      const entries = inflightBytes < WINDOW_BYTES ? this.journal.read(next, BATCH_BYTES, BATCH_ENTRIES) : [];
-      if (entries.length === 0) {
+      const full = () => pendingBytes >= BATCH_BYTES || pending.length >= BATCH_ENTRIES;
+      if (!full() && inflightBytes < WINDOW_BYTES) {
+        const after = pending.length ? pending[pending.length - 1]!.seq + 1 : next;
+        for (const e of this.journal.read(after, BATCH_BYTES - pendingBytes, BATCH_ENTRIES - pending.length)) {
+          pending.push(e);
+          pendingBytes += e.bytes.length;
+        }
+      }
+      if (pending.length === 0 || inflightBytes >= WINDOW_BYTES || (!full() && inflight.length > 0)) {
+        this.commitsWanted = inflight.length === 0;
         await this.wake.wait();
+        this.commitsWanted = true;
         continue;
       }
-      const parts = encodeBatch(entries.map((e) => e.bytes));
+      const parts = encodeBatch(pending.map((e) => e.bytes));
       const bytes = parts.reduce((n, p) => n + p.length, 0);
       conn.sendParts(FrameType.Batch, parts);
-      next = entries[entries.length - 1]!.seq + 1;
+      next = pending[pending.length - 1]!.seq + 1;
+      pending = [];
+      pendingBytes = 0;
       inflight.push({ last: next - 1, bytes });
       inflightBytes += bytes;
       // Let the socket drain before reading more: the backup gets a steady stream, not one burst per window.

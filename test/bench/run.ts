@@ -1,0 +1,349 @@
+// `npm run bench`: runs each workload on plain ext4, on bindfs (the C passthrough reference) and on drms (async and
+// sync, backup on loopback), alternating targets round by round; writes a JSON report and a Markdown table.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { ask } from '../../dist/admin/control.js';
+import type { NodeReport } from '../../dist/cli/report.js';
+import { READ_BYTES, READ_FILE, type WorkerResult, type Workload } from './worker.js';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const DRMS = path.join(ROOT, 'dist/cli/main.js');
+const WORKER = path.join(import.meta.dirname, 'worker.js');
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '2' },
+    out: { type: 'string', default: path.join(ROOT, 'bench-results') },
+    'backlog-mib': { type: 'string', default: '1024' },
+    quick: { type: 'boolean', default: false },
+  },
+});
+const ROUNDS = args.quick ? 1 : Number(args.rounds);
+const SECONDS = args.quick ? 0.3 : Number(args.seconds);
+const BACKLOG_MIB = args.quick ? 64 : Number(args['backlog-mib']);
+
+interface Case {
+  name: string;
+  workload: Workload;
+  writers: number;
+  unit: 'ops/s' | 'MB/s';
+  what: string;
+}
+
+const CASES: Case[] = [
+  { name: 'txn-1', workload: 'txn', writers: 1, unit: 'ops/s', what: '1 writer, 256 B append + fdatasync' },
+  { name: 'txn-8', workload: 'txn', writers: 8, unit: 'ops/s', what: '8 writers, 256 B append + fdatasync' },
+  { name: 'buf-256', workload: 'buf256', writers: 1, unit: 'ops/s', what: 'buffered 256 B writes' },
+  { name: 'buf-4k', workload: 'buf4k', writers: 1, unit: 'ops/s', what: 'buffered 4 KiB writes' },
+  { name: 'seq-1m', workload: 'seq1m', writers: 1, unit: 'MB/s', what: 'sequential 1 MiB writes + fdatasync' },
+  { name: 'meta', workload: 'meta', writers: 1, unit: 'ops/s', what: 'create, stat, rename, unlink' },
+  { name: 'read-seq', workload: 'readseq', writers: 1, unit: 'MB/s', what: 'sequential 1 MiB reads (warm cache)' },
+  { name: 'read-rand', workload: 'readrand', writers: 1, unit: 'ops/s', what: 'random 4 KiB reads (warm cache)' },
+];
+
+interface Target {
+  name: 'ext4' | 'bindfs' | 'drms-async' | 'drms-sync';
+  dir: string;
+  /** drms processes (primary, backup), for CPU and RSS. */
+  procs: ChildProcess[];
+  state?: string;
+}
+
+interface Sample {
+  value: number;
+  p50Us?: number;
+  p99Us?: number;
+  cpuSeconds?: number;
+  lagP50Ms?: number;
+  lagP99Ms?: number;
+}
+
+const cleanup: Array<() => Promise<void>> = [];
+
+async function main(): Promise<void> {
+  await ensureBindfs();
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'drms-bench-'));
+  cleanup.push(async () => fs.rmSync(base, { recursive: true, force: true }));
+  const secret = path.join(base, 'secret');
+  fs.writeFileSync(secret, randomBytes(24).toString('hex'), { mode: 0o600 });
+
+  const targets: Target[] = [{ name: 'ext4', dir: mk(base, 'ext4'), procs: [] }, await bindfs(base), await drmsPair(base, 'async', secret), await drmsPair(base, 'sync', secret)];
+  for (const t of targets) await prepareReadFile(t);
+
+  const results: Record<string, Record<string, Sample[]>> = {};
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const c of CASES) {
+      // Alternate: each round starts with a different target, so drift on the machine spreads over all of them.
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+      for (const t of order) {
+        const s = await runCase(c, t);
+        ((results[c.name] ??= {})[t.name] ??= []).push(s);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} ${c.name.padEnd(9)} ${t.name.padEnd(10)} ${s.value.toFixed(1)} ${c.unit}\n`);
+      }
+    }
+  }
+  const peakRss = Object.fromEntries(targets.filter((t) => t.procs.length).map((t) => [t.name, t.procs.map((p) => procStatus(p.pid!).VmHWM ?? 0)]));
+  const backlog = await backlogPhase(base, secret);
+  const report = summarize(results, peakRss, backlog);
+  fs.mkdirSync(args.out!, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  fs.writeFileSync(path.join(args.out!, `bench-${stamp}.json`), JSON.stringify(report, null, 2));
+  const md = markdown(report);
+  fs.writeFileSync(path.join(args.out!, 'latest.md'), md);
+  process.stdout.write(md);
+}
+
+function mk(base: string, name: string): string {
+  const d = path.join(base, name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+async function ensureBindfs(): Promise<void> {
+  if (await run('sh', ['-c', 'command -v bindfs']).then(() => true, () => false)) return;
+  process.stderr.write('bench: installing bindfs (the C FUSE passthrough reference) from Debian\n');
+  await run('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs >/dev/null']);
+}
+
+async function bindfs(base: string): Promise<Target> {
+  const src = mk(base, 'bindfs-src');
+  const dir = mk(base, 'bindfs');
+  await run('bindfs', ['-o', 'big_writes', src, dir]).catch(() => run('bindfs', [src, dir]));
+  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  return { name: 'bindfs', dir, procs: [] };
+}
+
+/** Starts `drms <args>` and resolves once it logs `ready`. */
+async function startDrms(argv: string[], ready: string): Promise<{ proc: ChildProcess; line: Record<string, unknown> }> {
+  const proc = spawn(process.execPath, [DRMS, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  cleanup.push(async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+  });
+  const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const onLine = (l: string) => {
+      let rec: Record<string, unknown>;
+      try {
+        rec = JSON.parse(l);
+      } catch {
+        return;
+      }
+      if (rec.msg === ready) resolve(rec);
+      else if (Number(rec.level) >= 50) process.stderr.write(`drms ${argv[0]}: ${l}\n`);
+    };
+    createInterface({ input: proc.stdout! }).on('line', onLine);
+    createInterface({ input: proc.stderr! }).on('line', onLine);
+    proc.once('exit', (code) => reject(new Error(`drms ${argv[0]} exited (${code}) before "${ready}"`)));
+  });
+  return { proc, line };
+}
+
+async function drmsPair(base: string, mode: 'async' | 'sync', secret: string): Promise<Target> {
+  const dir = mk(base, `drms-${mode}`);
+  const state = path.join(base, `${mode}-pstate`);
+  const backup = await startDrms(['backup', '--listen', '127.0.0.1:0', '--target', path.join(base, `${mode}-dr`), '--state', path.join(base, `${mode}-bstate`), '--secret-file', secret], 'backup listening');
+  const port = String(backup.line.listen).split(':').pop();
+  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--mode', mode], 'mounted');
+  return { name: `drms-${mode}`, dir, procs: [primary.proc, backup.proc], state };
+}
+
+async function prepareReadFile(t: Target): Promise<void> {
+  await run('dd', ['if=/dev/urandom', `of=${path.join(t.dir, READ_FILE)}`, 'bs=1M', `count=${READ_BYTES / 2 ** 20}`, 'status=none']);
+  await drained(t);
+}
+
+/** Waits until a drms target's backup has applied everything, so one run's shipping does not load the next. */
+async function drained(t: Target): Promise<void> {
+  if (!t.state) return;
+  await run(process.execPath, [DRMS, 'sync', '--state', t.state, '--timeout', '300']);
+}
+
+async function runCase(c: Case, t: Target): Promise<Sample> {
+  const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
+  const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
+  const workers = Array.from({ length: c.writers }, (_, id) =>
+    run(process.execPath, [WORKER, c.workload, t.dir, String(SECONDS), String(id)], { maxBuffer: 64 * 2 ** 20 }).then((r) => JSON.parse(r.stdout) as WorkerResult),
+  );
+  const out = await Promise.all(workers);
+  const lagMs = await lag?.stop();
+  const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
+  const seconds = Math.max(...out.map((o) => o.seconds));
+  const ops = out.reduce((n, o) => n + o.ops, 0);
+  const bytes = out.reduce((n, o) => n + o.bytes, 0);
+  const lat = out.flatMap((o) => o.latUs ?? []).sort((a, b) => a - b);
+  // Remove what the run wrote (through the target, so drms journals it too), then let the backup catch up.
+  for (const name of fs.readdirSync(t.dir)) if (name !== READ_FILE) fs.rmSync(path.join(t.dir, name), { recursive: true, force: true });
+  await drained(t);
+  return {
+    value: c.unit === 'MB/s' ? bytes / seconds / 1e6 : ops / seconds,
+    ...(lat.length && { p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99) }),
+    ...(t.procs.length && { cpuSeconds: cpu }),
+    ...(lagMs?.length && { lagP50Ms: pct(lagMs, 0.5), lagP99Ms: pct(lagMs, 0.99) }),
+  };
+}
+
+/** Replication lag sampled every 20 ms from the primary's status: the age of its oldest unacknowledged entry. */
+function sampleLag(state: string): { stop(): Promise<number[]> } {
+  const samples: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const r = await ask<NodeReport>(state, { cmd: 'status' }, 2000).catch(() => undefined);
+      if (r) samples.push((r.lagSeconds ?? 0) * 1000);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return samples.sort((a, b) => a - b);
+    },
+  };
+}
+
+interface BacklogResult {
+  mib: number;
+  writeSeconds: number;
+  primaryRssMiB: number;
+  primaryRssAnonMiB: number;
+  catchUpSeconds: number;
+  catchUpMBps: number;
+}
+
+/** RSS of a primary holding a large backlog (no backup), then how fast a backup drains it. */
+async function backlogPhase(base: string, secret: string): Promise<BacklogResult> {
+  const dir = mk(base, 'backlog');
+  const state = path.join(base, 'backlog-pstate');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const t0 = Date.now();
+  await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
+  const writeSeconds = (Date.now() - t0) / 1000;
+  const st = procStatus(primary.proc.pid!);
+  await run('sync');
+  const t1 = Date.now();
+  await startDrms(['backup', '--listen', `127.0.0.1:${port}`, '--target', path.join(base, 'backlog-dr'), '--state', path.join(base, 'backlog-bstate'), '--secret-file', secret], 'backup listening');
+  await run(process.execPath, [DRMS, 'sync', '--state', state, '--timeout', '600']);
+  const catchUpSeconds = (Date.now() - t1) / 1000;
+  return {
+    mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
+    catchUpSeconds, catchUpMBps: (BACKLOG_MIB * 2 ** 20) / catchUpSeconds / 1e6,
+  };
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+}
+
+/** /proc/PID/status sizes in KiB. */
+function procStatus(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const m = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+interface CaseReport {
+  name: string;
+  what: string;
+  unit: string;
+  median: Record<string, number>;
+  ratioToExt4: Record<string, number>;
+  ratioToBindfs: Record<string, number>;
+  latencyUs?: Record<string, { p50: number; p99: number }>;
+  cpuSeconds?: Record<string, number>;
+  lagMs?: Record<string, { p50: number; p99: number }>;
+  runs: Record<string, Sample[]>;
+}
+
+function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, backlog: BacklogResult) {
+  const cases: CaseReport[] = CASES.map((c) => {
+    const runs = results[c.name]!;
+    const med = (f: (s: Sample) => number | undefined) => Object.fromEntries(Object.entries(runs).flatMap(([t, ss]) => {
+      const vs = ss.map(f).filter((v): v is number => v !== undefined);
+      return vs.length ? [[t, median(vs)]] : [];
+    }));
+    const value = med((s) => s.value);
+    const ratio = (base: string) => Object.fromEntries(Object.entries(value).map(([t, v]) => [t, v / value[base]!]));
+    const pair = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(a).map((t) => [t, { p50: a[t]!, p99: b[t]! }]));
+    const report: CaseReport = { name: c.name, what: c.what, unit: c.unit, median: value, ratioToExt4: ratio('ext4'), ratioToBindfs: ratio('bindfs'), runs };
+    if (c.workload === 'txn') report.latencyUs = pair(med((s) => s.p50Us), med((s) => s.p99Us));
+    const cpu = med((s) => s.cpuSeconds);
+    if (Object.keys(cpu).length) report.cpuSeconds = cpu;
+    const lagP50 = med((s) => s.lagP50Ms);
+    if (Object.keys(lagP50).length) report.lagMs = pair(lagP50, med((s) => s.lagP99Ms));
+    return report;
+  });
+  return {
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+    rounds: ROUNDS,
+    secondsPerRun: SECONDS,
+    cases,
+    peakRssMiB: Object.fromEntries(Object.entries(peakRssKiB).map(([t, [p, b]]) => [t, { primary: (p ?? 0) / 1024, backup: (b ?? 0) / 1024 }])),
+    backlog,
+  };
+}
+
+function markdown(r: ReturnType<typeof summarize>): string {
+  const f = (v: number | undefined, d = 1) => (v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(d));
+  const lines = [
+    `drms benchmark, ${r.date}: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memGiB} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}; median of ${r.rounds} alternating runs of ${r.secondsPerRun} s.`,
+    '',
+    '| workload | unit | ext4 | bindfs | drms async | drms sync | async / ext4 | async / bindfs | sync / ext4 |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const c of r.cases) {
+    const m = c.median;
+    lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(c.ratioToExt4['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(c.ratioToExt4['drms-sync'], 2)} |`);
+  }
+  lines.push('', '| transaction workload | ext4 | bindfs | drms async | drms sync |', '|---|---|---|---|---|');
+  for (const c of r.cases.filter((c) => c.latencyUs)) {
+    const l = c.latencyUs!;
+    const cell = (t: string) => (l[t] ? `${f(l[t]!.p50)} / ${f(l[t]!.p99)}` : '');
+    lines.push(`| ${c.name} latency p50 / p99 (µs) | ${cell('ext4')} | ${cell('bindfs')} | ${cell('drms-async')} | ${cell('drms-sync')} |`);
+    if (c.lagMs) lines.push(`| ${c.name} replication lag p50 / p99 (ms) | | | ${f(c.lagMs['drms-async']?.p50)} / ${f(c.lagMs['drms-async']?.p99)} | ${f(c.lagMs['drms-sync']?.p50)} / ${f(c.lagMs['drms-sync']?.p99)} |`);
+  }
+  lines.push('', '| drms CPU seconds per run (primary + backup) | drms async | drms sync |', '|---|---|---|');
+  for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${f(c.cpuSeconds!['drms-async'], 2)} | ${f(c.cpuSeconds!['drms-sync'], 2)} |`);
+  const rss = r.peakRssMiB;
+  lines.push('', `Peak RSS (MiB): drms async primary ${f(rss['drms-async']?.primary)}, backup ${f(rss['drms-async']?.backup)}; drms sync primary ${f(rss['drms-sync']?.primary)}, backup ${f(rss['drms-sync']?.backup)}.`);
+  const b = r.backlog;
+  lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s (${f(b.catchUpMBps)} MB/s, process start and reconnect included).`, '');
+  return lines.join('\n');
+}
+
+async function shutdown(): Promise<void> {
+  for (const c of cleanup.reverse()) await c().catch(() => undefined);
+}
+
+process.on('SIGINT', () => void shutdown().then(() => process.exit(130)));
+main().then(shutdown, async (err: unknown) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  await shutdown();
+  process.exitCode = 1;
+});
