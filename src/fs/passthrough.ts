@@ -6,7 +6,7 @@ import { constants as C } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { getAttribute, getAttributeSync, listAttributesSync, removeAttribute, setAttribute } from 'fs-xattr';
-import { errnoOf } from '../errors.js';
+import { codeOf, errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
@@ -54,6 +54,7 @@ const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 /** Attributes drms answers itself (user.drms.txn) or keeps to itself on the backup; never stored or mirrored. */
 const RESERVED_XATTRS = 'user.drms.';
+const CAPABILITY = 'security.capability';
 const errno = osConstants.errno;
 const fail = (message: string, code: number) => Object.assign(new Error(message), { errno: -code });
 
@@ -64,6 +65,8 @@ export class Passthrough {
   private readonly handles = new Map<number, Handle>();
   private readonly rules: RecordRules;
   private readonly txns: TransactionTable;
+  /** Paths known to have no security.capability, which the kernel asks for before every write. */
+  private readonly noCapability = new Set<string>();
 
   /** `root` reaches the directory under the mount: /proc/self/fd/<fd opened before mounting>. */
   constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {
@@ -146,7 +149,7 @@ export class Passthrough {
           if (this.txns.holds(p)) throw new TxnError(`${p} is held by an open transaction`, -errno.EBUSY);
         });
       }
-      this.rules.forget();
+      this.forget();
       return op;
     };
   }
@@ -295,7 +298,7 @@ export class Passthrough {
       // Owner is unknown until the file exists: the intent says "leave it" (-1), the final entry has it.
       create: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
-          this.rules.forget(p);
+          this.forget(p);
           const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
           this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
           const st = await lstat(a(p));
@@ -396,7 +399,7 @@ export class Passthrough {
       removexattr: (p: string, name: string, cb: Reply) =>
         reply(cb, this.mutate(() => this.refusable(p, () => {
           if (name.startsWith(RESERVED_XATTRS)) throw new TxnError(`${name} is reserved by drms`, -errno.ENOTSUP);
-          this.rules.forget(p);
+          this.forget(p);
           return { op: 'removexattr', path: p, name };
         }), async () => {
           await removeAttribute(a(p), name);
@@ -472,7 +475,23 @@ export class Passthrough {
     }, undefined, [[p, at, mt]]);
   }
 
+  /** Drops what is cached about `p` (or about every path, when names change). */
+  private forget(p?: string): void {
+    this.rules.forget(p);
+    if (p === undefined) this.noCapability.clear();
+    else this.noCapability.delete(p);
+  }
+
   private getxattr(p: string, name: string): Buffer {
+    if (name === CAPABILITY) {
+      if (this.noCapability.has(p)) throw fail('no such attribute', errno.ENODATA);
+      try {
+        return getAttributeSync(this.abs(p), name);
+      } catch (err) {
+        if (codeOf(err) === 'ENODATA') this.noCapability.add(p);
+        throw err;
+      }
+    }
     if (name === XATTR_TXN) {
       const txn = this.txns.txnOf(p);
       if (!txn) throw fail('not in a transaction', errno.ENODATA);
@@ -486,6 +505,7 @@ export class Passthrough {
     const intent = () => this.refusable(p, (): Op => {
       if (name.startsWith(RESERVED_XATTRS)) throw new TxnError(`${name} is reserved by drms`, -errno.ENOTSUP);
       this.rules.setAttribute(p, name, value);
+      this.forget(p);
       return { op: 'setxattr', path: p, name, value };
     });
     return this.mutate(intent, async () => {
