@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what drms needs on a Debian machine: libfuse2 and fusermount, attr tools, Node dependencies, then builds.
+# Installs what drms needs on a Debian machine: libfuse2 and fusermount, attr tools, bindfs (the benchmark's C
+# reference), Node dependencies, then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ]; then
@@ -7,7 +8,7 @@ if [ "${1:-}" = "--help" ]; then
   exit 0
 fi
 missing=()
-for pkg in libfuse2 fuse attr; do
+for pkg in libfuse2 fuse attr bindfs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

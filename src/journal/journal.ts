@@ -5,7 +5,7 @@
 import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
 import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
 
@@ -31,6 +31,8 @@ export class Journal extends EventEmitter {
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private unflushed = false;
   private readonly flushTimer: NodeJS.Timeout | undefined;
+  /** The lmdb data file, flushed by flushed(). */
+  private dataFd = -1;
   private readonly entries: Database<Buffer, number>;
   private readonly meta: Database<unknown, string>;
 
@@ -51,6 +53,7 @@ export class Journal extends EventEmitter {
     // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it.
     this.readySeq = this.uncleanStop && last > this.ackedSeq ? last - 1 : last;
     if (readOnly) return;
+    this.dataFd = fs.openSync(path.join(dir, 'journal', 'data.mdb'), 'r');
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
       if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
@@ -150,8 +153,9 @@ export class Journal extends EventEmitter {
     this.flushWaiters = [];
     this.flushRunning = true;
     this.unflushed = false;
-    // lmdb-js has sync(callback) (mdb_env_sync) but does not declare it.
-    (this.env as unknown as { sync(cb: (err?: Error) => void): void }).sync((err?: Error) => {
+    // What mdb_env_sync does without a write map (lmdb writes with pwrite), but on libuv's pool: lmdb-js's own
+    // sync runs on the calling thread, and here that thread serves every FUSE request.
+    fs.fdatasync(this.dataFd, (err: Error | null) => {
       this.flushRunning = false;
       for (const w of batch) (err ? w.reject(err) : w.resolve());
       if (this.flushWaiters.length) this.startFlush();
@@ -225,6 +229,7 @@ export class Journal extends EventEmitter {
       clearInterval(this.flushTimer);
       this.meta.putSync('running', false);
       await this.flushed();
+      fs.closeSync(this.dataFd);
     }
     await this.env.close();
   }

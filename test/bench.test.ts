@@ -1,0 +1,31 @@
+// `npm run bench` keeps working: a quick run (short, one round) writes a report with every target and workload.
+// Speed is judged by the full benchmark, never here.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { tmpdir } from './helpers/cluster.js';
+
+const run = promisify(execFile);
+const BENCH = path.resolve(import.meta.dirname, '../dist/bench/run.js');
+
+t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, and cleans up', async (t) => {
+  const out = tmpdir(t, 'bench');
+  const { stdout } = await run(process.execPath, [BENCH, '--quick', '--out', out], { timeout: 240_000, maxBuffer: 16 * 2 ** 20 });
+  const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
+  t.ok(json, 'a JSON report is written');
+  const report = JSON.parse(fs.readFileSync(path.join(out, json!), 'utf8'));
+  t.equal(report.cases.length, 8, 'eight workloads');
+  for (const c of report.cases) {
+    t.same(Object.keys(c.median).sort(), ['bindfs', 'drms-async', 'drms-sync', 'ext4'], `${c.name}: all four targets measured`);
+    t.ok(Object.values(c.median).every((v) => typeof v === 'number' && v > 0), `${c.name}: positive figures`);
+    t.equal(c.ratioToExt4.ext4, 1);
+  }
+  t.ok(report.cases[0].lagMs['drms-async'], 'replication lag sampled under the transaction workload');
+  t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
+  t.match(stdout, /\| 1 writer, 256 B append \+ fdatasync \| ops\/s \|/, 'the Markdown table is printed');
+  t.equal(fs.readFileSync(path.join(out, 'latest.md'), 'utf8'), stdout, 'and saved');
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  t.notMatch(mounts, /drms-bench-/, 'no mount left behind');
+});
