@@ -1,0 +1,39 @@
+// POSIX behaviour through the mount, pjdfstest style: the same list of operations (rename over, link counts,
+// errors, permission checks as another user, timestamps) gives the same results on a plain directory and through
+// drms, and the backup ends identical.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { drms, layout, startBackup, startPrimary } from './helpers/cluster.js';
+import { mtimeDrift, snapshot } from './helpers/tree.js';
+
+const run = promisify(execFile);
+const PROBE = path.resolve(import.meta.dirname, 'fixtures/posix-ops.mjs');
+
+async function probe(dir: string): Promise<unknown[]> {
+  const root = JSON.parse((await run(process.execPath, [PROBE, dir, '--', 'root'])).stdout) as unknown[];
+  // The permission checks run as nobody: the kernel's checks through the mount (default_permissions) must match.
+  fs.chmodSync(dir, 0o755);
+  const other = JSON.parse((await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, PROBE, dir, '--', 'other'])).stdout) as unknown[];
+  return [...root, ...other];
+}
+
+t.test('the same POSIX operations give the same results on ext4 and through drms', async (t) => {
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
+  const plain = path.join(dir, 'plain');
+  fs.mkdirSync(plain);
+  const expected = await probe(plain);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const actual = await probe(prod);
+  const labels = expected.map((e) => (e as [string])[0]);
+  t.equal(actual.length, expected.length, 'every operation ran');
+  for (const [i, label] of labels.entries()) t.same(actual[i], expected[i], label);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'the backup is identical');
+  t.same(b.linkGroups, p.linkGroups);
+  t.same(mtimeDrift(p, b), [], 'times agree');
+});
