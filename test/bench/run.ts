@@ -24,6 +24,7 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: path.join(ROOT, 'bench-results') },
     'backlog-mib': { type: 'string', default: '1024' },
     quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const ROUNDS = args.quick ? 1 : Number(args.rounds);
@@ -38,7 +39,7 @@ interface Case {
   what: string;
 }
 
-const CASES: Case[] = [
+const ALL_CASES: Case[] = [
   { name: 'txn-1', workload: 'txn', writers: 1, unit: 'ops/s', what: '1 writer, 256 B append + fdatasync' },
   { name: 'txn-8', workload: 'txn', writers: 8, unit: 'ops/s', what: '8 writers, 256 B append + fdatasync' },
   { name: 'buf-256', workload: 'buf256', writers: 1, unit: 'ops/s', what: 'buffered 256 B writes' },
@@ -48,6 +49,9 @@ const CASES: Case[] = [
   { name: 'read-seq', workload: 'readseq', writers: 1, unit: 'MB/s', what: 'sequential 1 MiB reads (warm cache)' },
   { name: 'read-rand', workload: 'readrand', writers: 1, unit: 'ops/s', what: 'random 4 KiB reads (warm cache)' },
 ];
+/** --only txn-1,meta: a subset of the workloads, by name. */
+const CASES = args.only ? ALL_CASES.filter((c) => args.only!.split(',').includes(c.name)) : ALL_CASES;
+if (CASES.length === 0) throw new Error(`--only names none of: ${ALL_CASES.map((c) => c.name).join(', ')}`);
 
 interface Target {
   name: 'ext4' | 'bindfs' | 'drms-async' | 'drms-sync';
