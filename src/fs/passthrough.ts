@@ -526,29 +526,32 @@ export class Passthrough {
    */
   private async transaction(p: string, value: Buffer): Promise<void> {
     const ctl = this.refusable(p, () => parseTxnControl(value));
-    const seq = await this.serial.run(async () => this.refusable(p, () => this.control(p, ctl)));
+    const seq = await this.serial.run(() => this.control(p, ctl));
     if (seq === undefined) return;
     await this.journal.flushed();
     await this.replicated(seq, p);
   }
 
-  private control(p: string, { action, id }: TxnControl): number | undefined {
+  private async control(p: string, { action, id }: TxnControl): Promise<number | undefined> {
     if (action === 'begin') {
-      this.txns.begin(id, p);
+      this.refusable(p, () => this.txns.begin(id, p));
       this.opts.log.info({ txn: id, path: p }, 'transaction: file joined');
       return undefined;
     }
-    if (this.txns.txnOf(p) !== id) throw new TxnError(`${p} is not in transaction ${id}`, -errno.EINVAL);
-    const paths = this.txns.paths(id);
+    const paths = this.refusable(p, () => {
+      if (this.txns.txnOf(p) !== id) throw new TxnError(`${p} is not in transaction ${id}`, -errno.EINVAL);
+      return this.txns.paths(id);
+    });
     if (action === 'commit') {
-      for (const f of paths) {
-        const fd = fs.openSync(this.abs(f), C.O_RDONLY | C.O_NOFOLLOW);
+      // The files are durable before the commit is journaled (in parallel, on libuv's pool).
+      await Promise.all(paths.map(async (f) => {
+        const fh = await fs.promises.open(this.abs(f), C.O_RDONLY | C.O_NOFOLLOW);
         try {
-          fs.fdatasyncSync(fd);
+          await fh.datasync();
         } finally {
-          fs.closeSync(fd);
+          await fh.close();
         }
-      }
+      }));
     } else {
       this.txns.rollback(id);
     }

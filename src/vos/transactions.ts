@@ -117,17 +117,19 @@ export class TransactionTable {
   /** Restores every before-image, newest first, and the files' times; the transaction stays open (see end()). */
   rollback(id: string): string[] {
     const txn = this.get(id);
-    for (let n = txn.images - 1; n >= 0; n--) {
-      const img = this.store.get(['b', id, n]) as BeforeImage | undefined;
-      if (!img) continue;
-      const fd = fs.openSync(this.abs(img.path), fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
-      try {
+    const fds = new Map<string, number>();
+    try {
+      for (let n = txn.images - 1; n >= 0; n--) {
+        const img = this.store.get(['b', id, n]) as BeforeImage | undefined;
+        if (!img) continue;
+        let fd = fds.get(img.path);
+        if (fd === undefined) fds.set(img.path, (fd = fs.openSync(this.abs(img.path), fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)));
         if (img.data.length) fs.writeSync(fd, img.data, 0, img.data.length, img.offset);
         fs.ftruncateSync(fd, img.size);
-        fs.fdatasyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
       }
+      for (const fd of fds.values()) fs.fdatasyncSync(fd); // once per file, before the abort is journaled
+    } finally {
+      for (const fd of fds.values()) fs.closeSync(fd);
     }
     for (const [p, atime, mtime] of txn.stamps) fs.lutimesSync(this.abs(p), timestampToSeconds(atime), timestampToSeconds(mtime));
     return txn.paths;
