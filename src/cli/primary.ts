@@ -74,7 +74,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
   mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log }, async (root) => {
     await recoverInFlight(j0, root, log);
-    rollbackOpenTransactions(j0, root, log);
+    await rollbackOpenTransactions(j0, root, log);
   }).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });

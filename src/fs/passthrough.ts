@@ -10,9 +10,10 @@ import { codeOf, errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
+import { stampsOf } from '../journal/stamps.js';
 import { RecordRuleError } from '../vos/layout.js';
 import { RecordRules } from '../vos/record-rules.js';
-import { parseTxnControl, stampsOf, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
+import { parseTxnControl, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
 import { Serializer } from './serial.js';
 
 export type ReplicationMode = 'async' | 'sync';
@@ -217,14 +218,8 @@ export class Passthrough {
     });
   }
 
-  /** Times of paths as they are now; a path that vanished is left out (the operation already succeeded). */
-  private async stamps(paths: string[]): Promise<Stamp[]> {
-    const out: Stamp[] = [];
-    for (const p of new Set(paths)) {
-      const st = await lstat(this.abs(p)).catch(() => undefined);
-      if (st) out.push([p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]);
-    }
-    return out;
+  private stamps(paths: string[]): Promise<Stamp[]> {
+    return stampsOf(this.root, paths);
   }
 
   /** Sync mode has degraded to async after a timeout; it returns once the backlog from then is applied. */
@@ -556,7 +551,7 @@ export class Passthrough {
       this.txns.rollback(id);
     }
     const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths } : { op: 'txn-abort', txn: id },
-      stampsOf(this.root, paths), () => this.txns.end(id));
+      await this.stamps(paths), () => this.txns.end(id));
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
   }

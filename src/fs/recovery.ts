@@ -5,8 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Applier } from '../apply/applier.js';
 import type { Logger } from '../log.js';
-import { nsToTimestamp, type JournalEntry, type Op, type Stamp } from '../journal/entry.js';
+import type { JournalEntry, Op, Stamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
+import { stampsOf } from '../journal/stamps.js';
 
 export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
   if (!journal.uncleanStop) return;
@@ -25,7 +26,7 @@ export async function recoverInFlight(journal: Journal, realDir: string, log: Lo
     log.warn(where, 'recovery: the operation in flight at the crash had failed; its entry is withdrawn');
     return;
   }
-  journal.complete(last.seq, { op: await outcome(last, realDir), stamps: await stampsOf(last, realDir) });
+  journal.complete(last.seq, { op: await outcome(last, realDir), stamps: await touchedStamps(last, realDir) });
   log.warn(where, 'recovery: redid the operation in flight at the crash');
 }
 
@@ -41,14 +42,9 @@ async function outcome(e: JournalEntry, root: string): Promise<Op> {
 }
 
 /** Times of every path the operation touched, as they are on disk now. */
-async function stampsOf(e: JournalEntry, root: string): Promise<Stamp[] | undefined> {
+async function touchedStamps(e: JournalEntry, root: string): Promise<Stamp[] | undefined> {
   if (!('path' in e)) return undefined;
-  const paths = new Set([e.path, path.posix.dirname(e.path)]);
-  if ('to' in e) paths.add(e.to).add(path.posix.dirname(e.to));
-  const out: Stamp[] = [];
-  for (const p of paths) {
-    const st = await fs.promises.lstat(root + p, { bigint: true }).catch(() => undefined);
-    if (st) out.push([p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]);
-  }
-  return out;
+  const paths = [e.path, path.posix.dirname(e.path)];
+  if ('to' in e) paths.push(e.to, path.posix.dirname(e.to));
+  return stampsOf(root, paths);
 }

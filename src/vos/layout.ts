@@ -118,7 +118,8 @@ export function slotSize(fmt: RecordFormat): number {
   return 0;
 }
 
-function seqSpan(length: number): number {
+/** Bytes a sequential record of `length` bytes occupies on disk. */
+export function seqSpan(length: number): number {
   return SEQ_OVERHEAD + length + (length & 1);
 }
 

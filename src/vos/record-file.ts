@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { getAttribute, setAttribute } from 'fs-xattr';
 import {
-  encodeRecord, formatOf, offsetOfRecord, parseRecords, recordsBefore, RecordRuleError, slotSize, XATTR_ORGANIZATION, XATTR_RECORD_SIZE,
+  encodeRecord, formatOf, offsetOfRecord, parseRecords, recordsBefore, RecordRuleError, seqSpan, slotSize, XATTR_ORGANIZATION, XATTR_RECORD_SIZE,
   type Organization, type RecordFormat, type RecordInfo,
 } from './layout.js';
 import { XATTR_COMMIT_GEN, XATTR_TXN } from './transactions.js';
@@ -79,7 +79,7 @@ export class RecordFile {
     const at = offsetOfRecord(this.format, recno, size, (o, n) => this.readAt(o, n));
     if (at === undefined) return undefined;
     const head = this.format.organization === 'sequential' ? this.readAt(at, 2) : undefined;
-    const span = head ? 4 + head.readUInt16BE(0) + (head.readUInt16BE(0) & 1) : slotSize(this.format);
+    const span = head ? seqSpan(head.readUInt16BE(0)) : slotSize(this.format);
     return parseRecords(this.format, this.readAt(at, span), at, recno).next().value ?? undefined;
   }
 

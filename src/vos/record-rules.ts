@@ -20,10 +20,6 @@ export class RecordRules {
   /** `abs(p)` reaches a mount path on the real directory. */
   constructor(private readonly abs: (p: string) => string) {}
 
-  formatOf(p: string): RecordFormat | undefined {
-    return this.lookup(p).fmt;
-  }
-
   /** Drops what is known of `p` (or of everything, after a rename or unlink that may move many names). */
   forget(p?: string): void {
     if (p === undefined) this.known.clear();

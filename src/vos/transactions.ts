@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import type { Database, Key } from 'lmdb';
 import { nsToTimestamp, timestampToSeconds, type Stamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
+import { stampsOf } from '../journal/stamps.js';
 
 export const XATTR_TXN = 'user.drms.txn';
 /** On the backup's target root: odd while a transaction's files are being swapped in (see consistentRead). */
@@ -154,19 +155,11 @@ export class TransactionTable {
  * After a restart, rolls back every transaction the previous process left open (as VOS recovery does) and
  * journals its abort, so the backup discards what it staged.
  */
-export function rollbackOpenTransactions(journal: Journal, root: string, log: { warn(o: object, msg: string): void }): void {
+export async function rollbackOpenTransactions(journal: Journal, root: string, log: { warn(o: object, msg: string): void }): Promise<void> {
   const table = new TransactionTable(journal, (p) => root + p);
   for (const id of table.openIds()) {
     const paths = table.rollback(id);
-    journal.appendWith({ op: 'txn-abort', txn: id }, stampsOf(root, paths), () => table.end(id));
+    journal.appendWith({ op: 'txn-abort', txn: id }, await stampsOf(root, paths), () => table.end(id));
     log.warn({ txn: id, paths }, 'recovery: rolled back a transaction left open by the previous run');
   }
-}
-
-/** Current times of paths on the real directory. */
-export function stampsOf(root: string, paths: string[]): Stamp[] {
-  return paths.map((p) => {
-    const st = fs.lstatSync(root + p, { bigint: true });
-    return [p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)];
-  });
 }
