@@ -8,8 +8,9 @@ import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface ControlRequest {
-  cmd: 'status' | 'sync';
+  cmd: 'status' | 'sync' | 'verify';
   timeoutMs?: number;
+  repair?: boolean;
 }
 
 export type ControlHandlers = Partial<Record<ControlRequest['cmd'], (req: ControlRequest) => unknown>>;

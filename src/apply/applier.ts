@@ -28,6 +28,11 @@ export class Applier {
   private readonly dirtyFiles = new Set<FileHandle>();
   private readonly dirtyDirs = new Set<string>();
   divergences = 0;
+  /**
+   * Between baseline-start and baseline-end the primary copies its tree while live operations flow, so an
+   * operation on a path not copied yet fails here as expected (the copy brings it, verify settles the rest).
+   */
+  resyncing = false;
 
   /**
    * Without `staging` (redo on the primary's own directory) a transaction's writes apply in place and its
@@ -51,6 +56,10 @@ export class Applier {
     } catch (err) {
       // Only a system call's failure (numeric errno) is a divergence; anything else is a malformed entry.
       if (err instanceof ApplyError || isRetryable(err) || typeof (err as NodeJS.ErrnoException).errno !== 'number') throw err;
+      if (this.resyncing) {
+        this.log.debug({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: not applicable yet during the initial copy');
+        return false;
+      }
       this.divergences++;
       this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed; the trees differ until repaired');
       return false;
@@ -180,8 +189,15 @@ export class Applier {
       case 'txn-abort':
         this.staging?.drop(e.txn);
         return;
+      case 'remove': {
+        const abs = await t.resolve(e.path);
+        await this.namesChange(abs);
+        return fs.promises.rm(abs, { recursive: true, force: true });
+      }
+      case 'baseline-start':
       case 'baseline-end':
-        return this.prune(new Set(e.paths));
+        this.resyncing = e.op === 'baseline-start';
+        return;
       default:
         throw new ApplyError(`unknown operation ${(e as { op: unknown }).op}`, { seq: (e as JournalEntry).seq });
     }
@@ -235,25 +251,6 @@ export class Applier {
     await setAttribute(root, XATTR_COMMIT_GEN, Buffer.from(String(swapping + 1)));
     for (const [d, st] of dirs) await fs.promises.lutimes(d, timestampToSeconds(nsToTimestamp(st.atimeNs)), timestampToSeconds(nsToTimestamp(st.mtimeNs)));
     this.staging.drop(txn);
-  }
-
-  /** After the initial copy, removes from the target what the primary does not have. */
-  private async prune(keep: Set<string>): Promise<void> {
-    await this.closeFiles();
-    this.target.namesChanged();
-    const walk = async (rel: string): Promise<void> => {
-      const abs = rel === '/' ? this.target.root : this.target.root + rel;
-      for (const ent of await fs.promises.readdir(abs, { withFileTypes: true })) {
-        const child = path.posix.join(rel, ent.name);
-        if (!keep.has(child)) {
-          this.log.warn({ path: child }, 'baseline: removing from the backup a path the primary does not have');
-          await fs.promises.rm(this.target.root + child, { recursive: true, force: true });
-        } else if (ent.isDirectory()) {
-          await walk(child);
-        }
-      }
-    };
-    await walk('/');
   }
 
   /** Creates a name, or leaves it if it already is what we want, or replaces what is there. */

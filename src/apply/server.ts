@@ -8,7 +8,8 @@ import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
-import type { Auth, Hello, Refusal } from '../wire/messages.js';
+import type { Answer, Auth, Hello, Query, Refusal } from '../wire/messages.js';
+import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
 import { BackupState, type AppliedState } from './state.js';
@@ -41,6 +42,7 @@ export class BackupServer {
     this.state = BackupState.open(opts.stateDir);
     this.applied = this.state.get();
     this.applier = new Applier(opts.target, opts.log, this.state.staging());
+    this.applier.resyncing = this.applied.resyncing;
     const accept = (socket: net.Socket) => void this.session(socket);
     if (opts.tls) {
       this.server = tls.createServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, accept);
@@ -91,7 +93,8 @@ export class BackupServer {
       for (;;) {
         const frame = await conn.read();
         if (!frame) break;
-        await this.batches.run(() => this.applyBatches(frame, journalId, conn));
+        if (frame.type === FrameType.Query) await this.batches.run(() => this.answer(frame, conn));
+        else await this.batches.run(() => this.applyBatches(frame, journalId, conn));
       }
       if (conn.closeReason) log.warn({ err: conn.closeReason }, 'primary connection lost');
       else log.info('primary disconnected');
@@ -134,7 +137,7 @@ export class BackupServer {
     let whole = false;
     try {
       let bytes = 0;
-      for (let frame: Frame | undefined = first; frame; frame = bytes < GROUP_BYTES ? conn.poll() : undefined) {
+      for (let frame: Frame | undefined = first; frame; frame = bytes < GROUP_BYTES ? conn.poll(FrameType.Batch) : undefined) {
         if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
         bytes += frame.body.length;
         for (const raw of decodeBatch(frame.body)) {
@@ -156,10 +159,30 @@ export class BackupServer {
       // is answered, also one that held only entries applied already: the primary waits for the answer.
       if (applied !== start) {
         await this.applier.sync();
-        this.applied = { journalId, appliedSeq: applied };
+        this.applied = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
         await this.state.save(this.applied);
       }
       if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });
+    }
+  }
+
+  /**
+   * Answers a query about the target as it stands after every batch received before it (batches and queries
+   * share one queue). A path the target refuses (escape) or a failure is answered as an error, not fatal.
+   */
+  private async answer(frame: Frame, conn: PeerConnection): Promise<void> {
+    const q = unpackBody<Query>(frame);
+    if (typeof q?.id !== 'number') throw new ProtocolError('malformed query', { peer: conn.peer });
+    try {
+      const abs = await this.applier.target.resolve(q.path, { allowRoot: true });
+      let result: unknown;
+      if (q.kind === 'manifest') result = await describe(this.opts.target, q.path, { hashes: q.hashes === true, recursive: q.recursive === true });
+      else if (q.kind === 'blocks') result = await blockSums(abs, Math.max(4096, Math.min(Number(q.blockSize) || 65536, 8 * 2 ** 20))) ?? null;
+      else throw new ProtocolError(`unknown query kind ${String((q as { kind: unknown }).kind)}`);
+      conn.send(FrameType.Answer, { id: q.id, result } satisfies Answer);
+    } catch (err) {
+      this.opts.log.warn({ err, path: q.path, peer: conn.peer }, 'query refused');
+      conn.send(FrameType.Answer, { id: q.id, error: (err as Error).message } satisfies Answer);
     }
   }
 }

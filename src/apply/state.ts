@@ -6,6 +6,8 @@ import { decodeEntry, encodeEntry, type JournalEntry } from '../journal/entry.js
 export interface AppliedState {
   journalId: string | undefined;
   appliedSeq: number;
+  /** Inside the primary's initial copy (baseline-start applied, baseline-end not yet). */
+  resyncing: boolean;
 }
 
 export class BackupState {
@@ -19,6 +21,7 @@ export class BackupState {
     return {
       journalId: this.db.get('journalId') as string | undefined,
       appliedSeq: (this.db.get('appliedSeq') as number | undefined) ?? 0,
+      resyncing: this.db.get('resyncing') === true,
     };
   }
 
@@ -27,6 +30,7 @@ export class BackupState {
     await this.db.transaction(() => {
       this.db.put('journalId', s.journalId);
       this.db.put('appliedSeq', s.appliedSeq);
+      this.db.put('resyncing', s.resyncing);
     });
     await this.db.flushed;
   }

@@ -9,6 +9,7 @@ import { runBackup } from './backup.js';
 import { runPrimary } from './primary.js';
 import { formatListing, listRecords } from './records.js';
 import { formatReport, nodeReport, waitForSync } from './report.js';
+import { formatVerify, runVerify } from './verify.js';
 
 const program = new Command('drms')
   .description('Disaster-recovery mirroring: capture every change on the primary, apply it in order on the backup')
@@ -29,6 +30,8 @@ program
   .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default('degrade'))
   .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', '10')
   .option('--max-backlog <size>', 'unapplied journal size at which writers wait for the backup (e.g. 512M, 8G; 0: no cap)', '8G')
+  .option('--policy <file>', 'critical-file policy (YAML or JSON): include/exclude globs and classes; without it everything is mirrored')
+  .option('--verify-every <duration>', 'compare primary and backup on a schedule (e.g. 30m, 6h, 1d); the result is in status')
   .action((o) => runPrimary(o));
 
 program
@@ -62,6 +65,19 @@ program
   .action(async (o: { state: string; json?: boolean }) => {
     const r = await nodeReport(o.state);
     process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatReport(r)) + '\n');
+  });
+
+program
+  .command('verify')
+  .description('compare the primary and backup trees by content hash while mirroring runs; exit 0 identical, 1 drift found')
+  .requiredOption('--state <dir>', "the running primary's state directory")
+  .option('--repair', 'copy every difference to the backup again')
+  .option('--json', 'machine-readable output')
+  .option('--timeout <seconds>', 'give up after this long (exit 2)', '3600')
+  .action(async (o: { state: string; repair?: boolean; json?: boolean; timeout: string }) => {
+    const r = await runVerify(o.state, o.repair === true, Number(o.timeout) * 1000);
+    process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatVerify(r)) + '\n');
+    process.exitCode = r.identical ? 0 : 1;
   });
 
 program

@@ -1,12 +1,15 @@
 // `drms primary`: mount over the production directory, journal every mutation, ship to the backup.
 import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { serveControl } from '../admin/control.js';
+import { EventLog } from '../admin/events.js';
 import { ConfigError } from '../errors.js';
-import { journalBaseline } from '../fs/baseline.js';
 import { mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { recoverInFlight } from '../fs/recovery.js';
 import { Journal } from '../journal/journal.js';
+import { Policy } from '../policy/policy.js';
+import { Resync, type VerifyReport } from '../verify/resync.js';
 import { rollbackOpenTransactions } from '../vos/transactions.js';
 import { createLogger } from '../log.js';
 import { parseRoutes } from '../ship/routes.js';
@@ -26,6 +29,8 @@ export interface PrimaryArgs extends TlsFiles {
   onSyncTimeout: 'degrade' | 'fail';
   drainTimeout: string;
   maxBacklog: string;
+  policy?: string;
+  verifyEvery?: string;
 }
 
 export async function runPrimary(args: PrimaryArgs): Promise<void> {
@@ -34,11 +39,16 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const syncTimeoutMs = seconds(args.syncTimeout, '--sync-timeout');
   const drainTimeoutMs = seconds(args.drainTimeout, '--drain-timeout');
   const maxBacklogBytes = bytes(args.maxBacklog, '--max-backlog');
+  const verifyEveryMs = args.verifyEvery ? duration(args.verifyEvery, '--verify-every') : 0;
+  const policy = args.policy ? Policy.load(args.policy) : Policy.everything();
   const routes = parseRoutes(args.to);
   const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
   const log = createLogger('primary');
+  const events = new EventLog(log);
   let shipper: Shipper | undefined;
+  let resync: Resync | undefined;
+  let initialCopy: Promise<unknown> = new Promise(() => undefined);
   let journal: Journal | undefined;
   let mounted: Mounted | undefined;
   const startedAt = new Date().toISOString();
@@ -53,14 +63,25 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
         connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
         reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
         journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+        policy: policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
+        eventCounts: events.counts, events: events.recent(20),
       };
+    },
+    verify: async (req) => {
+      const r = resync;
+      if (!r || !shipper?.connected) return { error: `the backup is not connected${shipper?.lastError ? `: ${shipper.lastError}` : ''}` };
+      if (r.progress && r.progress.phase !== 'done') return { error: `the initial copy is still running (${r.progress.phase}); verify runs after it` };
+      return r.verify(req.repair === true);
     },
     sync: async (req) => {
       const j = journal;
       if (!j) return { error: 'the primary is still starting' };
+      // The backup matches only once the initial copy is done: wait for it too.
+      const deadline = Date.now() + (req.timeoutMs ?? 60_000);
+      const copied = await Promise.race([initialCopy.then(() => true, () => false), delay(deadline - Date.now(), false, { ref: false })]);
       const target = j.lastSeq;
-      const ok = await j.waitAcked(target, req.timeoutMs ?? 60_000).then(() => true, () => false);
-      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: shipper?.lastError };
+      const ok = copied && (await j.waitAcked(target, Math.max(1, deadline - Date.now())).then(() => true, () => false));
+      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: copied ? shipper?.lastError : `the initial copy is not done (${resync?.progress?.phase ?? 'starting'})` };
     },
   }, log);
 
@@ -72,20 +93,25 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
-  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, log }, async (root) => {
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, policy, events, log }, async (root) => {
     await recoverInFlight(j0, root, log);
     await rollbackOpenTransactions(j0, root, log);
   }).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   const m = mounted;
-  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq }, 'mounted');
+  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, policy: policy.describe() }, 'mounted');
   shipper = new Shipper(journal, { routes, ...credentials, log });
   shipper.start();
+  const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
+  resync = rs;
+  let stopping = false;
 
   const j = journal;
   const s = shipper;
   onShutdown(log, async () => {
+    stopping = true;
+    clearInterval(verifyTimer);
     await m.unmount().catch((err) => log.error({ err, path: m.dir }, 'unmount failed'));
     log.info({ path: m.dir }, 'unmounted; draining the journal to the backup');
     if (!(await s.drain(drainTimeoutMs))) {
@@ -96,11 +122,42 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
     await j.close();
   });
 
-  if (!j.baselineDone) {
-    // Writers wait while the existing tree is journaled, so the copy and live changes keep their order.
-    const stats = await m.exclusive(() => journalBaseline(m.root, j, log));
-    log.info(stats, 'initial copy journaled');
+  // The mount serves at once; the initial copy (first start, or a changed policy) runs beside live changes.
+  // After a crash, a verify repairs what an operation cut short may have left different.
+  // Interrupted work (the backup went away mid-way) starts over; copies already made are not sent again.
+  const untilDone = async (what: string, work: () => Promise<unknown>) => {
+    for (;;) {
+      try {
+        return await work();
+      } catch (err) {
+        if (stopping) return;
+        log.warn({ err }, `${what} interrupted; starting it again in 5 s`);
+        await delay(5000);
+      }
+    }
+  };
+  if (j.baselinePolicy !== policy.fingerprint) initialCopy = untilDone('initial copy', () => rs.baseline(policy.fingerprint));
+  else {
+    initialCopy = Promise.resolve();
+    if (j.uncleanStop) void untilDone('verify after a crash', () => rs.verify(true));
   }
+  const verifyTimer = verifyEveryMs ? setInterval(() => {
+    if (s.connected) void rs.verify(false).catch((err) => log.warn({ err }, 'scheduled verify failed'));
+    else log.warn({ lastError: s.lastError }, 'scheduled verify skipped: the backup is not connected');
+  }, verifyEveryMs) : undefined;
+  verifyTimer?.unref();
+}
+
+/** The verify result without its full list of differences (status shows the first few). */
+function summary(r: VerifyReport) {
+  return { ...r, differences: r.differences.slice(0, 20), differenceCount: r.differences.length };
+}
+
+/** A duration such as 90s, 30m, 6h or 1d. */
+function duration(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(v.trim());
+  if (!m) throw new ConfigError(`${flag} must be a duration such as 30m, 6h or 1d, not "${v}"`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
 }
 
 function seconds(v: string, flag: string): number {

@@ -31,6 +31,11 @@ export interface NodeReport {
   lagOps?: number;
   lagSeconds?: number;
   divergences?: number;
+  policy?: string;
+  baseline?: unknown;
+  lastVerify?: unknown;
+  eventCounts?: Record<string, number>;
+  events?: unknown[];
 }
 
 const ASK_MS = 5000;

@@ -21,8 +21,10 @@ export interface Mounted {
   readonly syncDegraded: boolean;
   /** Writers are held at the --max-backlog cap. */
   readonly backlogFull: boolean;
-  /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of the tree. */
+  /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of a file. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Whether the policy mirrors a path. */
+  mirrored(p: string, kind?: 'dir' | 'file'): boolean;
   unmount(): Promise<void>;
 }
 
@@ -104,6 +106,7 @@ export async function mountOver(
     dir,
     root,
     exclusive: (fn) => passthrough.exclusive(fn),
+    mirrored: (p, kind) => passthrough.mirrored(p, kind),
     get syncDegraded() {
       return passthrough.syncDegraded;
     },

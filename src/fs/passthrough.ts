@@ -11,9 +11,12 @@ import type { Logger } from '../log.js';
 import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
-import { RecordRuleError } from '../vos/layout.js';
+import type { EventLog } from '../admin/events.js';
+import type { Policy } from '../policy/policy.js';
+import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/layout.js';
 import { RecordRules } from '../vos/record-rules.js';
 import { parseTxnControl, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
+import { PathCopier } from './copy.js';
 import { Serializer } from './serial.js';
 
 export type ReplicationMode = 'async' | 'sync';
@@ -26,6 +29,9 @@ export interface PassthroughOptions {
   onSyncTimeout: 'fail' | 'degrade';
   /** Unapplied journal bytes at which writers are held until the backup catches up (0: no cap). */
   maxBacklogBytes: number;
+  /** Which paths are mirrored; operations on the others pass through unjournaled. */
+  policy: Policy;
+  events: EventLog;
   log: Logger;
 }
 
@@ -69,10 +75,47 @@ export class Passthrough {
   /** Paths known to have no security.capability, which the kernel asks for before every write. */
   private readonly noCapability = new Set<string>();
 
+  /** Journals files that enter the policy (rename, link, a record-file declaration) whole. */
+  private readonly copier: PathCopier;
+
   /** `root` reaches the directory under the mount: /proc/self/fd/<fd opened before mounting>. */
   constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {
     this.rules = new RecordRules((p) => this.abs(p));
     this.txns = new TransactionTable(journal, (p) => this.abs(p));
+    this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false);
+  }
+
+  /**
+   * Whether the policy mirrors `p`. Decided by name (cached); only a path whose name the policy does not mirror
+   * is looked at further: a directory (in unless excluded) or a record file (the records class).
+   */
+  mirrored(p: string, kind?: 'dir' | 'file'): boolean {
+    const policy = this.opts.policy;
+    if (policy.mirrorsAll || policy.place(p, false).mirrored) return true;
+    if (!policy.place(p, true).mirrored) return false; // excluded
+    const isDir = kind ? kind === 'dir' : isDirectory(this.abs(p));
+    return isDir || (this.rules.isRecordFile(p) && policy.placeRecordFile(p).mirrored);
+  }
+
+  /** Whether an operation is journaled: its path is mirrored (renames and links decide for themselves). */
+  private captures(op: Op): boolean {
+    if (this.opts.policy.mirrorsAll) return true;
+    switch (op.op) {
+      case 'mkdir':
+      case 'rmdir':
+        return this.mirrored(op.path, 'dir');
+      case 'create':
+      case 'write':
+      case 'truncate':
+      case 'symlink':
+      case 'unlink':
+        return this.mirrored(op.path, 'file');
+      case 'rename':
+      case 'link':
+        return true;
+      default:
+        return 'path' in op ? this.mirrored(op.path) : true;
+    }
   }
 
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -91,26 +134,30 @@ export class Passthrough {
    * (record rules, transactions) by throwing, and nothing is journaled.
    */
   private mutate<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
-    return this.serial.run(async () => {
-      const intent = typeof intentOf === 'function' ? intentOf() : intentOf;
-      await this.roomInBacklog(intent);
-      let seq: number;
-      try {
-        seq = this.journal.begin(intent, intentStamps);
-      } catch (err) {
-        throw this.journalFailure(err, intent);
-      }
-      let r: Outcome<T>;
-      try {
-        r = await run(intent);
-      } catch (err) {
-        this.journal.retract(seq);
-        throw err;
-      }
-      this.journal.complete(seq, r.final || r.stamps ? { op: r.final ?? intent, stamps: r.stamps } : undefined);
-      if (handle) handle.lastSeq = seq;
-      return r.value;
-    });
+    return this.serial.run(() => this.mutateNow(intentOf, run, handle, intentStamps));
+  }
+
+  /** mutate() for a caller that already holds the serializer. An operation outside the policy just runs. */
+  private async mutateNow<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
+    const intent = typeof intentOf === 'function' ? intentOf() : intentOf;
+    if (!this.captures(intent)) return (await run(intent)).value;
+    await this.roomInBacklog(intent);
+    let seq: number;
+    try {
+      seq = this.journal.begin(intent, intentStamps);
+    } catch (err) {
+      throw this.journalFailure(err, intent);
+    }
+    let r: Outcome<T>;
+    try {
+      r = await run(intent);
+    } catch (err) {
+      this.journal.retract(seq);
+      throw err;
+    }
+    this.journal.complete(seq, r.final || r.stamps ? { op: r.final ?? intent, stamps: r.stamps } : undefined);
+    if (handle) handle.lastSeq = seq;
+    return r.value;
   }
 
   /** Runs a check that may refuse an operation on `p`; a refusal is logged with its reason (the caller sees only errno). */
@@ -211,7 +258,8 @@ export class Passthrough {
   }
 
   /** Journals facts that need no operation (times after writes, fsync markers), in order with mutations. */
-  private record(op: Op, stampPaths: string[], handle?: Handle): Promise<void> {
+  private record(op: Op & { path: string }, stampPaths: string[], handle?: Handle): Promise<void> {
+    if (!this.mirrored(op.path)) return Promise.resolve();
     return this.serial.run(async () => {
       const seq = this.journal.append(op, await this.stamps(stampPaths));
       if (handle) handle.lastSeq = seq;
@@ -228,7 +276,7 @@ export class Passthrough {
 
   /** Sync mode: wait until the backup has applied `seq` (see onSyncTimeout for when it does not). */
   private async replicated(seq: number, p: string): Promise<void> {
-    if (this.opts.mode !== 'sync') return;
+    if ((this.opts.policy.place(p, false).cls.sync ?? this.opts.mode) !== 'sync' || !this.mirrored(p)) return;
     if (this.syncDegraded) {
       if (this.journal.ackedSeq < this.degradedAt) return;
       this.syncDegraded = false;
@@ -290,15 +338,7 @@ export class Passthrough {
 
       open: (p: string, flags: number, cb: Reply) => reply(cb, this.open(p, flags), (fd) => [fd]),
 
-      // Owner is unknown until the file exists: the intent says "leave it" (-1), the final entry has it.
-      create: (p: string, mode: number, cb: Reply) =>
-        reply(cb, this.mutate({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
-          this.forget(p);
-          const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
-          this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
-          const st = await lstat(a(p));
-          return done(fd, [parentOf(p), p], { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) });
-        }), (fd) => [fd]),
+      create: (p: string, mode: number, cb: Reply) => reply(cb, this.create(p, mode), (fd) => [fd]),
 
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         fs.read(fd, buf, 0, len, pos, (err, n) => cb(err ? errnoOf(err) : n));
@@ -365,7 +405,7 @@ export class Passthrough {
         })),
 
       rename: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate(this.namespaceIntent({ op: 'rename', path: p, to }, p, to), async () => {
+        reply(cb, this.crossing({ op: 'rename', path: p, to }, async () => {
           await fs.promises.rename(a(p), a(to));
           return done(undefined, [parentOf(p), parentOf(to), to]);
         })),
@@ -378,7 +418,7 @@ export class Passthrough {
         })),
 
       link: (p: string, to: string, cb: Reply) =>
-        reply(cb, this.mutate(this.namespaceIntent({ op: 'link', path: p, to }, p), async () => {
+        reply(cb, this.crossing({ op: 'link', path: p, to }, async () => {
           await fs.promises.link(a(p), a(to));
           return done(undefined, [parentOf(to)]);
         })),
@@ -392,16 +432,124 @@ export class Passthrough {
       listxattr: (p: string, cb: Reply) => now(cb, () => listAttributesSync(a(p)), (names) => [names]),
 
       removexattr: (p: string, name: string, cb: Reply) =>
-        reply(cb, this.mutate(() => this.refusable(p, () => {
+        reply(cb, this.declaring(p, name, () => this.mutateNow(() => this.refusable(p, () => {
           if (name.startsWith(RESERVED_XATTRS)) throw new TxnError(`${name} is reserved by drms`, -errno.ENOTSUP);
           this.forget(p);
           return { op: 'removexattr', path: p, name };
         }), async () => {
           await removeAttribute(a(p), name);
           return done(undefined);
-        })),
+        }))),
     };
     return ops as unknown as Record<string, (...args: never[]) => void>;
+  }
+
+  /**
+   * Creates a file. The owner is unknown until it exists: the intent says "leave it" (-1), the final entry has it.
+   * A file of a class with a VOS organization gets its user.vos.* attributes at once; a critical file is an event.
+   */
+  private create(p: string, mode: number): Promise<number> {
+    const a = (x: string) => this.abs(x);
+    return this.serial.run(async () => {
+      const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
+        this.forget(p);
+        const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
+        this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
+        const st = await lstat(a(p));
+        const stamps = await this.stamps([parentOf(p), p]);
+        return { value: fd, stamps, final: { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) } };
+      });
+      const { cls } = this.opts.policy.place(p, false);
+      if (cls.organization && fs.fstatSync(fd).size === 0) {
+        const attrs: Array<[string, string]> = [[XATTR_ORGANIZATION, cls.organization]];
+        if (cls.recordSize) attrs.push([XATTR_RECORD_SIZE, String(cls.recordSize)]);
+        for (const [name, value] of attrs) {
+          await this.mutateNow({ op: 'setxattr', path: p, name, value: Buffer.from(value) }, async () => {
+            await setAttribute(a(p), name, value);
+            this.forget(p);
+            return { value: undefined };
+          });
+        }
+      }
+      if (cls !== this.opts.policy.other && this.mirrored(p, 'file')) this.opts.events.emit('detected', 'critical file detected', { path: p, class: cls.name, how: 'created' });
+      return fd;
+    });
+  }
+
+  /**
+   * A rename or link, which may carry a file across the policy's edge: in to in is journaled as it is; in to out
+   * removes the old name from the backup; out to in copies the file (or tree) to the backup whole. A directory
+   * renamed within the policy is re-examined below when the policy names paths (a file may change sides).
+   */
+  private crossing(op: Op & { op: 'rename' | 'link'; to: string }, run: (intent: Op) => Promise<Outcome<void>>): Promise<void> {
+    const held = op.op === 'rename' ? [op.path, op.to] : [op.path];
+    if (this.opts.policy.mirrorsAll) return this.mutate(this.namespaceIntent(op, ...held), run);
+    return this.serial.run(async () => {
+      const st = await lstat(this.abs(op.path)).catch(() => undefined);
+      const kind = st?.isDirectory() ? 'dir' : 'file';
+      const from = this.mirrored(op.path, kind);
+      const was = (to: string) => op.path + to.slice(op.to.length);
+      // A record file keeps its organization under the new name.
+      const into = this.mirroredAfterMove(op.to, kind, from && kind === 'file' && this.rules.isRecordFile(op.path));
+      const replaced = op.to !== op.path && (await lstat(this.abs(op.to)).then(() => this.mirrored(op.to), () => false));
+      const intent = this.namespaceIntent(op, ...held);
+      if (from && into) {
+        await this.mutateNow(intent, run);
+        if (op.op === 'rename' && kind === 'dir' && this.opts.policy.dependsOnDirectories) await this.reconsider(op.to, was);
+        return;
+      }
+      const cached = intent(); // refusals (an open transaction) apply on either side
+      await run(cached);
+      if (replaced && !into) this.journal.append({ op: 'remove', path: op.to });
+      if (op.op === 'rename' && from && !into) {
+        this.journal.append({ op: 'remove', path: op.path });
+        this.opts.events.emit('left-policy', 'file left the mirrored set (renamed out of the policy)', { path: op.path, to: op.to });
+      } else if (!from && into) {
+        await this.copier.copy(op.to, {}, true);
+        this.opts.events.emit('detected', 'critical file detected', { path: op.to, class: this.opts.policy.place(op.to, kind === 'dir').cls.name, how: op.op === 'rename' ? 'renamed-in' : 'linked-in' });
+      }
+    });
+  }
+
+  /** Whether `p` is mirrored once a file of `kind` has moved there (the name decides, or the records class). */
+  private mirroredAfterMove(p: string, kind: 'dir' | 'file', recordFile: boolean): boolean {
+    const policy = this.opts.policy;
+    if (kind === 'dir') return policy.place(p, true).mirrored;
+    return policy.place(p, false).mirrored || (recordFile && policy.placeRecordFile(p).mirrored);
+  }
+
+  /** After a directory moved within the policy: files below it that changed sides are copied or removed. */
+  private async reconsider(dir: string, was: (p: string) => string): Promise<void> {
+    for (const name of await fs.promises.readdir(this.abs(dir)).catch(() => [] as string[])) {
+      const p = path.posix.join(dir, name);
+      const isDir = isDirectory(this.abs(p));
+      const before = isDir ? this.opts.policy.place(was(p), true).mirrored : this.mirroredAfterMove(was(p), 'file', this.rules.isRecordFile(p));
+      const now = this.mirrored(p, isDir ? 'dir' : 'file');
+      if (before && !now) this.journal.append({ op: 'remove', path: p });
+      else if (!before && now) await this.copier.copy(p, {}, true);
+      else if (isDir && now) await this.reconsider(p, was);
+    }
+  }
+
+  /**
+   * Setting or removing a VOS organization can move a file into the records class or out of it: the backup
+   * gets the whole file, or loses it.
+   */
+  private declaring(p: string, name: string, change: () => Promise<void>): Promise<void> {
+    if (name !== XATTR_ORGANIZATION || this.opts.policy.mirrorsAll) return this.serial.run(change);
+    return this.serial.run(async () => {
+      const before = this.mirrored(p);
+      await change();
+      this.forget(p);
+      const after = this.mirrored(p);
+      if (!before && after) {
+        await this.copier.copy(p);
+        this.opts.events.emit('detected', 'critical file detected', { path: p, class: 'records', how: 'declared' });
+      } else if (before && !after) {
+        this.journal.append({ op: 'remove', path: p });
+        this.opts.events.emit('left-policy', 'file left the mirrored set (no longer a record file)', { path: p });
+      }
+    });
   }
 
   private async open(p: string, flags: number): Promise<number> {
@@ -449,7 +597,7 @@ export class Passthrough {
     // The file and the journal flush together, so the device can merge the two.
     await Promise.all([
       new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
-      this.journal.flushed(),
+      this.mirrored(p) ? this.journal.flushed() : undefined,
     ]);
     await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
   }
@@ -503,7 +651,7 @@ export class Passthrough {
       this.forget(p);
       return { op: 'setxattr', path: p, name, value };
     });
-    return this.mutate(intent, async () => {
+    return this.declaring(p, name, () => this.mutateNow(intent, async () => {
       if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
         const exists = await getAttribute(this.abs(p), name).then(() => true, () => false);
         if (flags & XATTR_CREATE && exists) throw Object.assign(new Error('exists'), { errno: -osConstants.errno.EEXIST });
@@ -511,7 +659,7 @@ export class Passthrough {
       }
       await setAttribute(this.abs(p), name, value);
       return { value: undefined };
-    });
+    }));
   }
 
   /**
@@ -537,6 +685,7 @@ export class Passthrough {
       if (this.txns.txnOf(p) !== id) throw new TxnError(`${p} is not in transaction ${id}`, -errno.EINVAL);
       return this.txns.paths(id);
     });
+    const mirrored = paths.filter((f) => this.mirrored(f));
     if (action === 'commit') {
       // The files are durable before the commit is journaled (in parallel, on libuv's pool).
       await Promise.all(paths.map(async (f) => {
@@ -550,10 +699,18 @@ export class Passthrough {
     } else {
       this.txns.rollback(id);
     }
-    const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths } : { op: 'txn-abort', txn: id },
-      await this.stamps(paths), () => this.txns.end(id));
+    const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths: mirrored } : { op: 'txn-abort', txn: id },
+      await this.stamps(mirrored), () => this.txns.end(id));
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
+  }
+}
+
+function isDirectory(abs: string): boolean {
+  try {
+    return fs.lstatSync(abs).isDirectory();
+  } catch {
+    return false;
   }
 }
 

@@ -11,7 +11,7 @@ import { stampsOf } from '../journal/stamps.js';
 
 export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
   if (!journal.uncleanStop) return;
-  const last = journal.lastUnacked();
+  const last = journal.inDoubt();
   if (!last) return;
   const applier = new Applier(realDir, log);
   let redone: boolean;

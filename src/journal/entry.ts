@@ -29,11 +29,17 @@ export type Op =
   | { op: 'txn-commit'; txn: string; paths: string[] }
   /** A transaction's writes are void (the primary restored its before-images). */
   | { op: 'txn-abort'; txn: string }
-  /** Ends the initial copy: the backup removes what the primary does not have. */
-  | { op: 'baseline-end'; paths: string[] };
+  /** Backup only: the path left what the primary mirrors (renamed out of the policy, or not on the primary). */
+  | { op: 'remove'; path: string }
+  /** The initial copy (or a resync) starts: until its end, operations on paths the backup lacks are expected. */
+  | { op: 'baseline-start' }
+  | { op: 'baseline-end' };
 
-/** An Op with its place in the journal. `stamps` carries times the op changed. */
-export type JournalEntry = Op & { seq: number; ts: number; stamps?: Stamp[] };
+/**
+ * An Op with its place in the journal. `stamps` carries times the op changed. `done` marks an entry appended
+ * with no operation in flight behind it (a copy of what is on disk, a marker): recovery never redoes it.
+ */
+export type JournalEntry = Op & { seq: number; ts: number; stamps?: Stamp[]; done?: true };
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -49,7 +55,10 @@ export function nsToTimestamp(ns: bigint): Timestamp {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
 }
 
-/** Seconds as a float, the form fs.utimes takes (about microsecond precision). */
+/**
+ * Seconds as a float, the form fs.utimes takes. Node truncates it to the microsecond, and the float is a fraction
+ * of a microsecond off: half a microsecond added makes that the nearest microsecond.
+ */
 export function timestampToSeconds([sec, nsec]: Timestamp): number {
-  return sec + nsec / 1e9;
+  return sec + (nsec + 500) / 1e9;
 }

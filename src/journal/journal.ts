@@ -69,12 +69,13 @@ export class Journal extends EventEmitter {
     return new Journal(env, stateDir, readOnly);
   }
 
-  get baselineDone(): boolean {
-    return this.meta.get('baselineDone') === true;
+  /** The policy (its fingerprint) the last completed initial copy was made under; undefined before the first. */
+  get baselinePolicy(): string | undefined {
+    return this.meta.get('baselinePolicy') as string | undefined;
   }
 
-  markBaselineDone(): void {
-    this.meta.putSync('baselineDone', true);
+  markBaselineDone(policyFingerprint: string): void {
+    this.meta.putSync('baselinePolicy', policyFingerprint);
   }
 
   /** Commits the next entry before its operation runs; returns its seq. Calls are serialized by the caller. */
@@ -101,7 +102,9 @@ export class Journal extends EventEmitter {
 
   /** An entry with no operation behind it (times, fsync markers, the initial copy). */
   append(op: Op, stamps?: Stamp[]): number {
-    const seq = this.begin(op, stamps);
+    const seq = this.lastSeq + 1;
+    this.put(seq, op, stamps, true);
+    this.lastSeq = seq;
     this.complete(seq);
     return seq;
   }
@@ -110,7 +113,7 @@ export class Journal extends EventEmitter {
   appendWith(op: Op, stamps: Stamp[] | undefined, alongside: () => void): number {
     const seq = this.lastSeq + 1;
     this.env.transactionSync(() => {
-      void this.entries.put(seq, this.encode(seq, op, stamps));
+      void this.entries.put(seq, this.encode(seq, op, stamps, true));
       alongside();
     });
     this.lastSeq = seq;
@@ -124,20 +127,28 @@ export class Journal extends EventEmitter {
     return this.env.openDB<V, Key[]>({ name });
   }
 
-  /** The last entry, if the backup has not acknowledged it (recovery redoes it after an unclean stop). */
-  lastUnacked(): JournalEntry | undefined {
-    if (this.lastSeq <= this.ackedSeq) return undefined;
+  /** The last entry, if its operation may have been in flight at an unclean stop (recovery redoes it). */
+  inDoubt(): JournalEntry | undefined {
+    if (this.lastSeq <= this.ackedSeq || this.readySeq === this.lastSeq) return undefined;
     const bytes = this.entries.get(this.lastSeq);
-    return bytes ? decodeEntry(bytes) : undefined;
+    const e = bytes ? decodeEntry(bytes) : undefined;
+    if (e?.done) {
+      this.complete(e.seq);
+      return undefined;
+    }
+    return e;
   }
 
-  private put(seq: number, op: Op, stamps?: Stamp[]): void {
-    this.entries.putSync(seq, this.encode(seq, op, stamps));
+  private put(seq: number, op: Op, stamps?: Stamp[], done?: boolean): void {
+    this.entries.putSync(seq, this.encode(seq, op, stamps, done));
     this.unflushed = true;
   }
 
-  private encode(seq: number, op: Op, stamps?: Stamp[]): Buffer {
-    return encodeEntry(stamps ? { ...op, seq, ts: Date.now(), stamps } : { ...op, seq, ts: Date.now() });
+  private encode(seq: number, op: Op, stamps?: Stamp[], done?: boolean): Buffer {
+    const entry: JournalEntry = { ...op, seq, ts: Date.now() };
+    if (stamps) entry.stamps = stamps;
+    if (done) entry.done = true;
+    return encodeEntry(entry);
   }
 
   /** Resolves when everything appended before the call is on stable storage. */
@@ -162,11 +173,11 @@ export class Journal extends EventEmitter {
     });
   }
 
-  /** Committed entries from `from` on, up to a byte budget (at least one entry). */
-  read(from: number, maxBytes: number, maxCount: number): EncodedEntry[] {
+  /** Committed entries from `from` on (up to `lastSeq`), up to a byte budget (at least one entry). */
+  read(from: number, maxBytes: number, maxCount: number, lastSeq = Infinity): EncodedEntry[] {
     const out: EncodedEntry[] = [];
     let bytes = 0;
-    for (const { key, value } of this.entries.getRange({ start: from, end: this.readySeq + 1, limit: maxCount })) {
+    for (const { key, value } of this.entries.getRange({ start: from, end: Math.min(this.readySeq, lastSeq) + 1, limit: maxCount })) {
       out.push({ seq: key, bytes: value });
       bytes += value.length;
       if (bytes >= maxBytes) break;
@@ -248,7 +259,7 @@ export function readJournal(stateDir: string): JournalSnapshot | undefined {
   if (!existsSync(path.join(stateDir, 'journal'))) return undefined;
   const j = Journal.open(stateDir, { readOnly: true });
   try {
-    return { journalId: j.id, lastSeq: j.lastSeq, ackedSeq: j.ackedSeq, baselineDone: j.baselineDone, oldestUnackedTs: j.oldestUnackedTs() };
+    return { journalId: j.id, lastSeq: j.lastSeq, ackedSeq: j.ackedSeq, baselineDone: j.baselinePolicy !== undefined, oldestUnackedTs: j.oldestUnackedTs() };
   } finally {
     void j.close();
   }

@@ -9,7 +9,7 @@ import type { EncodedEntry, Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
-import type { Ack, Challenge, Refusal, Welcome } from '../wire/messages.js';
+import type { Ack, Answer, Challenge, Query, QueryBody, Refusal, Welcome } from '../wire/messages.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
 import type { Route } from './routes.js';
 
@@ -46,6 +46,8 @@ export class Shipper {
   /** False while a batch is in flight: new entries wait for its ack anyway, so each commit need not wake us. */
   private commitsWanted = true;
   private readonly stopped = new AbortController();
+  private readonly queries: PendingQuery[] = [];
+  private nextQueryId = 1;
 
   constructor(private readonly journal: Journal, private readonly opts: ShipperOptions) {
     journal.on('committed', () => {
@@ -64,6 +66,19 @@ export class Shipper {
     this.conn?.close();
     this.wake.notify();
     await this.loop;
+  }
+
+  /**
+   * Asks the backup about its tree as of the journal's current end: the question travels in the batch stream
+   * after every entry journaled so far, so the answer reflects them and nothing later. Rejects with QueryError
+   * if the connection is lost before the answer.
+   */
+  query<T>(q: QueryBody): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const query = { ...q, id: this.nextQueryId++ } as Query;
+      this.queries.push({ afterSeq: this.journal.lastSeq, query, sent: false, resolve: resolve as (r: unknown) => void, reject });
+      this.wake.notify();
+    });
   }
 
   /** Waits until the backup has applied everything journaled so far. */
@@ -130,6 +145,13 @@ export class Shipper {
       conn.close();
       this.conn = undefined;
       this.connected = false;
+      // Answers to questions already sent will not come; questions not sent yet wait for the next session.
+      for (let i = this.queries.length - 1; i >= 0; i--) {
+        const q = this.queries[i]!;
+        if (!q.sent) continue;
+        this.queries.splice(i, 1);
+        q.reject(new QueryError(`the connection to the backup was lost before it answered (${q.query.kind} ${q.query.path})`));
+      }
     }
     return { streamed: streaming, progressed: this.journal.ackedSeq > ackedBefore };
   }
@@ -183,6 +205,13 @@ export class Shipper {
           this.journal.setAcked(appliedSeq);
           while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
           this.wake.notify(); // also when the ack moved nothing (a batch of entries the backup already had)
+        } else if (frame.type === FrameType.Answer) {
+          const a = unpackBody<Answer>(frame);
+          const i = this.queries.findIndex((q) => q.sent && q.query.id === a.id);
+          if (i < 0) continue;
+          const [q] = this.queries.splice(i, 1);
+          if (a.error !== undefined) q!.reject(new QueryError(`the backup could not answer (${q!.query.kind} ${q!.query.path}): ${a.error}`));
+          else q!.resolve(a.result);
         } else {
           // An Error frame's message becomes the close reason (PeerConnection keeps what the peer said).
           conn.close(new ProtocolError(`unexpected ${FrameType[frame.type]} frame from the backup`, { peer: conn.peer }));
@@ -197,15 +226,24 @@ export class Shipper {
     let pending: EncodedEntry[] = [];
     let pendingBytes = 0;
     while (!conn.closed && !this.stopping) {
+      // A question goes between the entries before it and those after: batches stop at its seq.
+      const question = this.queries.find((q) => !q.sent);
+      if (question && pending.length === 0 && next > question.afterSeq) {
+        question.sent = true;
+        conn.send(FrameType.Query, question.query);
+        continue;
+      }
+      const limit = question ? question.afterSeq : Infinity;
       const full = () => pendingBytes >= BATCH_BYTES || pending.length >= BATCH_ENTRIES;
       if (!full() && inflightBytes < WINDOW_BYTES) {
         const after = pending.length ? pending[pending.length - 1]!.seq + 1 : next;
-        for (const e of this.journal.read(after, BATCH_BYTES - pendingBytes, BATCH_ENTRIES - pending.length)) {
+        for (const e of this.journal.read(after, BATCH_BYTES - pendingBytes, BATCH_ENTRIES - pending.length, limit)) {
           pending.push(e);
           pendingBytes += e.bytes.length;
         }
       }
-      if (pending.length === 0 || inflightBytes >= WINDOW_BYTES || (!full() && inflight.length > 0)) {
+      const questionWaits = question !== undefined && pending.length > 0 && pending[pending.length - 1]!.seq >= limit;
+      if (pending.length === 0 || inflightBytes >= WINDOW_BYTES || (!full() && !questionWaits && inflight.length > 0)) {
         this.commitsWanted = inflight.length === 0;
         await this.wake.wait();
         this.commitsWanted = true;
@@ -261,6 +299,18 @@ function backoff(failures: number): number {
   const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures, 10));
   return BACKOFF_MIN_MS / 2 + Math.random() * cap;
 }
+
+/** A question for the backup, to be sent once every entry up to `afterSeq` is sent. */
+interface PendingQuery {
+  afterSeq: number;
+  query: Query;
+  sent: boolean;
+  resolve: (result: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+/** The backup could not answer a query (connection lost, or it refused the question). */
+export class QueryError extends Error {}
 
 /** A level-triggered wake-up: notify() before wait() is not lost. */
 class Wakeup {

@@ -26,6 +26,11 @@ export class RecordRules {
     else this.known.delete(p);
   }
 
+  /** The file declares a VOS organization (cached). */
+  isRecordFile(p: string): boolean {
+    return this.lookup(p).fmt !== undefined;
+  }
+
   /** Checks a write of `data` at `offset` (sizeNow: the file's size); throws RecordRuleError (EINVAL). */
   write(p: string, sizeNow: () => number, offset: number, data: Buffer): RecordChange | undefined {
     const k = this.lookup(p);

@@ -17,6 +17,9 @@ export enum FrameType {
   Ack = 7,
   Ping = 8,
   Error = 9,
+  /** Primary → backup, in the batch stream: a question about the backup's tree as of the entries before it. */
+  Query = 10,
+  Answer = 11,
 }
 
 export interface Frame {

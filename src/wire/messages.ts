@@ -34,3 +34,20 @@ export interface Ack {
 export interface Refusal {
   message: string;
 }
+
+/**
+ * Primary → backup, between batches: answered once every entry sent before it is applied, so the answer
+ * describes the backup as of that point of the journal. `path` is a mirrored path ('/' for the whole tree).
+ */
+export type QueryBody =
+  | { kind: 'manifest'; path: string; hashes: boolean; recursive: boolean }
+  | { kind: 'blocks'; path: string; blockSize: number };
+
+export type Query = QueryBody & { id: number };
+
+/** Backup → primary. */
+export interface Answer {
+  id: number;
+  result?: unknown;
+  error?: string;
+}

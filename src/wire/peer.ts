@@ -86,9 +86,9 @@ export class PeerConnection {
   /** What the peer said in an Error or Refused frame: the best reason, whatever socket error follows it. */
   private peerSaid: string | undefined;
 
-  /** The next frame already received, without waiting. */
-  poll(): Frame | undefined {
-    return this.queue.shift();
+  /** The next frame already received, without waiting, if it is of `type`. */
+  poll(type: FrameType): Frame | undefined {
+    return this.queue[0]?.type === type ? this.queue.shift() : undefined;
   }
 
   /** Sends `message` in an Error or Refused frame, then half-closes so the peer reads it before any write fails. */

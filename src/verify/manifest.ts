@@ -1,0 +1,176 @@
+// What a tree holds, described the same way on both sites so they can be compared: one entry per path with its
+// type, owner, mode, size, mtime, xattrs and (when asked) a content hash; and per-block hashes for delta copies.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { getAttribute, listAttributes } from 'fs-xattr';
+import { codeOf } from '../errors.js';
+
+/** Attributes drms keeps to itself (transaction control, the backup's commit generation): never compared. */
+const PRIVATE_XATTRS = 'user.drms.';
+const READ_CHUNK = 1024 * 1024;
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface TreeEntry {
+  path: string;
+  type: EntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Files: bytes, and mtime in nanoseconds (a string: more digits than a double holds). */
+  size?: number;
+  mtime?: string;
+  /** Symlinks: the target. */
+  target?: string;
+  /** Attribute name → short hash of its value. */
+  xattrs: Record<string, string>;
+  /** Files, when hashes were asked for: sha256 of the contents. */
+  hash?: string;
+}
+
+/** Which paths to describe (the primary describes only what its policy mirrors). */
+export type Keep = (rel: string, isDir: boolean, xattrNames: string[]) => boolean;
+
+export interface DescribeOptions {
+  hashes: boolean;
+  recursive: boolean;
+  keep?: Keep;
+}
+
+const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('base64').slice(0, 22);
+
+/**
+ * Describes `rel` under `root` (a directory path; '/' + rel must reach it) and, if recursive, everything below,
+ * in sorted order, parents first. A path that does not exist gives no entries.
+ */
+export async function describe(root: string, rel: string, opts: DescribeOptions): Promise<TreeEntry[]> {
+  const out: TreeEntry[] = [];
+  const visit = async (p: string, top: boolean): Promise<void> => {
+    const abs = p === '/' ? root + '/' : root + p;
+    let st: fs.BigIntStats;
+    try {
+      st = await fs.promises.lstat(abs, { bigint: true });
+    } catch (err) {
+      if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return;
+      throw err;
+    }
+    const type: EntryType = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
+    const names = type === 'symlink' ? [] : (await listAttributes(abs).catch(() => [] as string[])).filter((n) => !n.startsWith(PRIVATE_XATTRS));
+    if (opts.keep && !opts.keep(p, type === 'dir', names)) return;
+    const e: TreeEntry = { path: p, type, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), xattrs: {} };
+    for (const n of names.sort()) e.xattrs[n] = digest(await getAttribute(abs, n).catch(() => Buffer.alloc(0)));
+    if (type === 'file') {
+      e.size = Number(st.size);
+      e.mtime = String(st.mtimeNs);
+      if (opts.hashes) e.hash = await hashFile(abs);
+    } else if (type === 'symlink') {
+      e.target = await fs.promises.readlink(abs);
+    }
+    out.push(e);
+    if (type === 'dir' && (top ? opts.recursive : true)) {
+      for (const name of (await fs.promises.readdir(abs).catch(() => [] as string[])).sort()) await visit(path.posix.join(p, name), false);
+    }
+  };
+  await visit(rel, true);
+  return out;
+}
+
+async function hashFile(abs: string): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('base64');
+}
+
+/** A file's size and the hash of each `blockSize` block, for copying only the blocks that differ. */
+export interface BlockSums {
+  size: number;
+  blockSize: number;
+  sums: string[];
+}
+
+export async function blockSums(abs: string, blockSize: number): Promise<BlockSums | undefined> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return undefined;
+    const sums: string[] = [];
+    const buf = Buffer.allocUnsafe(blockSize);
+    for (let pos = 0; pos < st.size; pos += blockSize) {
+      const { bytesRead } = await fh.read(buf, 0, blockSize, pos);
+      sums.push(blockDigest(buf.subarray(0, bytesRead)));
+      if (bytesRead < blockSize) break;
+    }
+    return { size: st.size, blockSize, sums };
+  } finally {
+    await fh.close();
+  }
+}
+
+export const blockDigest = digest;
+
+/** How a backup entry differs from the primary's ('missing': only the primary has it; 'extra': only the backup). */
+export type DifferenceKind = 'missing' | 'extra' | 'type' | 'content' | 'size' | 'mtime' | 'mode' | 'owner' | 'target' | 'xattrs';
+
+export interface Difference {
+  path: string;
+  kinds: DifferenceKind[];
+}
+
+/**
+ * What differs between two descriptions of the same path. Directory times are not compared: files outside the
+ * policy change them on the primary only. Content is compared by hash when both have one.
+ */
+export function compareEntries(p: TreeEntry | undefined, b: TreeEntry | undefined): DifferenceKind[] {
+  if (!p && !b) return [];
+  if (!b) return ['missing'];
+  if (!p) return ['extra'];
+  if (p.type !== b.type) return ['type'];
+  const kinds: DifferenceKind[] = [];
+  if (p.type === 'file') {
+    if (p.size !== b.size) kinds.push('size');
+    if (p.hash && b.hash && p.hash !== b.hash) kinds.push('content');
+    if (!sameTime(p.mtime, b.mtime)) kinds.push('mtime');
+  }
+  if (p.type === 'symlink' && p.target !== b.target) kinds.push('target');
+  if (p.type !== 'symlink' && p.mode !== b.mode) kinds.push('mode');
+  if (p.uid !== b.uid || p.gid !== b.gid) kinds.push('owner');
+  if (JSON.stringify(p.xattrs) !== JSON.stringify(b.xattrs)) kinds.push('xattrs');
+  return kinds;
+}
+
+/** Times are set from float seconds (Node's utimes): equal within a microsecond. */
+function sameTime(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const d = BigInt(a) - BigInt(b);
+  return d <= 1000n && d >= -1000n;
+}
+
+/** Every path whose entries differ between the two descriptions, sorted (parents before children). */
+export function diffTrees(primary: TreeEntry[], backup: TreeEntry[]): Difference[] {
+  const onBackup = new Map(backup.map((e) => [e.path, e]));
+  const out: Difference[] = [];
+  for (const p of primary) {
+    const kinds = compareEntries(p, onBackup.get(p.path));
+    onBackup.delete(p.path);
+    if (kinds.length) out.push({ path: p.path, kinds });
+  }
+  for (const b of onBackup.values()) out.push({ path: b.path, kinds: ['extra'] });
+  return out.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+}
