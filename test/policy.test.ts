@@ -103,9 +103,36 @@ t.test('a policy with excludes and classes: new critical files anywhere are mirr
   ], 'each detection is an event in status, with its class and how it was found');
   t.ok((status.events as Array<{ kind: string; path: string }>).some((e) => e.kind === 'left-policy' && e.path === '/new/rates.table'), 'leaving the policy is an event');
 
+  // A file declared a record file joins the records class, whatever its name; undeclared, it leaves.
+  await sh(`printf 'ATM1' > ledger.dat; setfattr -n user.vos.organization -v stream ledger.dat; printf 'ATM2' >> ledger.dat`, prod);
+  await sync();
+  t.equal(fs.readFileSync(path.join(dr, 'ledger.dat'), 'utf8'), 'ATM1ATM2', 'a record file outside every named class is mirrored (records class)');
+  const declared = JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout).events.find((e: { path: string }) => e.path === '/ledger.dat');
+  t.match(declared, { kind: 'detected', class: 'records', how: 'declared' });
+  await sh('setfattr -x user.vos.organization ledger.dat', prod);
+  await sync();
+  t.notOk(fs.existsSync(path.join(dr, 'ledger.dat')), 'no longer a record file: removed from the backup');
+
   const v = await drms(['verify', '--state', pstate]);
   t.equal(v.code, 0, `verify: identical under the policy: ${v.stdout}${v.stderr}`);
   t.ok(isMounted(prod));
+});
+
+t.test('a class with sync: its fsyncs wait for the backup while the primary runs async', async (t) => {
+  const { dir, prod, dr, pstate, bstate, secret } = layout(t);
+  const policyFile = path.join(dir, 'policy.json');
+  fs.writeFileSync(policyFile, JSON.stringify({ classes: { ledgers: { patterns: ['*.ledger'], sync: 'sync' } } }));
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  await startPrimary(t, {
+    mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, extra: ['--policy', policyFile, '--sync-timeout', '1', '--on-sync-timeout', 'fail'],
+  });
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0);
+  backup.proc.kill('SIGKILL');
+  await backup.exited;
+  const fsync = (file: string) =>
+    sh(`'${process.execPath}' -e "const fs = require('fs'); const fd = fs.openSync('${file}', 'w'); fs.writeSync(fd, 'x'); fs.fsyncSync(fd)" 2>/dev/null && echo ok || echo failed`, prod);
+  t.equal((await fsync('plain.txt')).trim(), 'ok', 'an async class: fsync returns with the backup down');
+  t.equal((await fsync('day.ledger')).trim(), 'failed', 'the sync class: fsync fails (EIO) when the backup does not acknowledge');
 });
 
 const BAD: Array<[name: string, text: string, message: RegExp]> = [

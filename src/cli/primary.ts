@@ -81,7 +81,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
       const copied = await Promise.race([initialCopy.then(() => true, () => false), delay(deadline - Date.now(), false, { ref: false })]);
       const target = j.lastSeq;
       const ok = copied && (await j.waitAcked(target, Math.max(1, deadline - Date.now())).then(() => true, () => false));
-      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: copied ? shipper?.lastError : `the initial copy is not done (${resync?.progress?.phase ?? 'starting'})` };
+      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: shipper?.lastError, copying: copied ? undefined : resync?.progress?.phase ?? 'starting' };
     },
   }, log);
 

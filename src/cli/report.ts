@@ -89,6 +89,8 @@ interface SyncAnswer {
   appliedSeq: number;
   connected: boolean;
   lastError?: string;
+  /** Set while the initial copy is not done: its phase. */
+  copying?: string;
 }
 
 /** Waits until the backup has applied everything journaled before the call. */
@@ -102,6 +104,7 @@ export async function waitForSync(stateArg: string, timeoutMs: number): Promise<
   }
   if ('error' in r) throw new ConfigError(`drms sync: ${String((r as { error: unknown }).error)}`);
   if (r.ok) return { ok: true, message: `backup has applied seq ${r.target}` };
-  const why = !r.connected ? `the backup is not connected${r.lastError ? ` (${r.lastError})` : ''}` : 'the backup is still applying';
+  const why = !r.connected ? `the backup is not connected${r.lastError ? ` (${r.lastError})` : ''}`
+    : r.copying ? `the initial copy is not done (${r.copying})` : 'the backup is still applying';
   return { ok: false, message: `timed out after ${timeoutMs / 1000} s: backup has applied seq ${r.appliedSeq} of ${r.target} (${r.target - r.appliedSeq} ops behind); ${why}` };
 }

@@ -2,7 +2,7 @@
 // repairs, and files that enter the policy by a rename. Only blocks that differ from the backup's are sent.
 import fs from 'node:fs';
 import path from 'node:path';
-import { getAttribute, listAttributes } from 'fs-xattr';
+import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { codeOf } from '../errors.js';
 import { nsToTimestamp, type Op } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
@@ -72,11 +72,8 @@ export class PathCopier {
    */
   async copy(rel: string, target: CopyTarget = {}, recursive = false): Promise<void> {
     const st = await this.locked(async () => {
-      const st = await fs.promises.lstat(this.abs(rel), { bigint: true }).catch((err) => {
-        if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return undefined;
-        throw err;
-      });
-      const names = st && !st.isSymbolicLink() ? await this.xattrNames(rel) : [];
+      const st = lstatIfAny(this.abs(rel));
+      const names = st && !st.isSymbolicLink() ? this.xattrNames(rel) : [];
       if (!st || (!st.isDirectory() && !st.isFile() && !st.isSymbolicLink()) || !this.mirrors(rel, st.isDirectory(), names)) {
         if (rel !== '/') this.append({ op: 'remove', path: rel });
         return undefined;
@@ -96,7 +93,7 @@ export class PathCopier {
         if (rel !== '/') this.append({ op: 'mkdir', path: rel, mode, ...owner });
         this.append({ op: 'chmod', path: rel, mode });
         this.append({ op: 'chown', path: rel, ...owner });
-        await this.copyXattrs(rel, target.backup);
+        this.copyXattrs(rel, target.backup);
       });
       if (recursive) {
         for (const name of (await fs.promises.readdir(this.abs(rel)).catch(() => [] as string[])).sort()) {
@@ -116,49 +113,54 @@ export class PathCopier {
     }
   }
 
+  /**
+   * Copies a file step by step, each step with mutations held back; between steps writers run, and what they
+   * change is journaled after the blocks already sent. I/O in a step is synchronous: it reads the real directory
+   * (never the mount), and a step holds the mutations anyway.
+   */
   private async copyFile(rel: string, first: fs.BigIntStats, target: CopyTarget): Promise<void> {
     const inode = `${first.dev}:${first.ino}`;
-    const fh = await fs.promises.open(this.abs(rel), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => undefined);
-    if (!fh) return; // gone since the lstat: its unlink or rename was journaled
+    let fd: number;
+    try {
+      fd = fs.openSync(this.abs(rel), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch {
+      return; // gone since the lstat: its unlink or rename was journaled
+    }
     try {
       const sums = target.backup?.type === 'file' ? target.sums : undefined;
-      const started = await this.locked(async () => {
-        if (!(await this.same(rel, fh))) return false;
-        const earlier = first.nlink > 1n ? this.linked.get(inode) : undefined;
-        if (earlier && !sums) {
-          this.append({ op: 'link', path: earlier, to: rel });
-          return false;
-        }
-        if (first.nlink > 1n) this.linked.set(inode, rel);
-        if (!sums) this.append({ op: 'create', path: rel, mode: Number(first.mode) & 0o7777, uid: Number(first.uid), gid: Number(first.gid) });
-        return true;
-      });
-      if (!started) return;
-      this.stats.files++;
       const buf = Buffer.allocUnsafe(STEP);
       for (let offset = 0; ; offset += STEP) {
-        if (this.throttle) await this.roomInJournal();
-        const more = await this.locked(async () => {
-          if (!(await this.same(rel, fh))) return undefined;
-          const { bytesRead } = await fh.read(buf, 0, STEP, offset);
-          this.stats.bytesRead += bytesRead;
-          this.sendChanged(rel, offset, buf.subarray(0, bytesRead), sums);
-          return bytesRead === STEP;
+        if (this.throttle && offset > 0) await this.roomInJournal();
+        const step = await this.locked(async () => {
+          if (!this.same(rel, fd)) return 'moved';
+          if (offset === 0) {
+            const earlier = first.nlink > 1n ? this.linked.get(inode) : undefined;
+            if (earlier && !sums) {
+              this.append({ op: 'link', path: earlier, to: rel });
+              return 'linked';
+            }
+            if (first.nlink > 1n) this.linked.set(inode, rel);
+            if (!sums) this.append({ op: 'create', path: rel, mode: Number(first.mode) & 0o7777, uid: Number(first.uid), gid: Number(first.gid) });
+            this.stats.files++;
+          }
+          const n = fs.readSync(fd, buf, 0, STEP, offset);
+          this.stats.bytesRead += n;
+          this.sendChanged(rel, offset, buf.subarray(0, n), sums);
+          if (n === STEP) return 'more';
+          // The last step: size, mode, owner, attributes and times as they are now.
+          const st = fs.fstatSync(fd, { bigint: true });
+          this.append({ op: 'truncate', path: rel, size: Number(st.size) });
+          this.append({ op: 'chmod', path: rel, mode: Number(st.mode) & 0o7777 });
+          this.append({ op: 'chown', path: rel, uid: Number(st.uid), gid: Number(st.gid) });
+          this.copyXattrs(rel, target.backup);
+          this.journal.append({ op: 'times', path: rel }, [[rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
+          return 'done';
         });
-        if (more === undefined) return; // renamed or replaced while copying: the next verify settles it
-        if (!more) break;
+        // Renamed or replaced while copying: its new name is settled by the next verify.
+        if (step !== 'more') return;
       }
-      await this.locked(async () => {
-        if (!(await this.same(rel, fh))) return;
-        const st = await fh.stat({ bigint: true });
-        this.append({ op: 'truncate', path: rel, size: Number(st.size) });
-        this.append({ op: 'chmod', path: rel, mode: Number(st.mode) & 0o7777 });
-        this.append({ op: 'chown', path: rel, uid: Number(st.uid), gid: Number(st.gid) });
-        await this.copyXattrs(rel, target.backup);
-        this.journal.append({ op: 'times', path: rel }, [[rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
-      });
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
@@ -183,19 +185,24 @@ export class PathCopier {
   }
 
   /** The path still names the file being copied (not renamed away or replaced since it was opened). */
-  private async same(rel: string, fh: fs.promises.FileHandle): Promise<boolean> {
-    const [a, b] = await Promise.all([fs.promises.lstat(this.abs(rel), { bigint: true }).catch(() => undefined), fh.stat({ bigint: true })]);
+  private same(rel: string, fd: number): boolean {
+    const a = fs.lstatSync(this.abs(rel), { bigint: true, throwIfNoEntry: false });
+    const b = fs.fstatSync(fd, { bigint: true });
     return a !== undefined && a.ino === b.ino && a.dev === b.dev;
   }
 
-  private async xattrNames(rel: string): Promise<string[]> {
-    return (await listAttributes(this.abs(rel)).catch(() => [] as string[])).filter((n) => !n.startsWith(PRIVATE_XATTRS));
+  private xattrNames(rel: string): string[] {
+    try {
+      return listAttributesSync(this.abs(rel)).filter((n) => !n.startsWith(PRIVATE_XATTRS));
+    } catch {
+      return [];
+    }
   }
 
   /** Sets every attribute the primary has; removes those only the backup has. */
-  private async copyXattrs(rel: string, backup: TreeEntry | undefined): Promise<void> {
-    const names = await this.xattrNames(rel);
-    for (const name of names) this.append({ op: 'setxattr', path: rel, name, value: await getAttribute(this.abs(rel), name) });
+  private copyXattrs(rel: string, backup: TreeEntry | undefined): void {
+    const names = this.xattrNames(rel);
+    for (const name of names) this.append({ op: 'setxattr', path: rel, name, value: getAttributeSync(this.abs(rel), name) });
     for (const name of Object.keys(backup?.xattrs ?? {})) if (!names.includes(name)) this.append({ op: 'removexattr', path: rel, name });
   }
 
@@ -204,6 +211,15 @@ export class PathCopier {
     while (this.journal.backlogBytes() > COPY_BACKLOG_BYTES) {
       await new Promise((resolve) => this.journal.once('acked', resolve));
     }
+  }
+}
+
+function lstatIfAny(abs: string): fs.BigIntStats | undefined {
+  try {
+    return fs.lstatSync(abs, { bigint: true });
+  } catch (err) {
+    if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return undefined;
+    throw err;
   }
 }
 

@@ -451,6 +451,16 @@ export class Passthrough {
   private create(p: string, mode: number): Promise<number> {
     const a = (x: string) => this.abs(x);
     return this.serial.run(async () => {
+      // The kernel also sends create for an O_CREAT open of a name it has not looked up yet: if the file exists,
+      // this is an open, and journaling a create would empty the backup's copy.
+      const existing = await fsOpen(a(p), C.O_RDWR | C.O_NOFOLLOW).catch((err) => {
+        if (codeOf(err) === 'ENOENT') return undefined;
+        throw err;
+      });
+      if (existing !== undefined) {
+        this.handles.set(existing, { dirty: false, lastSeq: 0, syncWrites: false });
+        return existing;
+      }
       const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
         this.forget(p);
         const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);

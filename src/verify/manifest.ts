@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getAttribute, listAttributes } from 'fs-xattr';
+import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { codeOf } from '../errors.js';
 
 /** Attributes drms keeps to itself (transaction control, the backup's commit generation): never compared. */
@@ -40,55 +40,99 @@ export interface DescribeOptions {
 
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('base64').slice(0, 22);
 
+/** Work done between two yields to the event loop (FUSE requests and heartbeats are served in between). */
+const SLICE_MS = 5;
+
 /**
  * Describes `rel` under `root` (a directory path; '/' + rel must reach it) and, if recursive, everything below,
- * in sorted order, parents first. A path that does not exist gives no entries.
+ * in sorted order, parents first. A path that does not exist gives no entries. System calls are synchronous (a
+ * few microseconds each, against tens through libuv's pool), in slices between which the event loop runs.
  */
 export async function describe(root: string, rel: string, opts: DescribeOptions): Promise<TreeEntry[]> {
   const out: TreeEntry[] = [];
+  let sliceStart = Date.now();
   const visit = async (p: string, top: boolean): Promise<void> => {
-    const abs = p === '/' ? root + '/' : root + p;
-    let st: fs.BigIntStats;
-    try {
-      st = await fs.promises.lstat(abs, { bigint: true });
-    } catch (err) {
-      if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return;
-      throw err;
+    if (Date.now() - sliceStart > SLICE_MS) {
+      await new Promise((r) => setImmediate(r));
+      sliceStart = Date.now();
     }
+    const abs = p === '/' ? root + '/' : root + p;
+    let st: fs.BigIntStats | undefined;
+    try {
+      st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+    } catch (err) {
+      if (codeOf(err) !== 'ENOTDIR') throw err;
+    }
+    if (!st) return;
     const type: EntryType = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
-    const names = type === 'symlink' ? [] : (await listAttributes(abs).catch(() => [] as string[])).filter((n) => !n.startsWith(PRIVATE_XATTRS));
+    const names = type === 'symlink' ? [] : attributeNames(abs);
     if (opts.keep && !opts.keep(p, type === 'dir', names)) return;
     const e: TreeEntry = { path: p, type, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), xattrs: {} };
-    for (const n of names.sort()) e.xattrs[n] = digest(await getAttribute(abs, n).catch(() => Buffer.alloc(0)));
+    for (const n of names.sort()) e.xattrs[n] = digest(attributeValue(abs, n));
     if (type === 'file') {
       e.size = Number(st.size);
       e.mtime = String(st.mtimeNs);
       if (opts.hashes) e.hash = await hashFile(abs);
     } else if (type === 'symlink') {
-      e.target = await fs.promises.readlink(abs);
+      e.target = fs.readlinkSync(abs);
     }
     out.push(e);
     if (type === 'dir' && (top ? opts.recursive : true)) {
-      for (const name of (await fs.promises.readdir(abs).catch(() => [] as string[])).sort()) await visit(path.posix.join(p, name), false);
+      for (const name of listDir(abs).sort()) await visit(path.posix.join(p, name), false);
     }
   };
   await visit(rel, true);
   return out;
 }
 
+function attributeNames(abs: string): string[] {
+  try {
+    return listAttributesSync(abs).filter((n) => !n.startsWith(PRIVATE_XATTRS));
+  } catch {
+    return [];
+  }
+}
+
+function attributeValue(abs: string, name: string): Buffer {
+  try {
+    return getAttributeSync(abs, name);
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
+function listDir(abs: string): string[] {
+  try {
+    return fs.readdirSync(abs);
+  } catch {
+    return [];
+  }
+}
+
+/** Contents hashed a megabyte at a time, yielding between reads once a slice is used up. */
 async function hashFile(abs: string): Promise<string> {
   const h = createHash('sha256');
-  const fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  let fd: number;
+  try {
+    fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch {
+    return '';
+  }
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
+    let sliceStart = Date.now();
     for (let pos = 0; ; ) {
-      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
+      const n = fs.readSync(fd, buf, 0, READ_CHUNK, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+      if (Date.now() - sliceStart > SLICE_MS) {
+        await new Promise((r) => setImmediate(r));
+        sliceStart = Date.now();
+      }
     }
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
   return h.digest('base64');
 }

@@ -1,6 +1,7 @@
 // Brings the backup to the primary's tree while the mount serves (the initial copy), and proves they match
 // (verify, with repair). Runs on the primary: it reads the real directory, journals copies in order with live
 // mutations, and asks the backup about its tree through questions placed in the batch stream.
+import path from 'node:path';
 import type { EventLog } from '../admin/events.js';
 import { BLOCK_SIZE, PathCopier, type Locked } from '../fs/copy.js';
 import type { Journal } from '../journal/journal.js';
@@ -172,6 +173,7 @@ export class Resync {
     ]);
     const differences: Difference[] = [];
     const copier = this.copier();
+    const touchedDirs = new Set<string>();
     for (const candidate of diffTrees(primary, backup)) {
       const { mine, theirs } = await locked(async () => ({
         mine: (await describe(root, candidate.path, { hashes: true, recursive: false, keep: this.keep }))[0],
@@ -181,8 +183,12 @@ export class Resync {
       const kinds = compareEntries(mine, b);
       if (!kinds.length) continue;
       differences.push({ path: candidate.path, kinds });
-      if (repair) await copier.copy(candidate.path, { backup: b, sums: mine?.type === 'file' && b?.type === 'file' ? await this.blocks(candidate.path) : undefined });
+      if (!repair) continue;
+      await copier.copy(candidate.path, { backup: b, sums: mine?.type === 'file' && b?.type === 'file' ? await this.blocks(candidate.path) : undefined });
+      touchedDirs.add(path.posix.dirname(candidate.path));
     }
+    // Repairs add and remove names: the directories get the primary's times back.
+    await this.stampDirectories([...touchedDirs].sort().reverse());
     const report: VerifyReport = {
       at: new Date().toISOString(),
       identical: differences.length === 0,
