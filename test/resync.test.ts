@@ -150,14 +150,18 @@ t.test('drift made behind drms on the backup: verify finds each difference, --re
   t.ok(s.eventCounts.drift >= 2, 'drift was an event');
 });
 
-t.test('drms verify without a running primary, or with the backup down, says why (exit 2)', async (t) => {
+t.test('a scheduled verify reports in status; drms verify without a running primary, or with the backup down, says why (exit 2)', async (t) => {
   const { prod, dr, pstate, bstate, secret } = layout(t);
   const none = await drms(['verify', '--state', pstate]);
   t.equal(none.code, 2);
   t.match(none.stderr, /no drms primary is running/);
+  fs.writeFileSync(path.join(prod, 'daily.cm'), '&echo daily\n');
   const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, extra: ['--verify-every', '1s'] });
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0);
+  const scheduled = await primary.waitFor(/^verify: primary and backup are identical/, 15_000);
+  t.match(scheduled, { event: 'verify', differences: 0 }, 'the scheduled verify ran on its own');
+  t.match((await status(pstate)).lastVerify, { identical: true, differenceCount: 0 }, 'its result is in status');
   backup.proc.kill('SIGKILL');
   await backup.exited;
   const down = await drms(['verify', '--state', pstate]);

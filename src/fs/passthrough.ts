@@ -451,12 +451,9 @@ export class Passthrough {
   private create(p: string, mode: number): Promise<number> {
     const a = (x: string) => this.abs(x);
     return this.serial.run(async () => {
-      // The kernel also sends create for an O_CREAT open of a name it has not looked up yet: if the file exists,
-      // this is an open, and journaling a create would empty the backup's copy.
-      const existing = await fsOpen(a(p), C.O_RDWR | C.O_NOFOLLOW).catch((err) => {
-        if (codeOf(err) === 'ENOENT') return undefined;
-        throw err;
-      });
+      // Two processes racing to O_CREAT the same new name both get create: for the second the file exists, so
+      // this is an open, and journaling a create would empty the backup's copy of what the first wrote.
+      const existing = openIfExists(a(p));
       if (existing !== undefined) {
         this.handles.set(existing, { dirty: false, lastSeq: 0, syncWrites: false });
         return existing;
@@ -713,6 +710,15 @@ export class Passthrough {
       await this.stamps(mirrored), () => this.txns.end(id));
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
+  }
+}
+
+function openIfExists(abs: string): number | undefined {
+  try {
+    return fs.openSync(abs, C.O_RDWR | C.O_NOFOLLOW);
+  } catch (err) {
+    if (codeOf(err) === 'ENOENT') return undefined;
+    throw err;
   }
 }
 
