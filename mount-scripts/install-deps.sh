@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what drms needs on a Debian machine: libfuse2 and fusermount, attr tools, bindfs (the benchmark's C
-# reference), Node dependencies, then builds.
+# reference), chromium (the dashboard's browser test), Node dependencies, then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ]; then
@@ -8,7 +8,7 @@ if [ "${1:-}" = "--help" ]; then
   exit 0
 fi
 missing=()
-for pkg in libfuse2 fuse attr bindfs; do
+for pkg in libfuse2 fuse attr bindfs chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

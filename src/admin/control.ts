@@ -8,9 +8,12 @@ import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface ControlRequest {
-  cmd: 'status' | 'sync' | 'verify';
+  cmd: 'status' | 'sync' | 'verify' | 'report';
   timeoutMs?: number;
   repair?: boolean;
+  /** report: since when (ms since the epoch), and whether per file. */
+  since?: number;
+  files?: boolean;
 }
 
 export type ControlHandlers = Partial<Record<ControlRequest['cmd'], (req: ControlRequest) => unknown>>;

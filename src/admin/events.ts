@@ -15,6 +15,8 @@ const KEEP = 200;
 export class EventLog {
   private readonly ring: DrmsEvent[] = [];
   readonly counts: Record<string, number> = {};
+  /** Critical files detected, by class. */
+  readonly detected: Record<string, number> = {};
 
   constructor(private readonly log: Logger) {}
 
@@ -23,7 +25,16 @@ export class EventLog {
     this.ring.push(event);
     if (this.ring.length > KEEP) this.ring.shift();
     this.counts[kind] = (this.counts[kind] ?? 0) + 1;
+    if (kind === 'detected' && typeof fields.class === 'string') this.detected[fields.class] = (this.detected[fields.class] ?? 0) + 1;
+    for (const l of this.listeners) l(event);
     this.log[level]({ event: kind, ...fields }, message);
+  }
+
+  private readonly listeners: Array<(e: DrmsEvent) => void> = [];
+
+  /** Called with each event as it happens (alerts). */
+  subscribe(listener: (e: DrmsEvent) => void): void {
+    this.listeners.push(listener);
   }
 
   /** The latest `n` events, newest last. */

@@ -2,6 +2,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { AuthError, PathEscapeError, ProtocolError } from '../errors.js';
+import type { Activity } from '../admin/activity.js';
+import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
 import { decodeEntry } from '../journal/entry.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
@@ -21,6 +23,9 @@ export interface BackupOptions {
   secret: Buffer;
   tls?: TlsMaterial;
   log: Logger;
+  /** Applied operations are counted here (metrics, report); sessions and apply errors are events. */
+  activity?: Activity;
+  events?: EventLog;
   peer?: PeerOptions;
 }
 
@@ -88,6 +93,7 @@ export class BackupServer {
     try {
       const journalId = await this.handshake(conn);
       log.info({ journalId, appliedSeq: this.appliedSeq }, 'primary authenticated');
+      this.opts.events?.emit('connected', `primary connected from ${conn.peer}`, { peer: conn.peer, seq: this.appliedSeq });
       if (this.active) this.active.close(new ProtocolError('replaced by a newer session from the primary'));
       this.active = conn;
       for (;;) {
@@ -98,6 +104,7 @@ export class BackupServer {
       }
       if (conn.closeReason) log.warn({ err: conn.closeReason }, 'primary connection lost');
       else log.info('primary disconnected');
+      this.opts.events?.emit('disconnected', `primary ${conn.peer} disconnected${conn.closeReason ? `: ${conn.closeReason.message}` : ''}`, { peer: conn.peer }, 'warn');
     } catch (err) {
       this.lastError = (err as Error).message;
       const level = err instanceof AuthError || err instanceof PathEscapeError ? 'error' : 'warn';
@@ -149,8 +156,11 @@ export class BackupServer {
           }
           if (entry.seq <= applied) continue; // resent after a reconnect: already applied
           if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-          await this.applier.apply(entry);
+          const ok = await this.applier.apply(entry);
           applied = entry.seq;
+          const p = 'path' in entry ? entry.path : undefined;
+          this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
+          if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
         }
       }
       whole = true;

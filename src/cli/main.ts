@@ -5,18 +5,31 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { DrmsError } from '../errors.js';
+import { activityReport, reportCsv, reportText } from './activity-report.js';
 import { runBackup } from './backup.js';
+import { duration } from './flags.js';
 import { runPrimary } from './primary.js';
 import { formatListing, listRecords } from './records.js';
 import { formatReport, nodeReport, waitForSync } from './report.js';
 import { formatVerify, runVerify } from './verify.js';
 
+/** The operator's console flags, the same on primary and backup. */
+function withConsole(cmd: Command): Command {
+  return cmd
+    .option('--admin <[host:]port>', 'serve the dashboard, JSON API and /metrics here (loopback unless a host is given)')
+    .option('--admin-token-file <file>', 'bearer token for the admin endpoint (mode 600; created when absent)', undefined)
+    .option('--alert-command <command>', 'run (sh -c) when an alert fires or resolves: DRMS_ALERT, DRMS_ALERT_STATE, DRMS_ALERT_MESSAGE, JSON on stdin')
+    .option('--alert-webhook <url>', 'POST each alert as JSON to this URL')
+    .option('--alert-lag <seconds>', 'alert when replication lag passes this', '60')
+    .option('--alert-backlog <size>', 'alert when the unapplied journal passes this (e.g. 1G)', '1G')
+    .option('--alert-disconnected <seconds>', 'alert when primary and backup have been apart this long', '30');
+}
+
 const program = new Command('drms')
   .description('Disaster-recovery mirroring: capture every change on the primary, apply it in order on the backup')
   .showHelpAfterError();
 
-program
-  .command('primary')
+withConsole(program.command('primary'))
   .description('mount over DIR, journal every change and ship it to the backup')
   .requiredOption('--mount <dir>', 'production directory to mount over (it stays in place)')
   .requiredOption('--state <dir>', 'journal and status directory (outside --mount)')
@@ -34,8 +47,7 @@ program
   .option('--verify-every <duration>', 'compare primary and backup on a schedule (e.g. 30m, 6h, 1d); the result is in status')
   .action((o) => runPrimary(o));
 
-program
-  .command('backup')
+withConsole(program.command('backup'))
   .description('receive the primary\'s journal and apply it to the target directory')
   .requiredOption('--listen <host:port>', 'address to listen on')
   .requiredOption('--target <dir>', 'the DR copy')
@@ -78,6 +90,18 @@ program
     const r = await runVerify(o.state, o.repair === true, Number(o.timeout) * 1000);
     process.stdout.write((o.json ? JSON.stringify(r, null, 2) : formatVerify(r)) + '\n');
     process.exitCode = r.identical ? 0 : 1;
+  });
+
+program
+  .command('report')
+  .description('what a primary journaled or a backup applied over a time window: for the node and, with --files, per file')
+  .requiredOption('--state <dir>', 'a primary or backup state directory (running or stopped)')
+  .option('--since <duration>', 'the window, back from now (e.g. 30m, 24h, 7d; kept for 7 days)', '24h')
+  .option('--files', 'one row per file')
+  .addOption(new Option('--format <format>', 'output').choices(['text', 'json', 'csv']).default('text'))
+  .action(async (o: { state: string; since: string; files?: boolean; format: string }) => {
+    const r = await activityReport(o.state, duration(o.since, '--since'), o.files === true);
+    process.stdout.write((o.format === 'json' ? JSON.stringify(r, null, 2) : o.format === 'csv' ? reportCsv(r) : reportText(r)) + '\n');
   });
 
 program

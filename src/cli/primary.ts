@@ -2,6 +2,8 @@
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { serveControl } from '../admin/control.js';
+import { Activity } from '../admin/activity.js';
+import { startConsole } from '../admin/console.js';
 import { EventLog } from '../admin/events.js';
 import { ConfigError } from '../errors.js';
 import { mountOver, type Mounted } from '../fs/mount.js';
@@ -16,10 +18,11 @@ import { parseRoutes } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
 import { loadCredentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
+import { bytes, consoleOptions, duration, seconds, type ConsoleFlags } from './flags.js';
 import { onShutdown, prepareStateDir } from './process.js';
-import type { NodeReport } from './report.js';
+import { diskFree, type NodeReport } from './report.js';
 
-export interface PrimaryArgs extends TlsFiles {
+export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   mount: string;
   state: string;
   to: string;
@@ -40,20 +43,21 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   const drainTimeoutMs = seconds(args.drainTimeout, '--drain-timeout');
   const maxBacklogBytes = bytes(args.maxBacklog, '--max-backlog');
   const verifyEveryMs = args.verifyEvery ? duration(args.verifyEvery, '--verify-every') : 0;
+  const consoleOpts = consoleOptions(args);
   const policy = args.policy ? Policy.load(args.policy) : Policy.everything();
   const routes = parseRoutes(args.to);
   const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
   const log = createLogger('primary');
   const events = new EventLog(log);
+  const activity = new Activity(stateDir, (p) => policy.place(p, false).cls.name);
   let shipper: Shipper | undefined;
   let resync: Resync | undefined;
   let initialCopy: Promise<unknown> = new Promise(() => undefined);
   let journal: Journal | undefined;
   let mounted: Mounted | undefined;
   const startedAt = new Date().toISOString();
-  const control = await serveControl(stateDir, {
-    status: (): NodeReport => {
+  const status = (): NodeReport => {
       const j = journal;
       if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
       const lagOps = j.lastSeq - j.ackedSeq;
@@ -63,10 +67,13 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
         connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
         reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
         journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
-        policy: policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
+        diskFreeBytes: diskFree(stateDir), policy: policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
         eventCounts: events.counts, events: events.recent(20),
       };
-    },
+  };
+  const control = await serveControl(stateDir, {
+    status,
+    report: (req) => activity.report(req.since ?? 0, req.files === true),
     verify: async (req) => {
       const r = resync;
       if (!r || !shipper?.connected) return { error: `the backup is not connected${shipper?.lastError ? `: ${shipper.lastError}` : ''}` };
@@ -90,6 +97,9 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   process.umask(0); // modes come from the application's requests, already masked by the kernel
   journal = Journal.open(stateDir);
   const j0 = journal;
+  j0.observer = (seq, op) => activity.record(seq, op.op, 'path' in op ? op.path : undefined, op.op === 'write' ? op.data.length : 0);
+  j0.on('acked', (seq: number) => activity.acked(seq));
+  const nodeConsole = await startConsole('primary', stateDir, consoleOpts, { status, activity, events }, log);
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
@@ -101,7 +111,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, policy: policy.describe() }, 'mounted');
-  shipper = new Shipper(journal, { routes, ...credentials, log });
+  shipper = new Shipper(journal, { routes, ...credentials, events, log });
   shipper.start();
   const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
   resync = rs;
@@ -119,6 +129,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
     }
     await s.stop();
     control.close();
+    await nodeConsole.close();
     await j.close();
   });
 
@@ -151,24 +162,4 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
 /** The verify result without its full list of differences (status shows the first few). */
 function summary(r: VerifyReport) {
   return { ...r, differences: r.differences.slice(0, 20), differenceCount: r.differences.length };
-}
-
-/** A duration such as 90s, 30m, 6h or 1d. */
-function duration(v: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(v.trim());
-  if (!m) throw new ConfigError(`${flag} must be a duration such as 30m, 6h or 1d, not "${v}"`);
-  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
-}
-
-function seconds(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${flag} must be a positive number of seconds, not "${v}"`);
-  return n * 1000;
-}
-
-/** A size with an optional K, M, G or T suffix (powers of 1024). */
-function bytes(v: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
-  if (!m) throw new ConfigError(`${flag} must be a size such as 512M or 8G, not "${v}"`);
-  return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
 }

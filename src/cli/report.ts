@@ -31,14 +31,26 @@ export interface NodeReport {
   lagOps?: number;
   lagSeconds?: number;
   divergences?: number;
+  /** Free bytes on the disk of the state directory (primary) or of the target (backup). */
+  diskFreeBytes?: number;
   policy?: string;
   baseline?: unknown;
-  lastVerify?: unknown;
+  lastVerify?: { at: string; identical: boolean; differenceCount: number };
   eventCounts?: Record<string, number>;
   events?: unknown[];
 }
 
 const ASK_MS = 5000;
+
+/** Bytes available to unprivileged writers on the filesystem holding `dir`; undefined if it cannot be read. */
+export function diskFree(dir: string): number | undefined {
+  try {
+    const st = fs.statfsSync(dir);
+    return st.bavail * st.bsize;
+  } catch {
+    return undefined;
+  }
+}
 
 export async function nodeReport(stateArg: string): Promise<NodeReport> {
   const state = path.resolve(stateArg);

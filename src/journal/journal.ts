@@ -34,6 +34,10 @@ export class Journal extends EventEmitter {
   /** The lmdb data file, flushed by flushed(). */
   private dataFd = -1;
   private readonly entries: Database<Buffer, number>;
+  /** The operation of the entry begun last, for `observer` when it completes. */
+  private inflight: Op | undefined;
+  /** Told of every entry whose operation completed (activity counters); must be cheap. */
+  observer: ((seq: number, op: Op) => void) | undefined;
   private readonly meta: Database<unknown, string>;
 
   private constructor(env: RootDatabase, readonly dir: string, private readonly readOnly: boolean) {
@@ -83,6 +87,7 @@ export class Journal extends EventEmitter {
     const seq = this.lastSeq + 1;
     this.put(seq, op, stamps);
     this.lastSeq = seq;
+    this.inflight = op;
     return seq;
   }
 
@@ -90,6 +95,9 @@ export class Journal extends EventEmitter {
   complete(seq: number, final?: { op: Op; stamps?: Stamp[] }): void {
     if (final) this.put(seq, final.op, final.stamps);
     this.readySeq = seq;
+    const op = final?.op ?? this.inflight;
+    this.inflight = undefined;
+    if (op) this.observer?.(seq, op);
     this.emit('committed', seq);
   }
 
@@ -98,6 +106,7 @@ export class Journal extends EventEmitter {
     if (seq !== this.lastSeq || seq <= this.readySeq) throw new Error(`retract(${seq}): only the last, unfinished entry can be retracted`);
     this.entries.removeSync(seq);
     this.lastSeq = seq - 1;
+    this.inflight = undefined;
   }
 
   /** An entry with no operation behind it (times, fsync markers, the initial copy). */
@@ -105,6 +114,7 @@ export class Journal extends EventEmitter {
     const seq = this.lastSeq + 1;
     this.put(seq, op, stamps, true);
     this.lastSeq = seq;
+    this.inflight = op;
     this.complete(seq);
     return seq;
   }
@@ -118,6 +128,7 @@ export class Journal extends EventEmitter {
     });
     this.lastSeq = seq;
     this.unflushed = true;
+    this.inflight = op;
     this.complete(seq);
     return seq;
   }

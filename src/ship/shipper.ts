@@ -4,6 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AuthError, ProtocolError } from '../errors.js';
+import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
 import type { EncodedEntry, Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
@@ -18,6 +19,8 @@ export interface ShipperOptions {
   secret: Buffer;
   tls?: TlsMaterial;
   log: Logger;
+  /** Connections, losses and route switches are also operator events. */
+  events?: EventLog;
   peer?: PeerOptions;
 }
 
@@ -124,14 +127,14 @@ export class Shipper {
       streaming = true;
       if (this.route && this.route !== route) {
         this.routeSwitches++;
-        log.warn({ from: this.route.label, peer: conn.peer }, 'route switched');
+        this.note(log, 'route-switched', 'route switched', { from: this.route.label, route: route.label, peer: conn.peer }, 'warn');
       }
       this.connected = true;
       this.route = route;
       this.peer = conn.peer;
       this.lastError = undefined;
       this.reconnects++;
-      log.info({ peer: conn.peer, seq: from }, 'connected to backup; shipping');
+      this.note(log, 'connected', 'connected to backup; shipping', { route: route.label, peer: conn.peer, seq: from }, 'info');
       const preferred = this.opts.routes[0]!;
       if (route !== preferred) probe = setInterval(() => void this.probe(preferred, conn, log), PREFERRED_PROBE_MS);
       await this.stream(conn, from);
@@ -140,6 +143,7 @@ export class Shipper {
       }
     } catch (err) {
       this.fail(log, err, streaming ? 'backup connection lost' : 'backup handshake failed');
+      if (streaming && !this.stopping) this.opts.events?.emit('disconnected', `backup connection lost: ${(err as Error).message}`, { route: route.label, peer: conn.peer }, 'warn');
     } finally {
       clearInterval(probe);
       conn.close();
@@ -163,6 +167,12 @@ export class Shipper {
     socket.destroy();
     log.info({ preferred: preferred.label }, 'preferred route answers again; switching back');
     conn.close(new PreferredRouteBack());
+  }
+
+  /** An operator event when there is an event log, else a log line (same message either way). */
+  private note(log: Logger, kind: string, msg: string, fields: Record<string, unknown>, level: 'info' | 'warn'): void {
+    if (this.opts.events) this.opts.events.emit(kind, msg, fields, level);
+    else log[level](fields, msg);
   }
 
   private fail(log: Logger, err: unknown, msg: string): void {
