@@ -20,11 +20,11 @@ mkdir -p "$demo"/{production,dr-copy,primary-state,backup-state}
 [ -e "$demo/secret" ] || drms keygen --out "$demo/secret"
 
 pretty="$root/node_modules/.bin/pino-pretty"
-drms backup --listen 127.0.0.1:7700 --target "$demo/dr-copy" --state "$demo/backup-state" --secret-file "$demo/secret" \
+drms backup --listen 127.0.0.1:7700 --target "$demo/dr-copy" --state "$demo/backup-state" --secret-file "$demo/secret" --admin 7702 \
   > >("$pretty" > "$demo/backup.log") 2>&1 &
 backup=$!
 sleep 0.5
-drms primary --mount "$demo/production" --state "$demo/primary-state" --to 127.0.0.1:7700 --secret-file "$demo/secret" \
+drms primary --mount "$demo/production" --state "$demo/primary-state" --to 127.0.0.1:7700 --secret-file "$demo/secret" --admin 7701 \
   > >("$pretty" > "$demo/primary.log") 2>&1 &
 primary=$!
 stopped=0
@@ -46,7 +46,9 @@ cat <<MSG
 drms demo is running.
   production (mounted, mirrored):  $demo/production
   DR copy:                         $demo/dr-copy
-  logs:                            $demo/primary.log  $demo/backup.log
+  logs (pino-pretty):              $demo/primary.log  $demo/backup.log
+  dashboards:                      http://127.0.0.1:7701/ (primary)  http://127.0.0.1:7702/ (backup)
+  admin tokens:                    $demo/primary-state/admin.token  $demo/backup-state/admin.token
 
 Try, in another shell:
   echo "card txn 1" >> $demo/production/txn.log

@@ -5,6 +5,7 @@ import { ask } from '../admin/control.js';
 import { BackupState } from '../apply/state.js';
 import { ConfigError } from '../errors.js';
 import { readJournal } from '../journal/journal.js';
+import type { Progress } from '../verify/resync.js';
 
 export interface NodeReport {
   role: 'primary' | 'backup';
@@ -34,7 +35,7 @@ export interface NodeReport {
   /** Free bytes on the disk of the state directory (primary) or of the target (backup). */
   diskFreeBytes?: number;
   policy?: string;
-  baseline?: unknown;
+  baseline?: Progress;
   lastVerify?: { at: string; identical: boolean; differenceCount: number };
   eventCounts?: Record<string, number>;
   events?: unknown[];
@@ -72,6 +73,12 @@ export async function nodeReport(stateArg: string): Promise<NodeReport> {
   throw new ConfigError(`${state} is not a drms state directory (no journal or backup state in it)`);
 }
 
+function copyLine(p: Progress | undefined): string | undefined {
+  if (!p) return undefined;
+  if (p.phase === 'done') return `done (${p.files} files, ${(p.bytesSent / 2 ** 20).toFixed(1)} MiB sent)`;
+  return `${p.phase}: ${p.files}/${p.filesTotal} files, ${(p.bytes / 2 ** 20).toFixed(0)}/${(p.bytesTotal / 2 ** 20).toFixed(0)} MiB${p.etaSeconds !== undefined ? `, ETA ${p.etaSeconds} s` : ''}`;
+}
+
 export function formatReport(r: NodeReport): string {
   const rows: Array<[string, unknown]> = [
     ['role', r.role],
@@ -91,6 +98,10 @@ export function formatReport(r: NodeReport): string {
     ['lag', r.lagOps === undefined ? undefined : `${r.lagOps} ops, ${r.lagSeconds!.toFixed(1)} s`],
     ['backlog', r.backlogBytes === undefined ? undefined : `${(r.backlogBytes / 2 ** 20).toFixed(1)} MiB${r.backlogFull ? ' (AT THE CAP: writers are held)' : ''}`],
     ['apply divergences', r.divergences],
+    ['disk free', r.diskFreeBytes === undefined ? undefined : `${(r.diskFreeBytes / 2 ** 30).toFixed(1)} GiB`],
+    ['policy', r.policy],
+    ['initial copy', copyLine(r.baseline)],
+    ['last verify', r.lastVerify && `${r.lastVerify.identical ? 'identical' : `${r.lastVerify.differenceCount} difference(s)`} at ${r.lastVerify.at}`],
   ];
   return rows.filter(([, v]) => v !== undefined).map(([k, v]) => `${(k + ':').padEnd(20)}${v}`).join('\n');
 }
