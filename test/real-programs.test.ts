@@ -27,8 +27,9 @@ async function stableCopy(dir: string, names: string[], into: string): Promise<b
   return false;
 }
 
-async function integrity(dbDir: string): Promise<string> {
-  return (await sh(`sqlite3 bank.db 'PRAGMA integrity_check; SELECT count(*) FROM txn;'`, dbDir)).trim();
+/** integrity_check, and with `rows` the row count (a read before the table's creation committed has no table). */
+async function integrity(dbDir: string, rows = false): Promise<string> {
+  return (await sh(`sqlite3 bank.db 'PRAGMA integrity_check;${rows ? ' SELECT count(*) FROM txn;' : ''}'`, dbDir)).trim();
 }
 
 for (const mode of ['delete', 'wal'] as const) {
@@ -46,7 +47,7 @@ for (const mode of ['delete', 'wal'] as const) {
         if (await stableCopy(dr, names, path.join(dir, 'read'))) {
           const out = await integrity(path.join(dir, 'read')).catch((err: Error) => `error: ${err.message}`);
           reads++;
-          if (!out.startsWith('ok\n')) problems.push(out);
+          if (out !== 'ok') problems.push(out);
         }
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -59,11 +60,11 @@ for (const mode of ['delete', 'wal'] as const) {
     writing = false;
     await reader;
     t.ok(reads >= 5, `the DR copy was read ${reads} times while the workload ran`);
-    t.same(problems, [], 'integrity_check was ok every time');
+    t.same(problems.slice(0, 3), [], `integrity_check was ok every time (${problems.length} failures)`);
     t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0);
     await stableCopy(dr, names, path.join(dir, 'final'));
-    t.equal(await integrity(path.join(dir, 'final')), 'ok\n1500', 'after sync: every committed row is on the DR copy');
-    t.equal(await integrity(prod), 'ok\n1500');
+    t.equal(await integrity(path.join(dir, 'final'), true), 'ok\n1500', 'after sync: every committed row is on the DR copy');
+    t.equal(await integrity(prod, true), 'ok\n1500');
   });
 }
 
@@ -101,13 +102,14 @@ t.test('git clone and commit, tar extract, make, and an editor-style save on the
   `, prod, 300_000);
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '120'])).code, 0);
 
-  const fsck = await sh('git fsck --full --strict 2>&1 && git log --oneline | wc -l', path.join(dr, 'repo'));
-  t.match(fsck.trim(), /^40$/m, 'git fsck is clean on the DR copy and the history has all 40 commits');
-  t.equal((await sh('git status --porcelain', path.join(dr, 'repo'))).trim(), '', 'the DR working tree matches its index');
-  t.equal((await sh('./app', path.join(dr, 'build'))).trim(), 'settled', 'the program built by make runs from the DR copy');
-  t.equal(fs.readFileSync(path.join(dr, 'rates.table'), 'utf8'), 'rate=4\n', 'the editor-style save landed whole');
-  t.notOk(fs.existsSync(path.join(dr, '.rates.table.swp')));
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
   t.same(b.entries, p.entries, 'the trees are identical: contents, modes, owners, symlinks, xattrs, mtimes');
   t.equal(Object.keys(p.entries).filter((k) => k.startsWith('/extracted/')).length, 20 * 2 + 20 * 50 + 1, 'tar extracted every entry');
+  // Read-only checks on the DR copy (git status would refresh the index without --no-optional-locks).
+  const fsck = await sh('git fsck --full --strict 2>&1 && git log --oneline | wc -l', path.join(dr, 'repo'));
+  t.match(fsck.trim(), /^40$/m, 'git fsck is clean on the DR copy and the history has all 40 commits');
+  t.equal((await sh('git --no-optional-locks status --porcelain', path.join(dr, 'repo'))).trim(), '', 'the DR working tree matches its index');
+  t.equal((await sh('./app', path.join(dr, 'build'))).trim(), 'settled', 'the program built by make runs from the DR copy');
+  t.equal(fs.readFileSync(path.join(dr, 'rates.table'), 'utf8'), 'rate=4\n', 'the editor-style save landed whole');
+  t.notOk(fs.existsSync(path.join(dr, '.rates.table.swp')));
 });
