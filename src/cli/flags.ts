@@ -46,3 +46,15 @@ export function consoleOptions(f: ConsoleFlags): ConsoleOptions {
     },
   };
 }
+
+/** Defaults of the primary's flags, also for a set read from a config file. */
+export const PRIMARY_DEFAULTS = {
+  mode: 'async',
+  syncTimeout: '30',
+  onSyncTimeout: 'degrade',
+  drainTimeout: '10',
+  maxBacklog: '8G',
+  alertLag: '60',
+  alertBacklog: '1G',
+  alertDisconnected: '30',
+} as const;

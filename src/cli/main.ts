@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { DrmsError } from '../errors.js';
 import { activityReport, reportCsv, reportText } from './activity-report.js';
 import { runBackup } from './backup.js';
-import { duration } from './flags.js';
+import { duration, PRIMARY_DEFAULTS } from './flags.js';
 import { runPrimary } from './primary.js';
 import { formatListing, listRecords } from './records.js';
 import { formatReport, nodeReport, waitForSync } from './report.js';
@@ -20,9 +20,9 @@ function withConsole(cmd: Command): Command {
     .option('--admin-token-file <file>', 'bearer token for the admin endpoint (mode 600; created when absent)', undefined)
     .option('--alert-command <command>', 'run (sh -c) when an alert fires or resolves: DRMS_ALERT, DRMS_ALERT_STATE, DRMS_ALERT_MESSAGE, JSON on stdin')
     .option('--alert-webhook <url>', 'POST each alert as JSON to this URL')
-    .option('--alert-lag <seconds>', 'alert when replication lag passes this', '60')
-    .option('--alert-backlog <size>', 'alert when the unapplied journal passes this (e.g. 1G)', '1G')
-    .option('--alert-disconnected <seconds>', 'alert when primary and backup have been apart this long', '30');
+    .option('--alert-lag <seconds>', 'alert when replication lag passes this', PRIMARY_DEFAULTS.alertLag)
+    .option('--alert-backlog <size>', 'alert when the unapplied journal passes this (e.g. 1G)', PRIMARY_DEFAULTS.alertBacklog)
+    .option('--alert-disconnected <seconds>', 'alert when primary and backup have been apart this long', PRIMARY_DEFAULTS.alertDisconnected);
 }
 
 const program = new Command('drms')
@@ -30,19 +30,21 @@ const program = new Command('drms')
   .showHelpAfterError();
 
 withConsole(program.command('primary'))
-  .description('mount over DIR, journal every change and ship it to the backup')
-  .requiredOption('--mount <dir>', 'production directory to mount over (it stays in place)')
-  .requiredOption('--state <dir>', 'journal and status directory (outside --mount)')
-  .requiredOption('--to <host:port,...>', 'backup address(es), preferred first')
+  .description('mount over DIR, journal every change and ship it to the backup; SIGHUP reloads the configuration')
+  .option('--config <file>', 'take the settings from a set in this config file (JSON) instead of flags; read again on SIGHUP')
+  .option('--set <name>', 'with --config: which set (needed when the file holds several)')
+  .option('--mount <dir>', 'production directory to mount over (it stays in place)')
+  .option('--state <dir>', 'journal and status directory (outside --mount)')
+  .option('--to <host:port,...>', 'backup address(es), preferred first')
   .option('--secret-file <file>', 'shared secret (mode 600)')
   .option('--tls-cert <file>', 'this side\'s certificate (PEM), for mutual TLS')
   .option('--tls-key <file>', 'its private key (PEM, mode 600)')
   .option('--tls-ca <file>', 'the CA that signs the other side\'s certificate')
-  .addOption(new Option('--mode <mode>', 'async: never wait for the network; sync: fsync and close wait for the backup').choices(['async', 'sync']).default('async'))
-  .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup', '30')
-  .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default('degrade'))
-  .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', '10')
-  .option('--max-backlog <size>', 'unapplied journal size at which writers wait for the backup (e.g. 512M, 8G; 0: no cap)', '8G')
+  .addOption(new Option('--mode <mode>', 'async: never wait for the network; sync: fsync and close wait for the backup').choices(['async', 'sync']).default(PRIMARY_DEFAULTS.mode))
+  .option('--sync-timeout <seconds>', 'sync mode: how long fsync/close wait for the backup', PRIMARY_DEFAULTS.syncTimeout)
+  .addOption(new Option('--on-sync-timeout <policy>', 'sync mode, backup silent past the timeout: degrade to async (loud alert) or fail the call with EIO').choices(['degrade', 'fail']).default(PRIMARY_DEFAULTS.onSyncTimeout))
+  .option('--drain-timeout <seconds>', 'on shutdown: how long to keep shipping the backlog', PRIMARY_DEFAULTS.drainTimeout)
+  .option('--max-backlog <size>', 'unapplied journal size at which writers wait for the backup (e.g. 512M, 8G; 0: no cap)', PRIMARY_DEFAULTS.maxBacklog)
   .option('--policy <file>', 'critical-file policy (YAML or JSON): include/exclude globs and classes; without it everything is mirrored')
   .option('--verify-every <duration>', 'compare primary and backup on a schedule (e.g. 30m, 6h, 1d); the result is in status')
   .action((o) => runPrimary(o));

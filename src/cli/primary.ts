@@ -14,10 +14,11 @@ import { Policy } from '../policy/policy.js';
 import { Resync, type VerifyReport } from '../verify/resync.js';
 import { rollbackOpenTransactions } from '../vos/transactions.js';
 import { createLogger } from '../log.js';
-import { parseRoutes } from '../ship/routes.js';
+import { parseRoutes, type Route } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
-import { loadCredentials } from '../wire/auth.js';
+import { loadCredentials, type Credentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
+import { loadSet } from './config.js';
 import { bytes, consoleOptions, duration, seconds, type ConsoleFlags } from './flags.js';
 import { onShutdown, prepareStateDir } from './process.js';
 import { diskFree, type NodeReport } from './report.js';
@@ -36,21 +37,55 @@ export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   verifyEvery?: string;
 }
 
-export async function runPrimary(args: PrimaryArgs): Promise<void> {
+/** What the flags (or a config set) say, checked; everything but mount, state and the console can change on SIGHUP. */
+interface Settings {
+  mode: ReplicationMode;
+  syncTimeoutMs: number;
+  onSyncTimeout: 'degrade' | 'fail';
+  drainTimeoutMs: number;
+  maxBacklogBytes: number;
+  verifyEveryMs: number;
+  policy: Policy;
+  routes: Route[];
+  credentials: Credentials;
+}
+
+function settingsOf(args: PrimaryArgs): Settings {
   const mode = args.mode as ReplicationMode;
   if (mode !== 'async' && mode !== 'sync') throw new ConfigError(`--mode must be async or sync, not "${args.mode}"`);
-  const syncTimeoutMs = seconds(args.syncTimeout, '--sync-timeout');
-  const drainTimeoutMs = seconds(args.drainTimeout, '--drain-timeout');
-  const maxBacklogBytes = bytes(args.maxBacklog, '--max-backlog');
-  const verifyEveryMs = args.verifyEvery ? duration(args.verifyEvery, '--verify-every') : 0;
+  if (args.onSyncTimeout !== 'degrade' && args.onSyncTimeout !== 'fail') throw new ConfigError(`--on-sync-timeout must be degrade or fail, not "${String(args.onSyncTimeout)}"`);
+  return {
+    mode,
+    syncTimeoutMs: seconds(args.syncTimeout, '--sync-timeout'),
+    onSyncTimeout: args.onSyncTimeout,
+    drainTimeoutMs: seconds(args.drainTimeout, '--drain-timeout'),
+    maxBacklogBytes: bytes(args.maxBacklog, '--max-backlog'),
+    verifyEveryMs: args.verifyEvery ? duration(args.verifyEvery, '--verify-every') : 0,
+    policy: args.policy ? Policy.load(args.policy) : Policy.everything(),
+    routes: parseRoutes(args.to),
+    credentials: loadCredentials(args),
+  };
+}
+
+/** The flags, or the set named in --config (read again at each SIGHUP). */
+function argsOf(args: PrimaryArgs & { config?: string; set?: string }): PrimaryArgs {
+  if (!args.config) {
+    for (const f of ['mount', 'state', 'to'] as const) if (!args[f]) throw new ConfigError(`--${f} is required (or --config FILE)`);
+    return args;
+  }
+  const flags = (['mount', 'state', 'to'] as const).filter((f) => args[f]);
+  if (flags.length) throw new ConfigError(`give either --config or ${flags.map((f) => `--${f}`).join(', ')}, not both`);
+  return loadSet(args.config, args.set);
+}
+
+export async function runPrimary(given: PrimaryArgs & { config?: string; set?: string }): Promise<void> {
+  const args = argsOf(given);
+  let settings = settingsOf(args);
   const consoleOpts = consoleOptions(args);
-  const policy = args.policy ? Policy.load(args.policy) : Policy.everything();
-  const routes = parseRoutes(args.to);
-  const credentials = loadCredentials(args);
   const stateDir = prepareStateDir(args.state);
   const log = createLogger('primary');
   const events = new EventLog(log);
-  const activity = new Activity(stateDir, (p) => policy.place(p, false).cls.name);
+  const activity = new Activity(stateDir, (p) => settings.policy.place(p, false).cls.name);
   let shipper: Shipper | undefined;
   let resync: Resync | undefined;
   let initialCopy: Promise<unknown> = new Promise(() => undefined);
@@ -58,18 +93,19 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   let mounted: Mounted | undefined;
   const startedAt = new Date().toISOString();
   const status = (): NodeReport => {
-      const j = journal;
-      if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
-      const lagOps = j.lastSeq - j.ackedSeq;
-      const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
-      return {
-        role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode, syncDegraded: mounted?.syncDegraded, backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
-        connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
-        reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
-        journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
-        diskFreeBytes: diskFree(stateDir), policy: policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
-        eventCounts: events.counts, events: events.recent(20),
-      };
+    const j = journal;
+    if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
+    const lagOps = j.lastSeq - j.ackedSeq;
+    const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
+    return {
+      role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode: settings.mode, syncDegraded: mounted?.syncDegraded,
+      backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
+      connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
+      reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
+      journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+      diskFreeBytes: diskFree(stateDir), policy: settings.policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
+      eventCounts: events.counts, events: events.recent(20),
+    };
   };
   const control = await serveControl(stateDir, {
     status,
@@ -103,7 +139,8 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
-  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout: args.onSyncTimeout, maxBacklogBytes, policy, events, log }, async (root) => {
+  const { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy } = settings;
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, events, log }, async (root) => {
     await recoverInFlight(j0, root, log);
     await rollbackOpenTransactions(j0, root, log);
   }).catch((err: NodeJS.ErrnoException) => {
@@ -111,7 +148,7 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
   });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, policy: policy.describe() }, 'mounted');
-  shipper = new Shipper(journal, { routes, ...credentials, events, log });
+  shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, events, log });
   shipper.start();
   const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
   resync = rs;
@@ -119,12 +156,13 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
 
   const j = journal;
   const s = shipper;
+  let verifyTimer: NodeJS.Timeout | undefined;
   onShutdown(log, async () => {
     stopping = true;
     clearInterval(verifyTimer);
     await m.unmount().catch((err) => log.error({ err, path: m.dir }, 'unmount failed'));
     log.info({ path: m.dir }, 'unmounted; draining the journal to the backup');
-    if (!(await s.drain(drainTimeoutMs))) {
+    if (!(await s.drain(settings.drainTimeoutMs))) {
       log.warn({ seq: j.lastSeq, acked: j.ackedSeq }, 'backlog not fully shipped; it stays in the journal and ships on next start');
     }
     await s.stop();
@@ -147,16 +185,51 @@ export async function runPrimary(args: PrimaryArgs): Promise<void> {
       }
     }
   };
-  if (j.baselinePolicy !== policy.fingerprint) initialCopy = untilDone('initial copy', () => rs.baseline(policy.fingerprint));
-  else {
+  const copyIfPolicyChanged = () => {
+    if (j.baselinePolicy === settings.policy.fingerprint) return false;
+    const fingerprint = settings.policy.fingerprint;
+    initialCopy = untilDone('initial copy', () => rs.baseline(fingerprint));
+    return true;
+  };
+  const scheduleVerify = () => {
+    clearInterval(verifyTimer);
+    verifyTimer = settings.verifyEveryMs ? setInterval(() => {
+      if (s.connected) void rs.verify(false).catch((err) => log.warn({ err }, 'scheduled verify failed'));
+      else log.warn({ lastError: s.lastError }, 'scheduled verify skipped: the backup is not connected');
+    }, settings.verifyEveryMs) : undefined;
+    verifyTimer?.unref();
+  };
+  if (!copyIfPolicyChanged()) {
     initialCopy = Promise.resolve();
     if (j.uncleanStop) void untilDone('verify after a crash', () => rs.verify(true));
   }
-  const verifyTimer = verifyEveryMs ? setInterval(() => {
-    if (s.connected) void rs.verify(false).catch((err) => log.warn({ err }, 'scheduled verify failed'));
-    else log.warn({ lastError: s.lastError }, 'scheduled verify skipped: the backup is not connected');
-  }, verifyEveryMs) : undefined;
-  verifyTimer?.unref();
+  scheduleVerify();
+
+  // SIGHUP: read the flags' files (or the config set) again and apply what changed, without unmounting.
+  process.on('SIGHUP', () => {
+    let next: Settings;
+    let nextArgs: PrimaryArgs;
+    try {
+      nextArgs = argsOf(given);
+      next = settingsOf(nextArgs);
+    } catch (err) {
+      events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
+      return;
+    }
+    const restartOnly = (['mount', 'state', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected'] as const)
+      .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
+    if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
+    const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery'] as const)
+      .filter((k) => nextArgs[k] !== args[k]);
+    settings = next;
+    Object.assign(args, nextArgs, { mount: args.mount, state: args.state });
+    m.configure({ mode: next.mode, syncTimeoutMs: next.syncTimeoutMs, onSyncTimeout: next.onSyncTimeout, maxBacklogBytes: next.maxBacklogBytes, policy: next.policy });
+    // Credentials are read again even when the flags name the same files: a renewed certificate.
+    s.reconfigure({ routes: next.routes, ...next.credentials });
+    scheduleVerify();
+    const copying = copyIfPolicyChanged();
+    events.emit('reloaded', `configuration reloaded${changed.length ? ` (${changed.join(', ')})` : ''}${copying ? '; the policy changed: copying the difference' : ''}`, { changed }, 'warn');
+  });
 }
 
 /** The verify result without its full list of differences (status shows the first few). */

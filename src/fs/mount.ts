@@ -23,6 +23,8 @@ export interface Mounted {
   readonly backlogFull: boolean;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of a file. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** New replication settings or policy (configuration reload); mutations already running keep the old. */
+  configure(changes: Pick<PassthroughOptions, 'mode' | 'syncTimeoutMs' | 'onSyncTimeout' | 'maxBacklogBytes' | 'policy'>): void;
   /** Whether the policy mirrors a path. */
   mirrored(p: string, kind?: 'dir' | 'file'): boolean;
   unmount(): Promise<void>;
@@ -107,6 +109,7 @@ export async function mountOver(
     root,
     exclusive: (fn) => passthrough.exclusive(fn),
     mirrored: (p, kind) => passthrough.mirrored(p, kind),
+    configure: (changes) => passthrough.configure(changes),
     get syncDegraded() {
       return passthrough.syncDegraded;
     },

@@ -118,6 +118,11 @@ export class Passthrough {
     }
   }
 
+  configure(changes: Partial<PassthroughOptions>): void {
+    Object.assign(this.opts, changes);
+    this.forget();
+  }
+
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.serial.run(fn);
   }

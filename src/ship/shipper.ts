@@ -52,7 +52,7 @@ export class Shipper {
   private readonly queries: PendingQuery[] = [];
   private nextQueryId = 1;
 
-  constructor(private readonly journal: Journal, private readonly opts: ShipperOptions) {
+  constructor(private readonly journal: Journal, private opts: ShipperOptions) {
     journal.on('committed', () => {
       if (this.commitsWanted) this.wake.notify();
     });
@@ -82,6 +82,12 @@ export class Shipper {
       this.queries.push({ afterSeq: this.journal.lastSeq, query, sent: false, resolve: resolve as (r: unknown) => void, reject });
       this.wake.notify();
     });
+  }
+
+  /** New routes or credentials (configuration reload): the current session ends and the next uses them. */
+  reconfigure(changes: Pick<ShipperOptions, 'routes' | 'secret' | 'tls'>): void {
+    this.opts = { ...this.opts, ...changes };
+    this.conn?.close(new SessionRestart('configuration reloaded'));
   }
 
   /** Waits until the backup has applied everything journaled so far. */
@@ -138,7 +144,7 @@ export class Shipper {
       const preferred = this.opts.routes[0]!;
       if (route !== preferred) probe = setInterval(() => void this.probe(preferred, conn, log), PREFERRED_PROBE_MS);
       await this.stream(conn, from);
-      if (!this.stopping && !(conn.closeReason instanceof PreferredRouteBack)) {
+      if (!this.stopping && !(conn.closeReason instanceof SessionRestart)) {
         throw conn.closeReason ?? new ProtocolError('the backup closed the connection', { peer: conn.peer });
       }
     } catch (err) {
@@ -166,7 +172,7 @@ export class Shipper {
     if (!socket) return;
     socket.destroy();
     log.info({ preferred: preferred.label }, 'preferred route answers again; switching back');
-    conn.close(new PreferredRouteBack());
+    conn.close(new SessionRestart('the preferred route answers again'));
   }
 
   /** An operator event when there is an event log, else a log line (same message either way). */
@@ -274,7 +280,8 @@ export class Shipper {
   }
 }
 
-class PreferredRouteBack extends Error {}
+/** Ends a healthy session on purpose (preferred route back, new settings); run() starts the next at once. */
+class SessionRestart extends Error {}
 
 function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnection): Frame {
   if (!frame) throw new ProtocolError('backup closed the connection during the handshake (is TLS configured alike on both sides?)', { peer: conn.peer });
