@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what drms needs on a Debian machine: libfuse2 and fusermount, attr tools, bindfs (the benchmark's C
 # reference), chromium (the dashboard's browser test), sqlite3, git, make and gcc (the unmodified programs the tests
-# run on the mount), Node dependencies, then builds.
+# run on the mount), shellcheck, Node dependencies, then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ]; then
@@ -9,7 +9,7 @@ if [ "${1:-}" = "--help" ]; then
   exit 0
 fi
 missing=()
-for pkg in libfuse2 fuse attr bindfs chromium sqlite3 git make gcc; do
+for pkg in libfuse2 fuse attr bindfs chromium sqlite3 git make gcc shellcheck; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -3,6 +3,7 @@
 import './threadpool.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DrmsError } from '../errors.js';
 import { activityReport, reportCsv, reportText } from './activity-report.js';
@@ -10,6 +11,7 @@ import { runBackup } from './backup.js';
 import { duration, PRIMARY_DEFAULTS } from './flags.js';
 import { runPrimary } from './primary.js';
 import { formatListing, listRecords } from './records.js';
+import { checkSet, findSets } from './sets.js';
 import { formatReport, nodeReport, waitForSync } from './report.js';
 import { formatVerify, runVerify } from './verify.js';
 
@@ -104,6 +106,27 @@ program
   .action(async (o: { state: string; since: string; files?: boolean; format: string }) => {
     const r = await activityReport(o.state, duration(o.since, '--since'), o.files === true);
     process.stdout.write((o.format === 'json' ? JSON.stringify(r, null, 2) : o.format === 'csv' ? reportCsv(r) : reportText(r)) + '\n');
+  });
+
+program
+  .command('sets')
+  .description('list the mirrored sets of config files (tab-separated: name, config file, mount, state), for the mount scripts')
+  .option('--config <file|dir>', 'a config file, or a directory of *.json config files', '/etc/drms')
+  .option('--set <name...>', 'only these sets')
+  .option('--check', 'also run the checks made before mounting; exit 1 if one fails')
+  .action(async (o: { config: string; set?: string[]; check?: boolean }) => {
+    const refs = findSets(o.config, o.set ?? []);
+    let failed = false;
+    for (const ref of refs) {
+      if (o.check) {
+        const { fatal, warnings } = await checkSet(ref);
+        for (const w of warnings) process.stderr.write(`drms: ${ref.set.name}: warning: ${w}\n`);
+        for (const f of fatal) process.stderr.write(`drms: ${ref.set.name}: ${f}\n`);
+        failed ||= fatal.length > 0;
+      }
+      process.stdout.write([ref.set.name, ref.file, path.resolve(ref.set.mount), path.resolve(ref.set.state)].join('\t') + '\n');
+    }
+    process.exitCode = failed ? 1 : 0;
   });
 
 program

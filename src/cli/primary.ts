@@ -1,4 +1,5 @@
 // `drms primary`: mount over the production directory, journal every mutation, ship to the backup.
+import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { serveControl } from '../admin/control.js';
@@ -128,6 +129,9 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
     },
   }, log);
 
+  // For scripts that must find the process even when it does not answer (drms-umount --force).
+  const pidFile = path.join(stateDir, 'primary.pid');
+  fs.writeFileSync(pidFile, `${process.pid}\n`);
   const mountArg = path.resolve(args.mount);
   if (stateDir === mountArg || stateDir.startsWith(mountArg + path.sep)) throw new ConfigError('--state must not be inside --mount');
   process.umask(0); // modes come from the application's requests, already masked by the kernel
@@ -169,6 +173,7 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
     control.close();
     await nodeConsole.close();
     await j.close();
+    fs.rmSync(pidFile, { force: true });
   });
 
   // The mount serves at once; the initial copy (first start, or a changed policy) runs beside live changes.
