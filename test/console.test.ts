@@ -7,7 +7,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { drms, layout, sh, startBackup, startPrimary } from './helpers/cluster.js';
+import { drms, layout, sh, startBackup, startNode, startPrimary } from './helpers/cluster.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const OUTPUT = path.resolve(import.meta.dirname, '../test-output');
@@ -184,4 +184,44 @@ t.test('console flag mistakes are refused before anything starts', async (t) => 
   const hook = await drms(['primary', '--mount', prod, '--state', pstate, '--to', '127.0.0.1:9', '--secret-file', secret, '--alert-webhook', 'mailto:ops']);
   t.equal(hook.code, 2);
   t.match(hook.stderr, /--alert-webhook must be an http\(s\) URL/);
+});
+
+t.test('watchdog: a backup whose disk hangs is stalled replication on the primary and a stuck apply on the backup', async (t) => {
+  const { dir, prod, pstate, bstate, secret } = layout(t);
+  // The DR copy lives on a bindfs mount; freezing bindfs makes every apply hang while the backup still answers pings.
+  const real = path.join(dir, 'dr-real');
+  const dr = path.join(dir, 'dr');
+  fs.mkdirSync(real);
+  fs.mkdirSync(dr);
+  await sh(`bindfs --no-allow-other ${real} ${dr}`, dir);
+  const bindfsPid = Number((await sh(`pgrep -f "bindfs --no-allow-other ${real}"`, dir)).trim().split('\n')[0]);
+  t.teardown(async () => {
+    process.kill(bindfsPid, 'SIGCONT');
+    await sh(`fusermount -uz ${dr} || true`, dir);
+  });
+  const alerts = path.join(dir, 'alerts.jsonl');
+  const backup = startNode(t, ['backup', '--listen', '127.0.0.1:0', '--target', dr, '--state', bstate, '--secret-file', secret, '--alert-stuck', '2', '--alert-command', `cat >> ${alerts}`]);
+  const port = Number(String((await backup.waitFor('backup listening')).listen).split(':').pop());
+  const primary = await startPrimary(t, {
+    mount: prod, state: pstate, to: `127.0.0.1:${port}`, secret, extra: ['--alert-stuck', '2', '--alert-command', `cat >> ${alerts}`],
+  });
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0);
+  process.kill(bindfsPid, 'SIGSTOP');
+  await sh('echo "txn while the DR disk hangs" > hung.log', prod);
+  const seen = async (alert: string, role: string) => {
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      const lines = fs.existsSync(alerts) ? fs.readFileSync(alerts, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+      const hit = lines.find((a: { alert: string; role: string }) => a.alert === alert && a.role === role);
+      if (hit) return hit;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return undefined;
+  };
+  t.match(await seen('replication-stalled', 'primary'), { state: 'firing', message: /connected, \d+ ops behind, and nothing applied/ }, 'the primary: replication stalled');
+  t.match(await seen('apply-stuck', 'backup'), { state: 'firing', message: /one batch has been applying for/ }, 'the backup: apply stuck');
+  t.equal(JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout).connected, true, 'still connected: a stall, not a disconnection');
+  process.kill(bindfsPid, 'SIGCONT');
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0, 'the disk back: replication resumes');
+  t.match(await seen('replication-stalled', 'primary').then(() => primary.waitFor(/ALERT replication-stalled resolved/, 10_000)), { alert: 'replication-stalled', state: 'resolved' });
 });

@@ -11,6 +11,8 @@ export interface AlertOptions {
   lagSeconds: number;
   backlogBytes: number;
   disconnectedSeconds: number;
+  /** Watchdog: an operation, an apply or a connected replication making no progress for this long. */
+  stuckSeconds: number;
 }
 
 export interface Alert {
@@ -32,6 +34,11 @@ const CONDITIONS: Array<{ alert: string; test: (s: NodeReport, o: AlertOptions, 
   { alert: 'lag', test: (s, o) => ((s.lagSeconds ?? 0) > o.lagSeconds ? `replication lag ${(s.lagSeconds ?? 0).toFixed(1)} s (threshold ${o.lagSeconds} s)` : undefined) },
   { alert: 'backlog', test: (s, o) => ((s.backlogBytes ?? 0) > o.backlogBytes ? `journal backlog ${s.backlogBytes} bytes (threshold ${o.backlogBytes})` : undefined) },
   { alert: 'backlog-full', test: (s) => (s.backlogFull ? 'writers are held at the --max-backlog cap' : undefined) },
+  // Watchdog: something that should finish in milliseconds has not.
+  { alert: 'operation-stuck', test: (s, o) => ((s.operationSeconds ?? 0) > o.stuckSeconds ? `an operation on the mount has run for ${Math.round(s.operationSeconds!)} s: applications writing to it are blocked` : undefined) },
+  { alert: 'replication-stalled', test: (s, o) => ((s.stalledSeconds ?? 0) > o.stuckSeconds ? `connected, ${s.lagOps} ops behind, and nothing applied for ${Math.round(s.stalledSeconds!)} s` : undefined) },
+  { alert: 'apply-stuck', test: (s, o) => ((s.applyingSeconds ?? 0) > o.stuckSeconds ? `one batch has been applying for ${Math.round(s.applyingSeconds!)} s (a hung disk?)` : undefined) },
+  { alert: 'disk-low', test: (s) => (s.diskFreeBytes !== undefined && s.diskFreeBytes < 1024 ** 3 ? `${(s.diskFreeBytes / 2 ** 20).toFixed(0)} MiB free on the ${s.role === 'primary' ? 'journal' : 'DR copy'}'s disk` : undefined) },
   { alert: 'sync-degraded', test: (s) => (s.syncDegraded ? 'sync mode has degraded to async: writes are not yet on the DR site when fsync returns' : undefined) },
 ];
 

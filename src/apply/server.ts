@@ -42,6 +42,8 @@ export class BackupServer {
   /** Batches from an old and a new session never interleave. */
   private readonly batches = new Serializer();
   lastError: string | undefined;
+  /** When the batch being applied started (0: idle), for the watchdog. */
+  applyingSince = 0;
 
   constructor(private readonly opts: BackupOptions) {
     this.state = BackupState.open(opts.stateDir);
@@ -141,6 +143,7 @@ export class BackupServer {
   private async applyBatches(first: Frame, journalId: string, conn: PeerConnection): Promise<void> {
     let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
     const start = applied;
+    this.applyingSince = Date.now();
     let whole = false;
     try {
       let bytes = 0;
@@ -173,6 +176,7 @@ export class BackupServer {
         await this.state.save(this.applied);
       }
       if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });
+      this.applyingSince = 0;
     }
   }
 

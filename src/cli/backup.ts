@@ -44,6 +44,7 @@ export async function runBackup(args: BackupArgs): Promise<void> {
     role: 'backup', state: stateDir, running: true, pid: process.pid, startedAt, target, listen: args.listen,
     connected: server?.peer !== undefined, peer: server?.peer, lastError: server?.lastError,
     journalId: server?.journalId, appliedSeq: server?.appliedSeq ?? 0, divergences: server?.applier.divergences ?? 0,
+    applyingSeconds: server?.applyingSince ? (Date.now() - server.applyingSince) / 1000 : 0,
     diskFreeBytes: diskFree(target), eventCounts: events.counts, events: events.recent(20),
   });
   const control = await serveControl(stateDir, { status, report: (req) => activity.report(req.since ?? 0, req.files === true) }, log);

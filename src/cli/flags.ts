@@ -30,6 +30,7 @@ export interface ConsoleFlags {
   alertLag: string;
   alertBacklog: string;
   alertDisconnected: string;
+  alertStuck: string;
 }
 
 export function consoleOptions(f: ConsoleFlags): ConsoleOptions {
@@ -43,6 +44,7 @@ export function consoleOptions(f: ConsoleFlags): ConsoleOptions {
       lagSeconds: seconds(f.alertLag, '--alert-lag') / 1000,
       backlogBytes: bytes(f.alertBacklog, '--alert-backlog'),
       disconnectedSeconds: seconds(f.alertDisconnected, '--alert-disconnected') / 1000,
+      stuckSeconds: seconds(f.alertStuck, '--alert-stuck') / 1000,
     },
   };
 }
@@ -57,4 +59,5 @@ export const PRIMARY_DEFAULTS = {
   alertLag: '60',
   alertBacklog: '1G',
   alertDisconnected: '30',
+  alertStuck: '60',
 } as const;

@@ -24,7 +24,8 @@ function withConsole(cmd: Command): Command {
     .option('--alert-webhook <url>', 'POST each alert as JSON to this URL')
     .option('--alert-lag <seconds>', 'alert when replication lag passes this', PRIMARY_DEFAULTS.alertLag)
     .option('--alert-backlog <size>', 'alert when the unapplied journal passes this (e.g. 1G)', PRIMARY_DEFAULTS.alertBacklog)
-    .option('--alert-disconnected <seconds>', 'alert when primary and backup have been apart this long', PRIMARY_DEFAULTS.alertDisconnected);
+    .option('--alert-disconnected <seconds>', 'alert when primary and backup have been apart this long', PRIMARY_DEFAULTS.alertDisconnected)
+    .option('--alert-stuck <seconds>', 'watchdog: alert when an operation on the mount, an apply, or a connected replication makes no progress this long', PRIMARY_DEFAULTS.alertStuck);
 }
 
 const program = new Command('drms')

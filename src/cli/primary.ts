@@ -93,17 +93,23 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
   let journal: Journal | undefined;
   let mounted: Mounted | undefined;
   const startedAt = new Date().toISOString();
+  // Watchdog: when the backup last applied something, to tell a stalled replication from an idle one.
+  let progressAt = Date.now();
+  let progressSeq = 0;
   const status = (): NodeReport => {
     const j = journal;
     if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
     const lagOps = j.lastSeq - j.ackedSeq;
     const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
+    if (j.ackedSeq !== progressSeq || lagOps === 0) [progressSeq, progressAt] = [j.ackedSeq, Date.now()];
+    const stalledSeconds = shipper?.connected && lagOps > 0 ? (Date.now() - progressAt) / 1000 : 0;
     return {
       role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode: settings.mode, syncDegraded: mounted?.syncDegraded,
       backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
       connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
       reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
       journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+      operationSeconds: mounted?.operationSeconds ?? 0, stalledSeconds,
       diskFreeBytes: diskFree(stateDir), policy: settings.policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
       eventCounts: events.counts, events: events.recent(20),
     };
@@ -221,7 +227,7 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
       events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
       return;
     }
-    const restartOnly = (['mount', 'state', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected'] as const)
+    const restartOnly = (['mount', 'state', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
       .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
     if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
     const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery'] as const)

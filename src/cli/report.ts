@@ -32,6 +32,12 @@ export interface NodeReport {
   lagOps?: number;
   lagSeconds?: number;
   divergences?: number;
+  /** Watchdog: seconds the running mutation on the mount has taken (primary). */
+  operationSeconds?: number;
+  /** Watchdog: seconds the backup has been connected and behind without applying anything (primary). */
+  stalledSeconds?: number;
+  /** Watchdog: seconds the backup has spent on the batch it is applying (backup). */
+  applyingSeconds?: number;
   /** Free bytes on the disk of the state directory (primary) or of the target (backup). */
   diskFreeBytes?: number;
   policy?: string;
@@ -43,14 +49,23 @@ export interface NodeReport {
 
 const ASK_MS = 5000;
 
-/** Bytes available to unprivileged writers on the filesystem holding `dir`; undefined if it cannot be read. */
+const diskChecks = new Map<string, { bytes?: number; at: number; running: boolean }>();
+
+/**
+ * Bytes available on the filesystem holding `dir`, as last measured (at most 5 s old). Measured in the background:
+ * statfs on a hung disk must not block the process that reports the hang.
+ */
 export function diskFree(dir: string): number | undefined {
-  try {
-    const st = fs.statfsSync(dir);
-    return st.bavail * st.bsize;
-  } catch {
-    return undefined;
+  const c = diskChecks.get(dir) ?? { at: 0, running: false };
+  diskChecks.set(dir, c);
+  if (!c.running && Date.now() - c.at > 5000) {
+    c.running = true;
+    fs.promises.statfs(dir).then((st) => (c.bytes = st.bavail * st.bsize), () => undefined).finally(() => {
+      c.running = false;
+      c.at = Date.now();
+    });
   }
+  return c.bytes;
 }
 
 export async function nodeReport(stateArg: string): Promise<NodeReport> {

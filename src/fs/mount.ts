@@ -25,6 +25,8 @@ export interface Mounted {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** New replication settings or policy (configuration reload); mutations already running keep the old. */
   configure(changes: Pick<PassthroughOptions, 'mode' | 'syncTimeoutMs' | 'onSyncTimeout' | 'maxBacklogBytes' | 'policy'>): void;
+  /** Seconds the running mutation has taken so far (0 when none runs). */
+  readonly operationSeconds: number;
   /** Whether the policy mirrors a path. */
   mirrored(p: string, kind?: 'dir' | 'file'): boolean;
   unmount(): Promise<void>;
@@ -112,6 +114,9 @@ export async function mountOver(
     configure: (changes) => passthrough.configure(changes),
     get syncDegraded() {
       return passthrough.syncDegraded;
+    },
+    get operationSeconds() {
+      return passthrough.mutationSince ? (Date.now() - passthrough.mutationSince) / 1000 : 0;
     },
     get backlogFull() {
       return passthrough.backlogFull;

@@ -144,6 +144,18 @@ export class Passthrough {
 
   /** mutate() for a caller that already holds the serializer. An operation outside the policy just runs. */
   private async mutateNow<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
+    this.mutationSince = Date.now();
+    try {
+      return await this.mutateTracked(intentOf, run, handle, intentStamps);
+    } finally {
+      this.mutationSince = 0;
+    }
+  }
+
+  /** When the running mutation started (0: none): the watchdog's measure of a stuck operation. */
+  mutationSince = 0;
+
+  private async mutateTracked<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
     const intent = typeof intentOf === 'function' ? intentOf() : intentOf;
     if (!this.captures(intent)) return (await run(intent)).value;
     await this.roomInBacklog(intent);

@@ -1,20 +1,19 @@
 // `npm run bench`: runs each workload on plain ext4, on bindfs (the C passthrough reference) and on drms (async and
 // sync, backup on loopback), alternating targets round by round; writes a JSON report and a Markdown table.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { ask } from '../../dist/admin/control.js';
 import type { NodeReport } from '../../dist/cli/report.js';
+import { cleanup, DRMS, shutdown, startDrms } from './procs.js';
 import { READ_BYTES, READ_FILE, type WorkerResult, type Workload } from './worker.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const DRMS = path.join(ROOT, 'dist/cli/main.js');
 const WORKER = path.join(import.meta.dirname, 'worker.js');
 
 const { values: args } = parseArgs({
@@ -70,7 +69,6 @@ interface Sample {
   lagP99Ms?: number;
 }
 
-const cleanup: Array<() => Promise<void>> = [];
 
 async function main(): Promise<void> {
   await ensureBindfs();
@@ -123,32 +121,6 @@ async function bindfs(base: string): Promise<Target> {
   await run('bindfs', ['-o', 'big_writes', src, dir]).catch(() => run('bindfs', [src, dir]));
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
   return { name: 'bindfs', dir, procs: [] };
-}
-
-/** Starts `drms <args>` and resolves once it logs `ready`. */
-async function startDrms(argv: string[], ready: string): Promise<{ proc: ChildProcess; line: Record<string, unknown> }> {
-  const proc = spawn(process.execPath, [DRMS, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-  cleanup.push(async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    await new Promise((r) => proc.once('exit', r));
-  });
-  const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const onLine = (l: string) => {
-      let rec: Record<string, unknown>;
-      try {
-        rec = JSON.parse(l);
-      } catch {
-        return;
-      }
-      if (rec.msg === ready) resolve(rec);
-      else if (Number(rec.level) >= 50) process.stderr.write(`drms ${argv[0]}: ${l}\n`);
-    };
-    createInterface({ input: proc.stdout! }).on('line', onLine);
-    createInterface({ input: proc.stderr! }).on('line', onLine);
-    proc.once('exit', (code) => reject(new Error(`drms ${argv[0]} exited (${code}) before "${ready}"`)));
-  });
-  return { proc, line };
 }
 
 async function drmsPair(base: string, mode: 'async' | 'sync', secret: string): Promise<Target> {
@@ -341,10 +313,6 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const b = r.backlog;
   lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');
-}
-
-async function shutdown(): Promise<void> {
-  for (const c of cleanup.reverse()) await c().catch(() => undefined);
 }
 
 process.on('SIGINT', () => void shutdown().then(() => process.exit(130)));
