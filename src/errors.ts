@@ -18,6 +18,13 @@ export class ConfigError extends DrmsError {}
 /** The peer failed the challenge-response or spoke another protocol. */
 export class AuthError extends DrmsError {}
 
+/** A site with a newer epoch refused this one: it was superseded by a promotion and must not act as primary. */
+export class FencedError extends DrmsError {
+  constructor(message: string, readonly epoch: number, context: ErrorContext = {}) {
+    super(message, context);
+  }
+}
+
 /** A frame that is corrupt, too large, unexpected or out of sequence. */
 export class ProtocolError extends DrmsError {}
 

@@ -39,6 +39,7 @@ const CONDITIONS: Array<{ alert: string; test: (s: NodeReport, o: AlertOptions, 
   { alert: 'replication-stalled', test: (s, o) => ((s.stalledSeconds ?? 0) > o.stuckSeconds ? `connected, ${s.lagOps} ops behind, and nothing applied for ${Math.round(s.stalledSeconds!)} s` : undefined) },
   { alert: 'apply-stuck', test: (s, o) => ((s.applyingSeconds ?? 0) > o.stuckSeconds ? `one batch has been applying for ${Math.round(s.applyingSeconds!)} s (a hung disk?)` : undefined) },
   { alert: 'disk-low', test: (s) => (s.diskFreeBytes !== undefined && s.diskFreeBytes < 1024 ** 3 ? `${(s.diskFreeBytes / 2 ** 20).toFixed(0)} MiB free on the ${s.role === 'primary' ? 'journal' : 'DR copy'}'s disk` : undefined) },
+  { alert: 'fenced', test: (s) => (s.superseded ? `this primary was fenced by a site at epoch ${s.superseded.epoch}: its mount is read-only; rejoin it as a backup` : undefined) },
   { alert: 'sync-degraded', test: (s) => (s.syncDegraded ? 'sync mode has degraded to async: writes are not yet on the DR site when fsync returns' : undefined) },
 ];
 

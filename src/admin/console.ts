@@ -47,7 +47,6 @@ export async function startConsole(
       clearInterval(sampler);
       alerts.close();
       await admin?.close();
-      await src.activity.close();
     },
   };
 }

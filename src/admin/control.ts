@@ -8,8 +8,11 @@ import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface ControlRequest {
-  cmd: 'status' | 'sync' | 'verify' | 'report';
+  cmd: 'status' | 'sync' | 'verify' | 'report' | 'promote' | 'switchover';
   timeoutMs?: number;
+  /** promote: where the new primary ships (instead of the backup's --to), and the directory it expects to mount. */
+  to?: string;
+  mount?: string;
   repair?: boolean;
   /** report: since when (ms since the epoch), and whether per file. */
   since?: number;

@@ -48,6 +48,9 @@ export function createMetrics(role: 'primary' | 'backup', src: MetricsSource): R
   total(r, 'drms_route_switches_total', 'Changes of the route to the backup', [], () => [[{}, s().routeSwitches ?? 0]]);
   total(r, 'drms_apply_errors_total', 'Operations the backup could not apply (the trees differ until repaired)', [], () => [[{}, s().divergences ?? 0]]);
   gauge(r, 'drms_connected', '1 while the primary and backup are connected', () => (s().connected ? 1 : 0));
+  gauge(r, 'drms_epoch', 'This site\'s epoch (generation): a promotion increments it', () => s().epoch);
+  gauge(r, 'drms_peer_epoch', 'The connected peer\'s epoch', () => s().peerEpoch);
+  gauge(r, 'drms_fenced', '1 when a newer epoch fenced this primary (its mount is read-only)', () => (s().superseded ? 1 : 0));
   gauge(r, 'drms_journal_seq', 'Last journaled seq', () => s().lastSeq);
   gauge(r, 'drms_applied_seq', 'Last seq the backup has applied and made durable', () => s().appliedSeq);
   gauge(r, 'drms_lag_operations', 'Journaled operations the backup has not applied yet', () => s().lagOps);

@@ -1,7 +1,7 @@
 // The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
 import net from 'node:net';
 import tls from 'node:tls';
-import { AuthError, PathEscapeError, ProtocolError } from '../errors.js';
+import { AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
 import type { Activity } from '../admin/activity.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
@@ -10,7 +10,9 @@ import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
-import type { Answer, Auth, Hello, Query, Refusal } from '../wire/messages.js';
+import type { Answer, Auth, Hello, Promote, Promoted, Query, Refusal } from '../wire/messages.js';
+import { readGeneration, writeGeneration, type Generation } from '../failover/generation.js';
+import { quarantineDivergence } from '../failover/quarantine.js';
 import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
@@ -27,6 +29,11 @@ export interface BackupOptions {
   activity?: Activity;
   events?: EventLog;
   peer?: PeerOptions;
+  /**
+   * A planned switchover asks this backup to take over at `epoch` (everything before it applied). Resolves with
+   * the new primary's journal id once its mount serves. Without it, this backup cannot be promoted that way.
+   */
+  onPromote?: (epoch: number) => Promise<{ journalId: string }>;
 }
 
 const HANDSHAKE_MS = 10_000;
@@ -44,10 +51,16 @@ export class BackupServer {
   lastError: string | undefined;
   /** When the batch being applied started (0: idle), for the watchdog. */
   applyingSince = 0;
+  generation: Generation;
+  /** The connected primary's epoch. */
+  peerEpoch: number | undefined;
+  /** Set once this site is no longer a backup (promoted): every primary is refused with this reason. */
+  private fencedBy: { epoch: number; message: string } | undefined;
 
   constructor(private readonly opts: BackupOptions) {
     this.state = BackupState.open(opts.stateDir);
     this.applied = this.state.get();
+    this.generation = readGeneration(opts.stateDir);
     this.applier = new Applier(opts.target, opts.log, this.state.staging());
     this.applier.resyncing = this.applied.resyncing;
     const accept = (socket: net.Socket) => void this.session(socket);
@@ -60,6 +73,20 @@ export class BackupServer {
     } else {
       this.server = net.createServer(accept);
     }
+  }
+
+  /** What this site has applied: the journal, and up to which seq (where a promotion forks). */
+  get appliedState(): AppliedState {
+    return this.applied;
+  }
+
+  /**
+   * This site stops being a backup: every primary that connects from now on is refused with `message`. The current
+   * session ends too, unless it is the one that asked (a switchover, answered on it).
+   */
+  fence(epoch: number, message: string, endSession: boolean): void {
+    this.fencedBy = { epoch, message };
+    if (endSession) this.active?.close(new FencedError(message, epoch));
   }
 
   get appliedSeq(): number {
@@ -102,6 +129,7 @@ export class BackupServer {
         const frame = await conn.read();
         if (!frame) break;
         if (frame.type === FrameType.Query) await this.batches.run(() => this.answer(frame, conn));
+        else if (frame.type === FrameType.Promote) await this.batches.run(() => this.promote(frame, conn));
         else await this.batches.run(() => this.applyBatches(frame, journalId, conn));
       }
       if (conn.closeReason) log.warn({ err: conn.closeReason }, 'primary connection lost');
@@ -109,31 +137,86 @@ export class BackupServer {
       this.opts.events?.emit('disconnected', `primary ${conn.peer} disconnected${conn.closeReason ? `: ${conn.closeReason.message}` : ''}`, { peer: conn.peer }, 'warn');
     } catch (err) {
       this.lastError = (err as Error).message;
-      const level = err instanceof AuthError || err instanceof PathEscapeError ? 'error' : 'warn';
-      log[level]({ err }, 'primary session ended');
-      conn.refuse(err instanceof AuthError ? FrameType.Refused : FrameType.Error, (err as Error).message, err as Error);
+      const level = err instanceof AuthError || err instanceof PathEscapeError || err instanceof FencedError ? 'error' : 'warn';
+      log[level]({ err }, err instanceof FencedError ? 'stale primary refused (fenced)' : 'primary session ended');
+      if (err instanceof FencedError) {
+        this.opts.events?.emit('fenced-peer', `refused a stale primary at ${conn.peer}: ${err.message}`, { peer: conn.peer, epoch: err.epoch }, 'error');
+        conn.refuse(FrameType.Fenced, err.message, err, { epoch: err.epoch });
+      } else {
+        conn.refuse(err instanceof AuthError ? FrameType.Refused : FrameType.Error, (err as Error).message, err as Error);
+      }
     } finally {
       if (this.active === conn) this.active = undefined;
     }
   }
 
-  /** Challenge-response in both directions; returns the primary's journal id. */
+  /** Challenge-response in both directions, then the epochs; returns the primary's journal id. */
   private async handshake(conn: PeerConnection): Promise<string> {
     const hello = unpackBody<Hello>(expect(await conn.read(HANDSHAKE_MS), FrameType.Hello, conn));
     if (hello.version !== PROTOCOL_VERSION) throw new AuthError(`protocol version ${hello.version} is not supported (this backup speaks ${PROTOCOL_VERSION})`);
-    if (!(hello.nonce instanceof Uint8Array) || typeof hello.journalId !== 'string') throw new ProtocolError('malformed hello');
+    if (!(hello.nonce instanceof Uint8Array) || typeof hello.journalId !== 'string' || !Number.isInteger(hello.epoch) || !Array.isArray(hello.lineage)) {
+      throw new ProtocolError('malformed hello');
+    }
     const nonce = newNonce();
     conn.send(FrameType.Challenge, { version: PROTOCOL_VERSION, nonce, proof: proof(this.opts.secret, 'backup', hello.nonce, nonce) });
     const auth = unpackBody<Auth>(expect(await conn.read(HANDSHAKE_MS), FrameType.Auth, conn));
     if (!proofMatches(proof(this.opts.secret, 'primary', nonce, hello.nonce), auth.proof)) {
       throw new AuthError(`primary at ${conn.peer} failed authentication: wrong shared secret`, { peer: conn.peer });
     }
+    this.peerEpoch = hello.epoch;
+    await this.checkEpoch(hello, conn);
     const sameJournal = this.applied.journalId === hello.journalId;
     if (!sameJournal && this.applied.journalId) {
       this.opts.log.warn({ journalId: hello.journalId, previous: this.applied.journalId }, 'primary has a new journal: the target will be rebuilt from its baseline');
     }
-    conn.send(FrameType.Welcome, { journalId: hello.journalId, appliedSeq: sameJournal ? this.applied.appliedSeq : 0 });
+    conn.send(FrameType.Welcome, { journalId: hello.journalId, appliedSeq: sameJournal ? this.applied.appliedSeq : 0, epoch: this.generation.epoch });
     return hello.journalId;
+  }
+
+  /**
+   * Fencing: a primary older than the epoch this site knows is refused, and told why. A newer one is adopted; if
+   * this site was itself a primary (its journal is still here), what it journaled after the point where the new
+   * primary's lineage left it never reached the new primary: it is quarantined before anything is applied.
+   */
+  private async checkEpoch(hello: Hello, conn: PeerConnection): Promise<void> {
+    if (this.fencedBy) {
+      if (hello.epoch <= this.fencedBy.epoch) throw new FencedError(this.fencedBy.message, this.fencedBy.epoch, { peer: conn.peer });
+      // A primary newer than this site's own promotion: a switchover back to it is under way here; soon a backup answers.
+      throw new ProtocolError(`this site is handing over to epoch ${hello.epoch} and is not a backup yet; try again`, { peer: conn.peer });
+    }
+    const g = this.generation;
+    if (hello.epoch < g.epoch) {
+      const fork = g.lineage.find((r) => r.journalId === hello.journalId);
+      const where = fork?.endSeq !== undefined ? ` from its journal at seq ${fork.endSeq}; its writes after that seq were never replicated` : '';
+      throw new FencedError(
+        `this site is at epoch ${g.epoch}: a newer primary took over${where}. The primary at epoch ${hello.epoch} is stale and fenced: ` +
+          'stop it and rejoin it as a backup (drms backup --target <its directory> --state <its state directory>), which quarantines its unreplicated writes',
+        g.epoch, { peer: conn.peer },
+      );
+    }
+    if (hello.epoch === g.epoch && JSON.stringify(hello.lineage) === JSON.stringify(g.lineage)) return;
+    const quarantined = await quarantineDivergence(this.opts.stateDir, this.opts.target, hello.lineage, this.opts.log);
+    if (quarantined) {
+      this.opts.events?.emit('quarantined', `${quarantined.entries.length} unreplicated operation(s) from this site's time as primary quarantined in ${quarantined.dir}`,
+        { path: quarantined.dir, entries: quarantined.entries.length, files: quarantined.files.length, journalId: quarantined.journalId, seq: quarantined.fromSeq }, 'error');
+    }
+    if (hello.epoch > g.epoch) this.opts.log.warn({ epoch: hello.epoch, previous: g.epoch, peer: conn.peer }, 'primary at a newer epoch: adopted');
+    this.generation = { epoch: hello.epoch, lineage: hello.lineage };
+    writeGeneration(this.opts.stateDir, this.generation);
+  }
+
+  /** A planned switchover: everything before this frame is applied and durable; take over as primary. */
+  private async promote(frame: Frame, conn: PeerConnection): Promise<void> {
+    const req = unpackBody<Promote>(frame);
+    const answer = (body: Omit<Promoted, 'id' | 'epoch'>) => conn.send(FrameType.Promoted, { id: req.id, epoch: req.epoch, ...body });
+    if (!this.opts.onPromote) return answer({ error: 'this backup cannot take over: it was started without --to (where to ship once it is the primary)' });
+    if (req.epoch !== this.generation.epoch + 1) return answer({ error: `asked to take over at epoch ${req.epoch}, but this site is at epoch ${this.generation.epoch}` });
+    try {
+      answer(await this.opts.onPromote(req.epoch));
+    } catch (err) {
+      this.opts.log.error({ err, epoch: req.epoch }, 'switchover: could not take over');
+      answer({ error: (err as Error).message });
+    }
   }
 
   /**

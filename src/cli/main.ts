@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
+import { ask, type ControlRequest } from '../admin/control.js';
 import { DrmsError } from '../errors.js';
 import { activityReport, reportCsv, reportText } from './activity-report.js';
 import { runBackup } from './backup.js';
@@ -50,6 +51,7 @@ withConsole(program.command('primary'))
   .option('--max-backlog <size>', 'unapplied journal size at which writers wait for the backup (e.g. 512M, 8G; 0: no cap)', PRIMARY_DEFAULTS.maxBacklog)
   .option('--policy <file>', 'critical-file policy (YAML or JSON): include/exclude globs and classes; without it everything is mirrored')
   .option('--verify-every <duration>', 'compare primary and backup on a schedule (e.g. 30m, 6h, 1d); the result is in status')
+  .option('--listen <host:port>', 'where this site serves as the backup after a planned switchover (drms switchover)')
   .action((o) => runPrimary(o));
 
 withConsole(program.command('backup'))
@@ -61,7 +63,35 @@ withConsole(program.command('backup'))
   .option('--tls-cert <file>', 'this side\'s certificate (PEM), for mutual TLS')
   .option('--tls-key <file>', 'its private key (PEM, mode 600)')
   .option('--tls-ca <file>', 'the CA that signs the other side\'s certificate')
+  .option('--to <host:port,...>', 'once promoted (drms promote, drms switchover): the old primary site\'s backup address(es)')
+  .addOption(new Option('--mode <mode>', 'once promoted: replication mode').choices(['async', 'sync']))
+  .option('--policy <file>', 'once promoted: critical-file policy')
   .action((o) => runBackup(o));
+
+program
+  .command('promote')
+  .description('emergency failover: the running backup takes over at the next epoch (the old primary is fenced) and mounts the DR copy as the primary')
+  .requiredOption('--state <dir>', "the backup's state directory")
+  .option('--mount <dir>', 'the directory to mount over: must be the backup\'s DR copy (checked)')
+  .option('--to <host:port,...>', 'where the new primary ships (the old primary site, rejoining as backup); default: the backup\'s --to')
+  .option('--timeout <seconds>', 'give up waiting for the answer after this long (exit 1)', '60')
+  .action(async (o: { state: string; mount?: string; to?: string; timeout: string }) => {
+    const r = await askNode(o.state, { cmd: 'promote', mount: o.mount, to: o.to }, Number(o.timeout) * 1000);
+    process.stdout.write(`drms promote: this site is the primary at epoch ${String(r.epoch)}; ${String(r.mount)} is mounted, journal ${String(r.journalId)}\n`);
+  });
+
+program
+  .command('switchover')
+  .description('planned switchover, run on the primary: hold writers, drain, let the backup take over, and serve as its backup (mount read-only)')
+  .requiredOption('--state <dir>', "the primary's state directory")
+  .option('--timeout <seconds>', 'how long draining and the backup\'s take-over may last before it is abandoned (nothing changes then)', '60')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { state: string; timeout: string; json?: boolean }) => {
+    const timeoutMs = Number(o.timeout) * 1000;
+    const r = await askNode(o.state, { cmd: 'switchover', timeoutMs }, 2 * timeoutMs + 30_000);
+    process.stdout.write(o.json ? JSON.stringify(r, null, 2) + '\n'
+      : `drms switchover: the backup is the primary at epoch ${String(r.epoch)} (journal ${String(r.newJournalId)}); applications paused ${String(r.pauseMs)} ms; this site is its backup on ${String(r.listen)}\n`);
+  });
 
 program
   .command('sync')
@@ -148,6 +178,14 @@ program
   .action((o: { out: string }) => {
     fs.writeFileSync(o.out, randomBytes(32).toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
   });
+
+/** One control request to the node on `state`; its refusal is an error (exit 1), no node an error too. */
+async function askNode(state: string, req: ControlRequest, timeoutMs: number): Promise<Record<string, unknown>> {
+  const r = await ask(path.resolve(state), req, timeoutMs);
+  if (!r) throw new Error(`no drms process is running with --state ${state}`);
+  if (typeof r.error === 'string') throw new Error(`${req.cmd}: ${r.error}`);
+  return r;
+}
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof Error ? err.message : String(err);

@@ -2,11 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { serveControl } from '../admin/control.js';
-import { Activity } from '../admin/activity.js';
-import { startConsole } from '../admin/console.js';
-import { EventLog } from '../admin/events.js';
-import { ConfigError } from '../errors.js';
+import type { BackupServer } from '../apply/server.js';
+import { ConfigError, FencedError } from '../errors.js';
+import { adoptJournal, promote, readGeneration, writeGeneration } from '../failover/generation.js';
 import { mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { recoverInFlight } from '../fs/recovery.js';
@@ -14,14 +12,14 @@ import { Journal } from '../journal/journal.js';
 import { Policy } from '../policy/policy.js';
 import { Resync, type VerifyReport } from '../verify/resync.js';
 import { rollbackOpenTransactions } from '../vos/transactions.js';
-import { createLogger } from '../log.js';
 import { parseRoutes, type Route } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
 import { loadCredentials, type Credentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
 import { loadSet } from './config.js';
-import { bytes, consoleOptions, duration, seconds, type ConsoleFlags } from './flags.js';
-import { onShutdown, prepareStateDir } from './process.js';
+import { startBackupRole, type BackupArgs } from './backup.js';
+import { bytes, duration, seconds, type ConsoleFlags } from './flags.js';
+import { SiteNode, type Role } from './node.js';
 import { diskFree, type NodeReport } from './report.js';
 
 export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
@@ -36,6 +34,8 @@ export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   maxBacklog: string;
   policy?: string;
   verifyEvery?: string;
+  /** Where this site listens as the backup after a planned switchover (without it, no switchover). */
+  listen?: string;
 }
 
 /** What the flags (or a config set) say, checked; everything but mount, state and the console can change on SIGHUP. */
@@ -51,7 +51,7 @@ interface Settings {
   credentials: Credentials;
 }
 
-function settingsOf(args: PrimaryArgs): Settings {
+export function settingsOf(args: PrimaryArgs): Settings {
   const mode = args.mode as ReplicationMode;
   if (mode !== 'async' && mode !== 'sync') throw new ConfigError(`--mode must be async or sync, not "${args.mode}"`);
   if (args.onSyncTimeout !== 'degrade' && args.onSyncTimeout !== 'fail') throw new ConfigError(`--on-sync-timeout must be degrade or fail, not "${String(args.onSyncTimeout)}"`);
@@ -81,12 +81,28 @@ function argsOf(args: PrimaryArgs & { config?: string; set?: string }): PrimaryA
 
 export async function runPrimary(given: PrimaryArgs & { config?: string; set?: string }): Promise<void> {
   const args = argsOf(given);
+  settingsOf(args); // every flag mistake is refused before anything starts
+  const node = await SiteNode.open(args.state, 'primary', args);
+  await node.serve(await startPrimaryRole(node, args, { reload: () => argsOf(given) }));
+}
+
+export interface PrimaryRole extends Role {
+  readonly journalId: string;
+}
+
+/**
+ * The primary: mounts over the directory, journals every mutation, ships to the backup. `reload` gives the flags
+ * again on SIGHUP; `listener` is the fenced backup server of a site promoted in this process (it keeps refusing the
+ * old primary on the backup's address until this role ends).
+ */
+export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: { reload?: () => PrimaryArgs; listener?: BackupServer } = {}): Promise<PrimaryRole> {
   let settings = settingsOf(args);
-  const consoleOpts = consoleOptions(args);
-  const stateDir = prepareStateDir(args.state);
-  const log = createLogger('primary');
-  const events = new EventLog(log);
-  const activity = new Activity(stateDir, (p) => settings.policy.place(p, false).cls.name);
+  const { stateDir, events, activity } = node;
+  const log = node.log;
+  let generation = readGeneration(stateDir);
+  if (generation.superseded) {
+    throw new ConfigError(`this site was fenced at epoch ${generation.superseded.epoch} (${generation.superseded.at}) and must not serve as primary: ${generation.superseded.message}`, { path: stateDir });
+  }
   let shipper: Shipper | undefined;
   let resync: Resync | undefined;
   let initialCopy: Promise<unknown> = new Promise(() => undefined);
@@ -98,13 +114,14 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
   let progressSeq = 0;
   const status = (): NodeReport => {
     const j = journal;
-    if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting' };
+    if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting', epoch: generation.epoch };
     const lagOps = j.lastSeq - j.ackedSeq;
     const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
     if (j.ackedSeq !== progressSeq || lagOps === 0) [progressSeq, progressAt] = [j.ackedSeq, Date.now()];
     const stalledSeconds = shipper?.connected && lagOps > 0 ? (Date.now() - progressAt) / 1000 : 0;
     return {
       role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode: settings.mode, syncDegraded: mounted?.syncDegraded,
+      epoch: generation.epoch, peerEpoch: shipper?.peerEpoch, readOnly: mounted?.readOnlyReason, superseded: generation.superseded,
       backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
       connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
       reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
@@ -114,26 +131,6 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
       eventCounts: events.counts, events: events.recent(20),
     };
   };
-  const control = await serveControl(stateDir, {
-    status,
-    report: (req) => activity.report(req.since ?? 0, req.files === true),
-    verify: async (req) => {
-      const r = resync;
-      if (!r || !shipper?.connected) return { error: `the backup is not connected${shipper?.lastError ? `: ${shipper.lastError}` : ''}` };
-      if (r.progress && r.progress.phase !== 'done') return { error: `the initial copy is still running (${r.progress.phase}); verify runs after it` };
-      return r.verify(req.repair === true);
-    },
-    sync: async (req) => {
-      const j = journal;
-      if (!j) return { error: 'the primary is still starting' };
-      // The backup matches only once the initial copy is done: wait for it too.
-      const deadline = Date.now() + (req.timeoutMs ?? 60_000);
-      const copied = await Promise.race([initialCopy.then(() => true, () => false), delay(deadline - Date.now(), false, { ref: false })]);
-      const target = j.lastSeq;
-      const ok = copied && (await j.waitAcked(target, Math.max(1, deadline - Date.now())).then(() => true, () => false));
-      return { ok, target, appliedSeq: j.ackedSeq, connected: shipper?.connected ?? false, lastError: shipper?.lastError, copying: copied ? undefined : resync?.progress?.phase ?? 'starting' };
-    },
-  }, log);
 
   // For scripts that must find the process even when it does not answer (drms-umount --force).
   const pidFile = path.join(stateDir, 'primary.pid');
@@ -143,9 +140,10 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
   process.umask(0); // modes come from the application's requests, already masked by the kernel
   journal = Journal.open(stateDir);
   const j0 = journal;
+  const adopted = adoptJournal(generation, j0.id);
+  if (adopted !== generation) writeGeneration(stateDir, (generation = adopted));
   j0.observer = (seq, op) => activity.record(seq, op.op, 'path' in op ? op.path : undefined, op.op === 'write' ? op.data.length : 0);
   j0.on('acked', (seq: number) => activity.acked(seq));
-  const nodeConsole = await startConsole('primary', stateDir, consoleOpts, { status, activity, events }, log);
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
@@ -157,8 +155,15 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   const m = mounted;
-  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, policy: policy.describe() }, 'mounted');
-  shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, events, log });
+  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
+  // A backup at a newer epoch refused us: another site is the primary now. Writes here would be lost: refuse them.
+  const onFenced = (err: FencedError) => {
+    generation = { ...generation, superseded: { epoch: err.epoch, at: new Date().toISOString(), message: err.message } };
+    writeGeneration(stateDir, generation);
+    m.readOnly(`fenced by a site at epoch ${err.epoch}`);
+    events.emit('fenced', `FENCED: a site at epoch ${err.epoch} refused this primary (epoch ${generation.epoch}); the mount is read-only from now on: ${err.message}`, { epoch: err.epoch, peer: err.context.peer }, 'error');
+  };
+  shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, generation, onFenced, events, log });
   shipper.start();
   const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
   resync = rs;
@@ -167,20 +172,6 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
   const j = journal;
   const s = shipper;
   let verifyTimer: NodeJS.Timeout | undefined;
-  onShutdown(log, async () => {
-    stopping = true;
-    clearInterval(verifyTimer);
-    await m.unmount().catch((err) => log.error({ err, path: m.dir }, 'unmount failed'));
-    log.info({ path: m.dir }, 'unmounted; draining the journal to the backup');
-    if (!(await s.drain(settings.drainTimeoutMs))) {
-      log.warn({ seq: j.lastSeq, acked: j.ackedSeq }, 'backlog not fully shipped; it stays in the journal and ships on next start');
-    }
-    await s.stop();
-    control.close();
-    await nodeConsole.close();
-    await j.close();
-    fs.rmSync(pidFile, { force: true });
-  });
 
   // The mount serves at once; the initial copy (first start, or a changed policy) runs beside live changes.
   // After a crash, a verify repairs what an operation cut short may have left different.
@@ -217,11 +208,11 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
   scheduleVerify();
 
   // SIGHUP: read the flags' files (or the config set) again and apply what changed, without unmounting.
-  process.on('SIGHUP', () => {
+  const onHup = () => {
     let next: Settings;
     let nextArgs: PrimaryArgs;
     try {
-      nextArgs = argsOf(given);
+      nextArgs = opts.reload ? opts.reload() : args;
       next = settingsOf(nextArgs);
     } catch (err) {
       events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
@@ -230,7 +221,7 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
     const restartOnly = (['mount', 'state', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
       .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
     if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
-    const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery'] as const)
+    const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery', 'listen'] as const)
       .filter((k) => nextArgs[k] !== args[k]);
     settings = next;
     Object.assign(args, nextArgs, { mount: args.mount, state: args.state });
@@ -240,7 +231,93 @@ export async function runPrimary(given: PrimaryArgs & { config?: string; set?: s
     scheduleVerify();
     const copying = copyIfPolicyChanged();
     events.emit('reloaded', `configuration reloaded${changed.length ? ` (${changed.join(', ')})` : ''}${copying ? '; the policy changed: copying the difference' : ''}`, { changed }, 'warn');
-  });
+  };
+  process.on('SIGHUP', onHup);
+
+  /** Shipping and journaling end; the mount stays unless `unmount`. */
+  const end = async (unmount: boolean) => {
+    stopping = true;
+    process.off('SIGHUP', onHup);
+    clearInterval(verifyTimer);
+    if (unmount) {
+      await m.unmount().catch((err) => log.error({ err, path: m.dir }, 'unmount failed'));
+      log.info({ path: m.dir }, 'unmounted; draining the journal to the backup');
+      if (!m.readOnlyReason && !(await s.drain(settings.drainTimeoutMs))) {
+        log.warn({ seq: j.lastSeq, acked: j.ackedSeq }, 'backlog not fully shipped; it stays in the journal and ships on next start');
+      }
+    }
+    await s.stop();
+    await j.close();
+    await opts.listener?.close();
+  };
+
+  /**
+   * A planned switchover: writers are held, the journal drains, the backup takes over at the next epoch, and this
+   * mount turns read-only. Then this process becomes the backup of the new primary, applying beneath the same mount.
+   */
+  const switchover = async (timeoutMs: number) => {
+    if (!args.listen) return { error: 'this primary was started without --listen: it has no address to serve as the backup after a switchover' };
+    if (m.readOnlyReason) return { error: `this primary is read-only (${m.readOnlyReason})` };
+    if (!s.connected) return { error: `the backup is not connected${s.lastError ? `: ${s.lastError}` : ''}` };
+    if (resync?.progress && resync.progress.phase !== 'done') return { error: `the initial copy is still running (${resync.progress.phase}); switch over once it is done` };
+    const t0 = Date.now();
+    let taken: { epoch: number; journalId: string; seq: number };
+    try {
+      taken = await m.exclusive(async () => {
+        await j.waitAcked(j.lastSeq, timeoutMs);
+        const next = promote(generation, { journalId: j.id, appliedSeq: j.lastSeq });
+        const answer = await Promise.race([s.promote(next.epoch), delay(timeoutMs, undefined, { ref: false }).then(() => {
+          throw new Error(`the backup did not answer within ${timeoutMs} ms`);
+        })]);
+        writeGeneration(stateDir, (generation = next));
+        m.readOnly(`switched over: the primary is now the other site (epoch ${next.epoch})`);
+        return { epoch: next.epoch, journalId: answer.journalId, seq: j.lastSeq };
+      });
+    } catch (err) {
+      events.emit('switchover-failed', `switchover abandoned, this site stays the primary: ${(err as Error).message}`, {}, 'error');
+      return { error: `switchover abandoned, this site stays the primary: ${(err as Error).message}` };
+    }
+    const pauseMs = Date.now() - t0;
+    events.emit('switchover', `switched over to the backup at epoch ${taken.epoch}: applications paused ${pauseMs} ms; this site becomes its backup`, { ...taken, pauseMs }, 'warn');
+    await end(false);
+    // Every entry was applied by the new primary before it took over: the journal has nothing left to give.
+    fs.rmSync(path.join(stateDir, 'journal'), { recursive: true, force: true });
+    const backup = await startBackupRole(node, backupArgsOf(args), { mounted: m, primaryArgs: args });
+    await node.serve(backup);
+    return { ok: true, epoch: taken.epoch, pauseMs, drainedSeq: taken.seq, newJournalId: taken.journalId, listen: args.listen };
+  };
+
+  return {
+    name: 'primary',
+    journalId: j.id,
+    status,
+    classify: (p) => settings.policy.place(p, false).cls.name,
+    commands: {
+      verify: async (req) => {
+        if (!s.connected) return { error: `the backup is not connected${s.lastError ? `: ${s.lastError}` : ''}` };
+        if (rs.progress && rs.progress.phase !== 'done') return { error: `the initial copy is still running (${rs.progress.phase}); verify runs after it` };
+        return rs.verify(req.repair === true);
+      },
+      sync: async (req) => {
+        // The backup matches only once the initial copy is done: wait for it too.
+        const deadline = Date.now() + (req.timeoutMs ?? 60_000);
+        const copied = await Promise.race([initialCopy.then(() => true, () => false), delay(deadline - Date.now(), false, { ref: false })]);
+        const target = j.lastSeq;
+        const ok = copied && (await j.waitAcked(target, Math.max(1, deadline - Date.now())).then(() => true, () => false));
+        return { ok, target, appliedSeq: j.ackedSeq, connected: s.connected, lastError: s.lastError, copying: copied ? undefined : rs.progress?.phase ?? 'starting' };
+      },
+      switchover: (req) => switchover(req.timeoutMs ?? 60_000),
+    },
+    async stop() {
+      await end(true);
+      fs.rmSync(pidFile, { force: true });
+    },
+  };
+}
+
+/** This site's flags for the backup role it takes after a switchover: it listens, and applies to its own directory. */
+function backupArgsOf(a: PrimaryArgs): BackupArgs {
+  return { ...a, listen: a.listen!, target: a.mount };
 }
 
 /** The verify result without its full list of differences (status shows the first few). */

@@ -5,6 +5,8 @@ import { ask } from '../admin/control.js';
 import { BackupState } from '../apply/state.js';
 import { ConfigError } from '../errors.js';
 import { readJournal } from '../journal/journal.js';
+import { readGeneration } from '../failover/generation.js';
+import { listQuarantines } from '../failover/quarantine.js';
 import type { Progress } from '../verify/resync.js';
 
 export interface NodeReport {
@@ -43,6 +45,15 @@ export interface NodeReport {
   policy?: string;
   baseline?: Progress;
   lastVerify?: { at: string; identical: boolean; differenceCount: number };
+  /** This site's epoch, and the connected peer's. */
+  epoch?: number;
+  peerEpoch?: number;
+  /** Why the mount refuses writes (fenced, switched over), if it does. */
+  readOnly?: string;
+  /** A primary fenced by a newer epoch: it must rejoin as a backup. */
+  superseded?: { epoch: number; at: string; message: string };
+  /** Failback: this site's unreplicated operations from its time as primary, kept aside. */
+  quarantines?: Array<{ dir: string; journalId: string; fromSeq: number; toSeq: number; at: string; files: number }>;
   eventCounts?: Record<string, number>;
   events?: unknown[];
 }
@@ -73,17 +84,18 @@ export async function nodeReport(stateArg: string): Promise<NodeReport> {
   const live = await ask<NodeReport>(state, { cmd: 'status' }, ASK_MS);
   if (live) return live;
   // Nobody owns this state directory: its files can be read safely.
+  const { epoch, superseded } = readGeneration(state);
   const journal = readJournal(state);
   if (journal) {
     const lagOps = journal.lastSeq - journal.ackedSeq;
     const lagSeconds = lagOps > 0 && journal.oldestUnackedTs ? (Date.now() - journal.oldestUnackedTs) / 1000 : 0;
-    return { role: 'primary', state, running: false, connected: false, journalId: journal.journalId, lastSeq: journal.lastSeq, appliedSeq: journal.ackedSeq, lagOps, lagSeconds };
+    return { role: 'primary', state, running: false, connected: false, epoch, superseded, journalId: journal.journalId, lastSeq: journal.lastSeq, appliedSeq: journal.ackedSeq, lagOps, lagSeconds };
   }
   if (fs.existsSync(path.join(state, 'backup'))) {
     const bs = BackupState.open(state);
     const applied = bs.get();
     await bs.close();
-    return { role: 'backup', state, running: false, connected: false, journalId: applied.journalId, appliedSeq: applied.appliedSeq };
+    return { role: 'backup', state, running: false, connected: false, epoch, quarantines: listQuarantines(state), journalId: applied.journalId, appliedSeq: applied.appliedSeq };
   }
   throw new ConfigError(`${state} is not a drms state directory (no journal or backup state in it)`);
 }
@@ -103,6 +115,9 @@ export function formatReport(r: NodeReport): string {
     ['mode', r.mode && (r.syncDegraded ? `${r.mode} (DEGRADED to async: backup not acknowledging)` : r.mode)],
     ['target', r.target],
     ['listen', r.listen],
+    ['epoch', r.epoch === undefined ? undefined : `${r.epoch}${r.peerEpoch !== undefined ? ` (peer: ${r.peerEpoch})` : ''}`],
+    ['FENCED', r.superseded && `by epoch ${r.superseded.epoch} at ${r.superseded.at}: ${r.superseded.message}`],
+    ['read-only', r.readOnly],
     ['connected', r.connected ? `yes${r.route ? ` via ${r.route}` : ''}${r.peer ? ` (${r.peer})` : ''}` : 'no'],
     ['last error', r.lastError],
     ['reconnects', r.reconnects],
@@ -117,6 +132,7 @@ export function formatReport(r: NodeReport): string {
     ['policy', r.policy],
     ['initial copy', copyLine(r.baseline)],
     ['last verify', r.lastVerify && `${r.lastVerify.identical ? 'identical' : `${r.lastVerify.differenceCount} difference(s)`} at ${r.lastVerify.at}`],
+    ...(r.quarantines ?? []).map((q): [string, unknown] => ['quarantine', `${q.dir}: seq ${q.fromSeq}-${q.toSeq} of journal ${q.journalId} (${q.files} files), ${q.at}`]),
   ];
   return rows.filter(([, v]) => v !== undefined).map(([k, v]) => `${(k + ':').padEnd(20)}${v}`).join('\n');
 }

@@ -29,6 +29,9 @@ export interface Mounted {
   readonly operationSeconds: number;
   /** Whether the policy mirrors a path. */
   mirrored(p: string, kind?: 'dir' | 'file'): boolean;
+  /** From now on every mutation is refused with EROFS (fenced, or switched over); reads go on. */
+  readOnly(reason: string): void;
+  readonly readOnlyReason: string | undefined;
   unmount(): Promise<void>;
 }
 
@@ -112,6 +115,10 @@ export async function mountOver(
     exclusive: (fn) => passthrough.exclusive(fn),
     mirrored: (p, kind) => passthrough.mirrored(p, kind),
     configure: (changes) => passthrough.configure(changes),
+    readOnly: (reason) => void (passthrough.readOnly = reason),
+    get readOnlyReason() {
+      return passthrough.readOnly;
+    },
     get syncDegraded() {
       return passthrough.syncDegraded;
     },

@@ -57,6 +57,7 @@ interface Outcome<T> {
 const UTIME_NOW = 0xffffffff * 2 ** 32;
 const UTIME_OMIT = 0xfffffffe * 2 ** 32;
 const NO_ID = 0xffffffff;
+const O_ACCMODE = 3;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 /** Attributes drms answers itself (user.drms.txn) or keeps to itself on the backup; never stored or mirrored. */
@@ -152,10 +153,28 @@ export class Passthrough {
     }
   }
 
+  /**
+   * Why the mount is read-only (fenced by a newer primary, or switched over to the other site); undefined while it
+   * serves writes. Every mutation is then refused with EROFS, reads go on.
+   */
+  readOnly: string | undefined;
+  private refusedLogged = 0;
+
+  private refusedReadOnly(what: string | Op | undefined): Error {
+    if (Date.now() - this.refusedLogged > 5000) {
+      this.refusedLogged = Date.now();
+      const p = typeof what === 'string' ? what : what && 'path' in what ? what.path : undefined;
+      this.opts.log.error({ path: p, reason: this.readOnly }, 'write refused: the mount is read-only (EROFS)');
+    }
+    return fail('read-only', errno.EROFS);
+  }
+
   /** When the running mutation started (0: none): the watchdog's measure of a stuck operation. */
   mutationSince = 0;
 
   private async mutateTracked<T>(intentOf: Op | (() => Op), run: (intent: Op) => Promise<Outcome<T>>, handle?: Handle, intentStamps?: Stamp[]): Promise<T> {
+    // Checked here, inside the serializer: a mutation held back while the mount turned read-only is refused too.
+    if (this.readOnly) throw this.refusedReadOnly(typeof intentOf === 'function' ? undefined : intentOf);
     const intent = typeof intentOf === 'function' ? intentOf() : intentOf;
     if (!this.captures(intent)) return (await run(intent)).value;
     await this.roomInBacklog(intent);
@@ -276,7 +295,7 @@ export class Passthrough {
 
   /** Journals facts that need no operation (times after writes, fsync markers), in order with mutations. */
   private record(op: Op & { path: string }, stampPaths: string[], handle?: Handle): Promise<void> {
-    if (!this.mirrored(op.path)) return Promise.resolve();
+    if (this.readOnly || !this.mirrored(op.path)) return Promise.resolve();
     return this.serial.run(async () => {
       const seq = this.journal.append(op, await this.stamps(stampPaths));
       if (handle) handle.lastSeq = seq;
@@ -577,6 +596,7 @@ export class Passthrough {
   }
 
   private async open(p: string, flags: number): Promise<number> {
+    if (this.readOnly && ((flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0)) throw this.refusedReadOnly(p);
     // The kernel computes append offsets; the journal must record where bytes really landed.
     const truncates = (flags & C.O_TRUNC) !== 0;
     const fd = await fsOpen(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
@@ -618,12 +638,14 @@ export class Passthrough {
     const h = this.handles.get(fd);
     if (h) await this.settle(p, h);
     await this.record({ op: 'fsync', path: p }, [], h);
+    // Read-only (fenced, switched over): the journal may be closed, and nothing of this file is journaled anymore.
+    const journaled = this.mirrored(p) && !this.readOnly;
     // The file and the journal flush together, so the device can merge the two.
     await Promise.all([
       new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
-      this.mirrored(p) ? this.journal.flushed() : undefined,
+      journaled ? this.journal.flushed() : undefined,
     ]);
-    await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
+    if (journaled) await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
   }
 
   /** The intent carries the times asked for (resolved), so a redo after a crash sets the same. */

@@ -196,6 +196,11 @@ export class Journal extends EventEmitter {
     return out;
   }
 
+  /** Every stored entry from `from` on, in order, also one that was in flight at a crash (failback reads them all). */
+  *entriesFrom(from: number): Generator<JournalEntry> {
+    for (const { value } of this.entries.getRange({ start: from })) yield decodeEntry(value);
+  }
+
   /** The first seq still held (older ones were trimmed after the backup applied them). */
   firstSeq(): number {
     for (const key of this.entries.getKeys({ limit: 1 })) return key;

@@ -3,14 +3,15 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
-import { AuthError, ProtocolError } from '../errors.js';
+import { AuthError, FencedError, ProtocolError } from '../errors.js';
+import type { Generation } from '../failover/generation.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
 import type { EncodedEntry, Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
-import type { Ack, Answer, Challenge, Query, QueryBody, Refusal, Welcome } from '../wire/messages.js';
+import type { Ack, Answer, Challenge, Fenced, Promoted, QueryBody, Refusal, Welcome } from '../wire/messages.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
 import type { Route } from './routes.js';
 
@@ -22,6 +23,10 @@ export interface ShipperOptions {
   /** Connections, losses and route switches are also operator events. */
   events?: EventLog;
   peer?: PeerOptions;
+  /** This site's epoch and lineage, sent in every Hello. */
+  generation: Generation;
+  /** A backup at a newer epoch refused us: shipping stops for good (the caller fences the mount). */
+  onFenced?: (err: FencedError) => void;
 }
 
 const CONNECT_MS = 5000;
@@ -42,6 +47,8 @@ export class Shipper {
   lastError: string | undefined;
   reconnects = 0;
   routeSwitches = 0;
+  /** The backup's epoch, from its last Welcome. */
+  peerEpoch: number | undefined;
   private stopping = false;
   private conn: PeerConnection | undefined;
   private loop: Promise<void> | undefined;
@@ -49,7 +56,7 @@ export class Shipper {
   /** False while a batch is in flight: new entries wait for its ack anyway, so each commit need not wake us. */
   private commitsWanted = true;
   private readonly stopped = new AbortController();
-  private readonly queries: PendingQuery[] = [];
+  private readonly queries: PendingRequest[] = [];
   private nextQueryId = 1;
 
   constructor(private readonly journal: Journal, private opts: ShipperOptions) {
@@ -77,9 +84,23 @@ export class Shipper {
    * if the connection is lost before the answer.
    */
   query<T>(q: QueryBody): Promise<T> {
+    return this.request<T>(FrameType.Query, q, `${q.kind} ${q.path}`);
+  }
+
+  /**
+   * A planned switchover: asks the backup to take over at `epoch` once it has applied every entry journaled so
+   * far (the caller holds mutations back). Resolves with the new primary's journal id once its mount serves.
+   */
+  promote(epoch: number): Promise<{ journalId: string }> {
+    return this.request<Promoted>(FrameType.Promote, { epoch }, `promote to epoch ${epoch}`).then((p) => {
+      if (p.error !== undefined || !p.journalId) throw new QueryError(`the backup did not take over: ${p.error ?? 'no journal id in its answer'}`);
+      return { journalId: p.journalId };
+    });
+  }
+
+  private request<T>(type: FrameType.Query | FrameType.Promote, body: object, what: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const query = { ...q, id: this.nextQueryId++ } as Query;
-      this.queries.push({ afterSeq: this.journal.lastSeq, query, sent: false, resolve: resolve as (r: unknown) => void, reject });
+      this.queries.push({ type, afterSeq: this.journal.lastSeq, body: { ...body, id: this.nextQueryId++ }, what, sent: false, resolve: resolve as (r: unknown) => void, reject });
       this.wake.notify();
     });
   }
@@ -148,6 +169,12 @@ export class Shipper {
         throw conn.closeReason ?? new ProtocolError('the backup closed the connection', { peer: conn.peer });
       }
     } catch (err) {
+      // Only a site at a newer epoch can fence this one; any other such answer is a fault, and is retried.
+      if (err instanceof FencedError && err.epoch > this.opts.generation.epoch) {
+        this.stopping = true;
+        this.lastError = `fenced: ${err.message}`;
+        this.opts.onFenced?.(err);
+      }
       this.fail(log, err, streaming ? 'backup connection lost' : 'backup handshake failed');
       if (streaming && !this.stopping) this.opts.events?.emit('disconnected', `backup connection lost: ${(err as Error).message}`, { route: route.label, peer: conn.peer }, 'warn');
     } finally {
@@ -160,7 +187,7 @@ export class Shipper {
         const q = this.queries[i]!;
         if (!q.sent) continue;
         this.queries.splice(i, 1);
-        q.reject(new QueryError(`the connection to the backup was lost before it answered (${q.query.kind} ${q.query.path})`));
+        q.reject(new QueryError(`the connection to the backup was lost before it answered (${q.what})`));
       }
     }
     return { streamed: streaming, progressed: this.journal.ackedSeq > ackedBefore };
@@ -190,7 +217,8 @@ export class Shipper {
   /** Mutual challenge-response; returns the first seq to send. */
   private async handshake(conn: PeerConnection): Promise<number> {
     const nonce = newNonce();
-    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId: this.journal.id });
+    const { epoch, lineage } = this.opts.generation;
+    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId: this.journal.id, epoch, lineage });
     const challenge = unpackBody<Challenge>(expectFrame(await conn.read(HANDSHAKE_MS), FrameType.Challenge, conn));
     if (!proofMatches(proof(this.opts.secret, 'backup', nonce, challenge.nonce), challenge.proof)) {
       conn.send(FrameType.Refused, { message: 'the backup failed authentication: the shared secrets differ' });
@@ -198,6 +226,7 @@ export class Shipper {
     }
     conn.send(FrameType.Auth, { proof: proof(this.opts.secret, 'primary', challenge.nonce, nonce) });
     const welcome = unpackBody<Welcome>(expectFrame(await conn.read(HANDSHAKE_MS), FrameType.Welcome, conn));
+    this.peerEpoch = welcome.epoch;
     const applied = welcome.appliedSeq;
     if (applied > this.journal.lastSeq) {
       throw new ProtocolError(`backup reports seq ${applied} applied but this journal ends at ${this.journal.lastSeq}: is --state the right directory?`, { peer: conn.peer });
@@ -221,13 +250,14 @@ export class Shipper {
           this.journal.setAcked(appliedSeq);
           while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
           this.wake.notify(); // also when the ack moved nothing (a batch of entries the backup already had)
-        } else if (frame.type === FrameType.Answer) {
-          const a = unpackBody<Answer>(frame);
-          const i = this.queries.findIndex((q) => q.sent && q.query.id === a.id);
+        } else if (frame.type === FrameType.Answer || frame.type === FrameType.Promoted) {
+          const a = unpackBody<Answer | Promoted>(frame);
+          const i = this.queries.findIndex((q) => q.sent && q.body.id === a.id);
           if (i < 0) continue;
           const [q] = this.queries.splice(i, 1);
-          if (a.error !== undefined) q!.reject(new QueryError(`the backup could not answer (${q!.query.kind} ${q!.query.path}): ${a.error}`));
-          else q!.resolve(a.result);
+          if (frame.type === FrameType.Promoted) q!.resolve(a);
+          else if (a.error !== undefined) q!.reject(new QueryError(`the backup could not answer (${q!.what}): ${a.error}`));
+          else q!.resolve((a as Answer).result);
         } else {
           // An Error frame's message becomes the close reason (PeerConnection keeps what the peer said).
           conn.close(new ProtocolError(`unexpected ${FrameType[frame.type]} frame from the backup`, { peer: conn.peer }));
@@ -246,7 +276,7 @@ export class Shipper {
       const question = this.queries.find((q) => !q.sent);
       if (question && pending.length === 0 && next > question.afterSeq) {
         question.sent = true;
-        conn.send(FrameType.Query, question.query);
+        conn.send(question.type, question.body);
         continue;
       }
       const limit = question ? question.afterSeq : Infinity;
@@ -288,6 +318,10 @@ function expectFrame(frame: Frame | undefined, type: FrameType, conn: PeerConnec
   if (frame.type === FrameType.Refused || frame.type === FrameType.Error) {
     throw new AuthError(`backup refused the connection: ${unpackBody<Refusal>(frame).message}`, { peer: conn.peer });
   }
+  if (frame.type === FrameType.Fenced) {
+    const f = unpackBody<Fenced>(frame);
+    throw new FencedError(f.message, f.epoch, { peer: conn.peer });
+  }
   if (frame.type !== type) throw new ProtocolError(`expected ${FrameType[type]}, got ${FrameType[frame.type]}`, { peer: conn.peer });
   return frame;
 }
@@ -317,10 +351,12 @@ function backoff(failures: number): number {
   return BACKOFF_MIN_MS / 2 + Math.random() * cap;
 }
 
-/** A question for the backup, to be sent once every entry up to `afterSeq` is sent. */
-interface PendingQuery {
+/** A question (or a switchover) for the backup, to be sent once every entry up to `afterSeq` is sent. */
+interface PendingRequest {
+  type: FrameType.Query | FrameType.Promote;
   afterSeq: number;
-  query: Query;
+  body: { id: number };
+  what: string;
   sent: boolean;
   resolve: (result: unknown) => void;
   reject: (err: Error) => void;

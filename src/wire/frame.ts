@@ -3,7 +3,8 @@ import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { ProtocolError } from '../errors.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: epochs (fencing) and role changes. */
+export const PROTOCOL_VERSION = 2;
 export const MAX_FRAME = 64 * 1024 * 1024;
 const HEADER = 8;
 
@@ -20,6 +21,12 @@ export enum FrameType {
   /** Primary → backup, in the batch stream: a question about the backup's tree as of the entries before it. */
   Query = 10,
   Answer = 11,
+  /** Backup → primary, after authentication: this site knows a newer epoch; the primary is stale and must stop. */
+  Fenced = 12,
+  /** Primary → backup, in the batch stream after the last entry: a planned switchover, take over at this epoch. */
+  Promote = 13,
+  /** Backup → primary: promoted (its mount serves) or why not. */
+  Promoted = 14,
 }
 
 export interface Frame {

@@ -1,10 +1,13 @@
 // Bodies of the control frames (msgpack). Batch bodies are binary: see frame.ts.
+import type { EpochRecord } from '../failover/generation.js';
 
-/** Primary → backup, first frame. */
+/** Primary → backup, first frame: its journal, and its epoch with the line of journals that led to it. */
 export interface Hello {
   version: number;
   nonce: Uint8Array;
   journalId: string;
+  epoch: number;
+  lineage: EpochRecord[];
 }
 
 /** Backup → primary: its nonce and its proof that it holds the secret. */
@@ -23,6 +26,28 @@ export interface Auth {
 export interface Welcome {
   journalId: string;
   appliedSeq: number;
+  /** The backup's epoch (the primary's, once adopted). */
+  epoch: number;
+}
+
+/** Backup → primary instead of Welcome: the primary's epoch is older than one this site knows. */
+export interface Fenced {
+  epoch: number;
+  message: string;
+}
+
+/** Primary → backup: take over as primary at `epoch` once everything before this frame is applied. */
+export interface Promote {
+  id: number;
+  epoch: number;
+}
+
+/** Backup → primary: the answer to Promote. */
+export interface Promoted {
+  id: number;
+  epoch: number;
+  journalId?: string;
+  error?: string;
 }
 
 /** Backup → primary: everything up to appliedSeq is applied and durable. */

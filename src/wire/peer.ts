@@ -83,7 +83,7 @@ export class PeerConnection {
     });
   }
 
-  /** What the peer said in an Error or Refused frame: the best reason, whatever socket error follows it. */
+  /** What the peer said in an Error, Refused or Fenced frame: the best reason, whatever socket error follows it. */
   private peerSaid: string | undefined;
 
   /** The next frame already received, without waiting, if it is of `type`. */
@@ -91,9 +91,9 @@ export class PeerConnection {
     return this.queue[0]?.type === type ? this.queue.shift() : undefined;
   }
 
-  /** Sends `message` in an Error or Refused frame, then half-closes so the peer reads it before any write fails. */
-  refuse(type: FrameType.Error | FrameType.Refused, message: string, reason?: Error): void {
-    this.send(type, { message });
+  /** Sends `message` in an Error, Refused or Fenced frame, then half-closes so the peer reads it before any write fails. */
+  refuse(type: FrameType.Error | FrameType.Refused | FrameType.Fenced, message: string, reason?: Error, extra: Record<string, unknown> = {}): void {
+    this.send(type, { ...extra, message });
     this.socket.end();
     setTimeout(() => this.close(reason), 1000).unref();
   }
@@ -121,7 +121,7 @@ export class PeerConnection {
     }
     for (const f of frames) {
       if (f.type === FrameType.Ping) continue;
-      if (f.type === FrameType.Error || f.type === FrameType.Refused) {
+      if (f.type === FrameType.Error || f.type === FrameType.Refused || f.type === FrameType.Fenced) {
         this.peerSaid = String(unpackBody<{ message?: unknown }>(f).message);
       }
       const w = this.waiter;

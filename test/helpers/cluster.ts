@@ -2,6 +2,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -110,8 +111,10 @@ export interface BackupNode extends Node {
   port: number;
 }
 
-export async function startBackup(t: Test, opts: { target: string; state: string; secret: string; port?: number }): Promise<BackupNode> {
-  const node = startNode(t, ['backup', '--listen', `127.0.0.1:${opts.port ?? 0}`, '--target', opts.target, '--state', opts.state, '--secret-file', opts.secret]);
+/** A backup; its target is freed in teardown too (a promoted backup mounts over it). */
+export async function startBackup(t: Test, opts: { target: string; state: string; secret: string; port?: number; extra?: string[] }): Promise<BackupNode> {
+  const args = ['backup', '--listen', `127.0.0.1:${opts.port ?? 0}`, '--target', opts.target, '--state', opts.state, '--secret-file', opts.secret, ...(opts.extra ?? [])];
+  const node = startNode(t, args, opts.target);
   const line = await node.waitFor('backup listening');
   return { ...node, port: Number(String(line.listen).split(':').pop()) };
 }
@@ -125,6 +128,15 @@ export async function startPrimary(
   const node = startNode(t, args, opts.mount);
   await node.waitFor('mounted');
   return node;
+}
+
+/** A TCP port free on 127.0.0.1 right now (for a node that must listen on a known port later). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
 }
 
 /** Runs `drms <args>` to completion. */
