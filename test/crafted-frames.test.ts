@@ -5,23 +5,25 @@ import net from 'node:net';
 import path from 'node:path';
 import { encodeEntry, type JournalEntry } from '../dist/journal/entry.js';
 import { newNonce, proof } from '../dist/wire/auth.js';
-import { encodeBatch, FrameType, unpackBody } from '../dist/wire/frame.js';
+import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody } from '../dist/wire/frame.js';
 import { PeerConnection } from '../dist/wire/peer.js';
 import { startBackup, tmpdir, writeSecret } from './helpers/cluster.js';
 
 type Entry = Partial<JournalEntry> & Record<string, unknown>;
 
-/** Authenticates as a primary with journal `journalId`, sends one batch, returns the answer. */
-async function sendBatch(port: number, secret: Buffer, journalId: string, entries: Array<Entry | Buffer>) {
+/** Authenticates as a primary with journal `journalId` (at `epoch`), sends one batch, returns the answer. */
+async function sendBatch(port: number, secret: Buffer, journalId: string, entries: Array<Entry | Buffer>, epoch = 1) {
   const socket = net.connect({ host: '127.0.0.1', port });
   await new Promise((r) => socket.once('connect', r));
   const conn = new PeerConnection(socket);
   try {
     const nonce = newNonce();
-    conn.send(FrameType.Hello, { version: 1, nonce, journalId });
+    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId, epoch, lineage: [{ epoch, journalId, since: '' }] });
     const ch = unpackBody<{ nonce: Buffer }>((await conn.read(5000))!);
     conn.send(FrameType.Auth, { proof: proof(secret, 'primary', ch.nonce, nonce) });
-    const welcome = unpackBody<{ appliedSeq: number }>((await conn.read(5000))!);
+    const reply = (await conn.read(5000))!;
+    if (reply.type !== FrameType.Welcome) return { welcome: undefined, type: FrameType[reply.type], body: unpackBody<Record<string, unknown>>(reply) };
+    const welcome = unpackBody<{ appliedSeq: number }>(reply);
     const raw = entries.map((e) => (Buffer.isBuffer(e) ? e : encodeEntry({ ts: Date.now(), ...e } as JournalEntry)));
     conn.sendParts(FrameType.Batch, encodeBatch(raw));
     const answer = await conn.read(5000);
@@ -102,4 +104,19 @@ t.test('an unauthenticated peer cannot send a batch', async (t) => {
   t.equal(answer && FrameType[answer.type], 'Error');
   t.match(String(unpackBody<{ message: string }>(answer!).message), /expected Hello, got Batch/);
   t.same(fs.readdirSync(dr), []);
+});
+
+t.test('a primary older than the epoch the backup knows is fenced: told why, nothing of its batch applied', async (t) => {
+  const dir = tmpdir(t);
+  const dr = path.join(dir, 'dr');
+  const secretFile = writeSecret(dir);
+  const secret = Buffer.from(fs.readFileSync(secretFile, 'utf8'));
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret: secretFile });
+  const mkdir = (seq: number, p: string): Entry => ({ seq, op: 'mkdir', path: p, mode: 0o755, uid: 0, gid: 0 });
+  t.same((await sendBatch(backup.port, secret, 'epoch-3', [mkdir(1, '/new')], 3)).body, { appliedSeq: 1 }, 'a primary at epoch 3 is adopted');
+  const stale = await sendBatch(backup.port, secret, 'epoch-2', [mkdir(1, '/stale')], 2);
+  t.equal(stale.type, 'Fenced');
+  t.match(stale.body, { epoch: 3, message: /this site is at epoch 3.*stale and fenced.*rejoin it as a backup/ });
+  t.same(fs.readdirSync(dr), ['new'], 'nothing from the stale primary was applied');
+  t.equal(JSON.parse(fs.readFileSync(path.join(dir, 'bstate', 'generation.json'), 'utf8')).epoch, 3, 'the epoch is kept durably');
 });
