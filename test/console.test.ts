@@ -84,6 +84,9 @@ t.test('dashboard, metrics, report and alerts against a live primary and backup'
   const all = [...after].filter(([k]) => k.startsWith('drms_operations_total{')).reduce((n, [, v]) => n + v, 0);
   t.equal(all, status.lastSeq, 'every journaled operation is counted once');
   t.equal(after.get('drms_connected{role="primary"}'), 1);
+  t.equal(after.get('drms_epoch{role="primary"}'), 1);
+  t.equal(after.get('drms_peer_epoch{role="primary"}'), 1);
+  t.equal(after.get('drms_fenced{role="primary"}'), 0);
   t.equal(after.get('drms_lag_operations{role="primary"}'), 0);
   t.ok(after.get('drms_class_operations_total{class="macros",role="primary"}')! >= 12, 'per-class counts');
 
@@ -107,6 +110,8 @@ t.test('dashboard, metrics, report and alerts against a live primary and backup'
   await page.keyboard.press('Enter');
   await page.waitForSelector('#connection.ok', { timeout: 10_000 });
   t.equal(await page.textContent('#role'), `primary · ${prod}`);
+  t.equal(await page.textContent('#epoch'), '1', 'the epoch is shown');
+  await page.waitForFunction(() => document.querySelector('#peer-epoch')?.textContent === '1', undefined, { timeout: 10_000 });
   const writer = spawn('bash', ['-c', 'for i in $(seq 1 2000); do echo "txn $i" >> live.atmlog; sleep 0.005; done'], { cwd: prod, stdio: 'ignore' });
   t.teardown(() => void writer.kill());
   await page.waitForFunction(() => Number(document.getElementById('ops-rate')!.textContent) > 0, undefined, { timeout: 10_000 });

@@ -131,7 +131,7 @@ t.test('two sites, each primary for one set and backup for the other, under load
   // atm: primary east, backup west; cards: primary west, backup east. One process per set and role.
   const atmBackup = await startBackup(t, { target: site('west', 'atm'), state: site('west', 'atm.state'), secret });
   const cardsBackup = await startBackup(t, { target: site('east', 'cards'), state: site('east', 'cards.state'), secret });
-  await startPrimary(t, { mount: site('east', 'atm'), state: site('east', 'atm.pstate'), to: `127.0.0.1:${atmBackup.port}`, secret });
+  await startPrimary(t, { mount: site('east', 'atm'), state: site('east', 'atm.pstate'), to: `127.0.0.1:${atmBackup.port}`, secret, extra: ['--listen', `127.0.0.1:${await freePort()}`] });
   await startPrimary(t, { mount: site('west', 'cards'), state: site('west', 'cards.pstate'), to: `127.0.0.1:${cardsBackup.port}`, secret });
   const load = (where: string) => sh(`
     for i in $(seq 1 400); do
@@ -153,6 +153,11 @@ t.test('two sites, each primary for one set and backup for the other, under load
   t.same((await snapshot(site('east', 'cards'))).entries, (await snapshot(site('west', 'cards'))).entries, 'cards identical west → east');
   t.equal(lines(path.join(view, 'txn.log')).length, 400, 'the read-only view shows the DR copy as applied');
   await t.rejects(sh('echo x >> txn.log', view), 'the view refuses writes');
+  // A switchover the backup cannot carry out (it has no address to ship to) is abandoned: nothing changes.
+  const refused = await drms(['switchover', '--state', site('east', 'atm.pstate'), '--timeout', '10']);
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /abandoned, this site stays the primary.*no address to ship to/);
+  t.match(await status(site('east', 'atm.pstate')), { role: 'primary', epoch: 1, peerEpoch: 1, connected: true });
   await sh('echo "txn 401" >> txn.log', site('east', 'atm'));
   t.equal((await drms(['sync', '--state', site('east', 'atm.pstate')])).code, 0);
   t.equal(lines(path.join(view, 'txn.log')).at(-1), 'txn 401', 'the backup keeps applying beneath the view');

@@ -31,9 +31,9 @@ export interface BackupOptions {
   peer?: PeerOptions;
   /**
    * A planned switchover asks this backup to take over at `epoch` (everything before it applied). Resolves with
-   * the new primary's journal id once its mount serves. Without it, this backup cannot be promoted that way.
+   * the new primary's journal id once its mount serves; rejects (nothing changed) when it cannot.
    */
-  onPromote?: (epoch: number) => Promise<{ journalId: string }>;
+  onPromote: (epoch: number) => Promise<{ journalId: string }>;
 }
 
 const HANDSHAKE_MS = 10_000;
@@ -209,7 +209,6 @@ export class BackupServer {
   private async promote(frame: Frame, conn: PeerConnection): Promise<void> {
     const req = unpackBody<Promote>(frame);
     const answer = (body: Omit<Promoted, 'id' | 'epoch'>) => conn.send(FrameType.Promoted, { id: req.id, epoch: req.epoch, ...body });
-    if (!this.opts.onPromote) return answer({ error: 'this backup cannot take over: it was started without --to (where to ship once it is the primary)' });
     if (req.epoch !== this.generation.epoch + 1) return answer({ error: `asked to take over at epoch ${req.epoch}, but this site is at epoch ${this.generation.epoch}` });
     try {
       answer(await this.opts.onPromote(req.epoch));

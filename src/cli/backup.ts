@@ -114,7 +114,9 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
     },
     async stop() {
       await s.close();
-      await mounted?.unmount();
+      if (!mounted) return;
+      await mounted.unmount();
+      fs.rmSync(path.join(stateDir, 'primary.pid'), { force: true }); // the primary's, kept while its mount was served
     },
   };
 }

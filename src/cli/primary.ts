@@ -266,9 +266,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       taken = await m.exclusive(async () => {
         await j.waitAcked(j.lastSeq, timeoutMs);
         const next = promote(generation, { journalId: j.id, appliedSeq: j.lastSeq });
-        const answer = await Promise.race([s.promote(next.epoch), delay(timeoutMs, undefined, { ref: false }).then(() => {
-          throw new Error(`the backup did not answer within ${timeoutMs} ms`);
-        })]);
+        const answer = await s.promote(next.epoch, timeoutMs);
         writeGeneration(stateDir, (generation = next));
         m.readOnly(`switched over: the primary is now the other site (epoch ${next.epoch})`);
         return { epoch: next.epoch, journalId: answer.journalId, seq: j.lastSeq };

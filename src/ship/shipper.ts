@@ -91,8 +91,16 @@ export class Shipper {
    * A planned switchover: asks the backup to take over at `epoch` once it has applied every entry journaled so
    * far (the caller holds mutations back). Resolves with the new primary's journal id once its mount serves.
    */
-  promote(epoch: number): Promise<{ journalId: string }> {
-    return this.request<Promoted>(FrameType.Promote, { epoch }, `promote to epoch ${epoch}`).then((p) => {
+  promote(epoch: number, timeoutMs: number): Promise<{ journalId: string }> {
+    const answer = this.request<Promoted>(FrameType.Promote, { epoch }, `promote to epoch ${epoch}`);
+    const id = this.nextQueryId - 1;
+    const late = delay(timeoutMs, undefined, { ref: false }).then(() => {
+      // Not sent yet: it must never be (a switchover abandoned here cannot happen later by surprise).
+      const i = this.queries.findIndex((q) => q.body.id === id && !q.sent);
+      if (i >= 0) this.queries.splice(i, 1);
+      throw new QueryError(`the backup did not answer within ${timeoutMs} ms`);
+    });
+    return Promise.race([answer, late]).then((p) => {
       if (p.error !== undefined || !p.journalId) throw new QueryError(`the backup did not take over: ${p.error ?? 'no journal id in its answer'}`);
       return { journalId: p.journalId };
     });
