@@ -103,10 +103,18 @@ t.test('emergency failover: the old primary is fenced, rejoins as backup, its un
   t.equal(again.code, 2, 'a fenced site cannot start as primary again');
   t.match(again.stderr, /fenced at epoch 2/);
 
+  // The promoted site restarts as a plain primary: same journal and epoch, still refusing the old epoch on the
+  // backup's address (--listen).
+  backup.proc.kill('SIGTERM');
+  t.equal(await backup.exited, 0);
+  const restarted = await startPrimary(t, { mount: dr, state: bstate, to: `127.0.0.1:${aPort}`, secret, extra: ['--listen', `127.0.0.1:${backup.port}`] });
+  t.match(await status(bstate), { role: 'primary', epoch: 2 });
+
   // It rejoins as the backup of the new primary.
   const rejoined = await startBackup(t, { target: prod, state: pstate, secret, port: aPort });
   await rejoined.waitFor(/^QUARANTINED/, 20_000);
   t.equal((await drms(['sync', '--state', bstate, '--timeout', '60'])).code, 0, 'converged');
+  t.ok(restarted.logs.some((l) => l.msg === 'connected to backup; shipping'), 'the new primary ships to the old one');
   const ps = await status(pstate);
   t.match(ps, { role: 'backup', epoch: 2 });
   const quarantines = ps.quarantines as Array<{ dir: string; fromSeq: number }>;

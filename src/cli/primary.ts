@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { BackupServer } from '../apply/server.js';
+import { BackupServer } from '../apply/server.js';
 import { ConfigError, FencedError } from '../errors.js';
 import { adoptJournal, promote, readGeneration, writeGeneration } from '../failover/generation.js';
 import { mountOver, type Mounted } from '../fs/mount.js';
@@ -12,7 +12,7 @@ import { Journal } from '../journal/journal.js';
 import { Policy } from '../policy/policy.js';
 import { Resync, type VerifyReport } from '../verify/resync.js';
 import { rollbackOpenTransactions } from '../vos/transactions.js';
-import { parseRoutes, type Route } from '../ship/routes.js';
+import { parseHostPort, parseRoutes, type Route } from '../ship/routes.js';
 import { Shipper } from '../ship/shipper.js';
 import { loadCredentials, type Credentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
@@ -49,6 +49,7 @@ interface Settings {
   policy: Policy;
   routes: Route[];
   credentials: Credentials;
+  listen?: { host: string; port: number };
 }
 
 export function settingsOf(args: PrimaryArgs): Settings {
@@ -64,6 +65,7 @@ export function settingsOf(args: PrimaryArgs): Settings {
     verifyEveryMs: args.verifyEvery ? duration(args.verifyEvery, '--verify-every') : 0,
     policy: args.policy ? Policy.load(args.policy) : Policy.everything(),
     routes: parseRoutes(args.to),
+    ...(args.listen && { listen: parseHostPort(args.listen, '--listen', true) }),
     credentials: loadCredentials(args),
   };
 }
@@ -156,6 +158,9 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   });
   const m = mounted;
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
+  // The address where this site serves as the backup after a switchover refuses stale primaries meanwhile, also
+  // after a restart of a promoted site: an old primary that comes back is told why it may not serve.
+  const listener = opts.listener ?? (args.listen ? await fenceListener(args, m.root, stateDir, generation.epoch, node) : undefined);
   // A backup at a newer epoch refused us: another site is the primary now. Writes here would be lost: refuse them.
   const onFenced = (err: FencedError) => {
     generation = { ...generation, superseded: { epoch: err.epoch, at: new Date().toISOString(), message: err.message } };
@@ -248,7 +253,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
     }
     await s.stop();
     await j.close();
-    await opts.listener?.close();
+    await listener?.close();
   };
 
   /**
@@ -311,6 +316,19 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       fs.rmSync(pidFile, { force: true });
     },
   };
+}
+
+/** A backup server that only refuses: this site is the primary at `epoch`. */
+async function fenceListener(args: PrimaryArgs, root: string, stateDir: string, epoch: number, node: SiteNode): Promise<BackupServer> {
+  const server = new BackupServer({
+    listen: settingsOf(args).listen!, target: root, stateDir, ...loadCredentials(args), log: node.log,
+    onPromote: () => Promise.reject(new ConfigError('this site is the primary')),
+  });
+  server.fence(epoch, `this site is the primary at epoch ${epoch}; it does not accept a primary's stream`, false);
+  await server.listen().catch((err: Error) => {
+    throw new ConfigError(`--listen ${args.listen}: cannot listen: ${err.message}`);
+  });
+  return server;
 }
 
 /** This site's flags for the backup role it takes after a switchover: it listens, and applies to its own directory. */
