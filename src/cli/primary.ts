@@ -160,7 +160,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
   // The address where this site serves as the backup after a switchover refuses stale primaries meanwhile, also
   // after a restart of a promoted site: an old primary that comes back is told why it may not serve.
-  const listener = opts.listener ?? (args.listen ? await fenceListener(args, m.root, stateDir, generation.epoch, node) : undefined);
+  const listener = opts.listener ?? (args.listen ? await fenceListener(settings, args.listen, m.root, stateDir, generation.epoch, node) : undefined);
   // A backup at a newer epoch refused us: another site is the primary now. Writes here would be lost: refuse them.
   const onFenced = (err: FencedError) => {
     generation = { ...generation, superseded: { epoch: err.epoch, at: new Date().toISOString(), message: err.message } };
@@ -319,14 +319,14 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
 }
 
 /** A backup server that only refuses: this site is the primary at `epoch`. */
-async function fenceListener(args: PrimaryArgs, root: string, stateDir: string, epoch: number, node: SiteNode): Promise<BackupServer> {
+async function fenceListener(settings: Settings, address: string, root: string, stateDir: string, epoch: number, node: SiteNode): Promise<BackupServer> {
   const server = new BackupServer({
-    listen: settingsOf(args).listen!, target: root, stateDir, ...loadCredentials(args), log: node.log,
+    listen: settings.listen!, target: root, stateDir, ...settings.credentials, log: node.log,
     onPromote: () => Promise.reject(new ConfigError('this site is the primary')),
   });
   server.fence(epoch, `this site is the primary at epoch ${epoch}; it does not accept a primary's stream`, false);
   await server.listen().catch((err: Error) => {
-    throw new ConfigError(`--listen ${args.listen}: cannot listen: ${err.message}`);
+    throw new ConfigError(`--listen ${address}: cannot listen: ${err.message}`);
   });
   return server;
 }
