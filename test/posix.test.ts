@@ -12,8 +12,17 @@ import { mtimeDrift, snapshot } from './helpers/tree.js';
 const run = promisify(execFile);
 const PROBE = path.resolve(import.meta.dirname, 'fixtures/posix-ops.mjs');
 
+/** What only the native binding offers (nanosecond times, fallocate) is compared when it serves the mount. */
+const NATIVE = (process.env.DRMS_BINDING ?? 'native') === 'native';
+
+/** Known differences of the native binding (libfuse3's path-based API), each with its reason. */
+const NATIVE_GAPS: Record<string, string> = {
+  'fstat of an unlinked open file': 'libfuse3\'s high-level API has no path for an unlinked inode and answers a GETATTR without a handle ESTALE',
+};
+
 async function probe(dir: string): Promise<unknown[]> {
-  const root = JSON.parse((await run(process.execPath, [PROBE, dir, '--', 'root'])).stdout) as unknown[];
+  const part = async (name: string) => JSON.parse((await run(process.execPath, [PROBE, dir, '--', name])).stdout) as unknown[];
+  const root = [...await part('root'), ...(NATIVE ? await part('native') : [])];
   // The permission checks run as nobody: the kernel's checks through the mount (default_permissions) must match.
   fs.chmodSync(dir, 0o755);
   const other = JSON.parse((await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, PROBE, dir, '--', 'other'])).stdout) as unknown[];
@@ -30,10 +39,14 @@ t.test('the same POSIX operations give the same results on ext4 and through drms
   const actual = await probe(prod);
   const labels = expected.map((e) => (e as [string])[0]);
   t.equal(actual.length, expected.length, 'every operation ran');
-  for (const [i, label] of labels.entries()) t.same(actual[i], expected[i], label);
+  for (const [i, label] of labels.entries()) t.same(actual[i], expected[i], label, { todo: NATIVE && NATIVE_GAPS[label] });
   t.equal((await drms(['sync', '--state', pstate])).code, 0);
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
   t.same(b.entries, p.entries, 'the backup is identical');
   t.same(b.linkGroups, p.linkGroups);
   t.same(mtimeDrift(p, b), [], 'times agree');
+  if (NATIVE) {
+    const ns = (root: string) => String(fs.lstatSync(path.join(root, 'ns'), { bigint: true }).mtimeNs);
+    t.equal(ns(dr), ns(prod), 'the backup has the same time to the nanosecond');
+  }
 });

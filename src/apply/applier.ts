@@ -6,7 +6,8 @@ import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { nsToTimestamp, timestampToSeconds, type JournalEntry } from '../journal/entry.js';
+import { nsToTimestamp, type JournalEntry } from '../journal/entry.js';
+import { setTimes } from '../fs/native.js';
 import { XATTR_COMMIT_GEN } from '../vos/transactions.js';
 import type { StagedTransactions } from './state.js';
 import { Target } from './target.js';
@@ -54,7 +55,7 @@ export class Applier {
     try {
       await this.applyOp(e);
       for (const [p, atime, mtime] of e.stamps ?? []) {
-        await fs.promises.lutimes(await this.target.resolve(p, { allowRoot: true }), timestampToSeconds(atime), timestampToSeconds(mtime));
+        setTimes(await this.target.resolve(p, { allowRoot: true }), atime, mtime);
       }
       return true;
     } catch (err) {
@@ -259,7 +260,7 @@ export class Applier {
       this.dirtyDirs.add(path.dirname(abs));
     }
     await setAttribute(root, XATTR_COMMIT_GEN, Buffer.from(String(swapping + 1)));
-    for (const [d, st] of dirs) await fs.promises.lutimes(d, timestampToSeconds(nsToTimestamp(st.atimeNs)), timestampToSeconds(nsToTimestamp(st.mtimeNs)));
+    for (const [d, st] of dirs) setTimes(d, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs));
     this.staging.drop(txn);
   }
 

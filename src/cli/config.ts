@@ -8,7 +8,7 @@ import type { PrimaryArgs } from './primary.js';
 /** Keys a set may hold; `to` may also be a list of HOST:PORT. */
 const KEYS = new Set([
   'name', 'mount', 'state', 'to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'drainTimeout',
-  'maxBacklog', 'policy', 'verifyEvery', 'listen', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck',
+  'maxBacklog', 'policy', 'verifyEvery', 'listen', 'binding', 'writebackCache', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck',
 ]);
 
 export interface MirroredSet extends PrimaryArgs {
@@ -33,8 +33,8 @@ export function loadSets(file: string): MirroredSet[] {
     for (const [k, v] of Object.entries(raw)) {
       if (!KEYS.has(k)) throw new ConfigError(`${where}: unknown key "${k}"`, { path: file });
       if (k === 'to' && Array.isArray(v) && v.every((x) => typeof x === 'string')) set.to = v.join(',');
-      else if (typeof v === 'string' || typeof v === 'number') set[k] = String(v);
-      else throw new ConfigError(`${where}: "${k}" must be a string${k === 'to' ? ' or a list of HOST:PORT' : ' or a number'}`, { path: file });
+      else if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') set[k] = String(v);
+      else throw new ConfigError(`${where}: "${k}" must be a string${k === 'to' ? ' or a list of HOST:PORT' : ' a number or true/false'}`, { path: file });
     }
     for (const k of ['name', 'mount', 'state', 'to']) if (!set[k]) throw new ConfigError(`${where}: "${k}" is missing`, { path: file });
     if (!/^[A-Za-z0-9_.-]+$/.test(set.name!)) throw new ConfigError(`${where}: name "${set.name}" may hold only letters, digits, _ . -`, { path: file });

@@ -15,6 +15,13 @@ export function bytes(v: string, flag: string): number {
   return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
 }
 
+/** An on/off setting: a command-line switch, or true/false in a config file. */
+export function flag(v: boolean | string | undefined, name: string): boolean {
+  if (v === undefined || typeof v === 'boolean') return v ?? false;
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new ConfigError(`${name} must be true or false, not "${v}"`);
+}
+
 /** A duration such as 90s, 30m, 6h or 1d. */
 export function duration(v: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(v.trim());

@@ -9,6 +9,7 @@ import { ask, type ControlRequest } from '../admin/control.js';
 import { DrmsError } from '../errors.js';
 import { activityReport, reportCsv, reportText } from './activity-report.js';
 import { runBackup } from './backup.js';
+import { BINDINGS } from '../fs/binding.js';
 import { duration, PRIMARY_DEFAULTS } from './flags.js';
 import { runPrimary } from './primary.js';
 import { formatListing, listRecords } from './records.js';
@@ -52,6 +53,8 @@ withConsole(program.command('primary'))
   .option('--policy <file>', 'critical-file policy (YAML or JSON): include/exclude globs and classes; without it everything is mirrored')
   .option('--verify-every <duration>', 'compare primary and backup on a schedule (e.g. 30m, 6h, 1d); the result is in status')
   .option('--listen <host:port>', 'where this site serves as the backup after a planned switchover (drms switchover)')
+  .addOption(new Option('--binding <name>', 'FUSE binding: native (drms\'s libfuse3 addon) or fuse-native (libfuse2)').choices([...BINDINGS]))
+  .option('--writeback-cache', 'native binding: the kernel buffers small writes and sends them in large ones (captured at flush, fsync and close)')
   .action((o) => runPrimary(o));
 
 withConsole(program.command('backup'))

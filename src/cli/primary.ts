@@ -5,6 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { BackupServer } from '../apply/server.js';
 import { ConfigError, FencedError } from '../errors.js';
 import { adoptJournal, promote, readGeneration, writeGeneration } from '../failover/generation.js';
+import { parseBinding, type BindingName } from '../fs/binding.js';
 import { mountOver, type Mounted } from '../fs/mount.js';
 import type { ReplicationMode } from '../fs/passthrough.js';
 import { recoverInFlight } from '../fs/recovery.js';
@@ -18,7 +19,7 @@ import { loadCredentials, type Credentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
 import { loadSet } from './config.js';
 import { startBackupRole, type BackupArgs } from './backup.js';
-import { bytes, duration, seconds, type ConsoleFlags } from './flags.js';
+import { bytes, duration, flag, seconds, type ConsoleFlags } from './flags.js';
 import { SiteNode, type Role } from './node.js';
 import { diskFree, type NodeReport } from './report.js';
 
@@ -36,6 +37,9 @@ export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   verifyEvery?: string;
   /** Where this site listens as the backup after a planned switchover (without it, no switchover). */
   listen?: string;
+  /** The FUSE binding (native or fuse-native); mount-time only. */
+  binding?: string;
+  writebackCache?: boolean | string;
 }
 
 /** What the flags (or a config set) say, checked; everything but mount, state and the console can change on SIGHUP. */
@@ -50,6 +54,8 @@ interface Settings {
   routes: Route[];
   credentials: Credentials;
   listen?: { host: string; port: number };
+  binding: BindingName;
+  writebackCache: boolean;
 }
 
 export function settingsOf(args: PrimaryArgs): Settings {
@@ -67,6 +73,8 @@ export function settingsOf(args: PrimaryArgs): Settings {
     routes: parseRoutes(args.to),
     ...(args.listen && { listen: parseHostPort(args.listen, '--listen', true) }),
     credentials: loadCredentials(args),
+    binding: parseBinding(args.binding),
+    writebackCache: flag(args.writebackCache, '--writeback-cache'),
   };
 }
 
@@ -149,15 +157,15 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
-  const { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy } = settings;
-  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, events, log }, async (root) => {
+  const { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, binding, writebackCache } = settings;
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, events, log, binding, writebackCache }, async (root) => {
     await recoverInFlight(j0, root, log);
     await rollbackOpenTransactions(j0, root, log);
   }).catch((err: NodeJS.ErrnoException) => {
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   const m = mounted;
-  log.info({ path: m.dir, mode, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
+  log.info({ path: m.dir, mode, binding, writebackCache, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
   // The address where this site serves as the backup after a switchover refuses stale primaries meanwhile, also
   // after a restart of a promoted site: an old primary that comes back is told why it may not serve.
   const listener = opts.listener ?? (args.listen ? await fenceListener(settings, args.listen, m.root, stateDir, generation.epoch, node) : undefined);
@@ -223,7 +231,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
       return;
     }
-    const restartOnly = (['mount', 'state', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
+    const restartOnly = (['mount', 'state', 'binding', 'writebackCache', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
       .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
     if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
     const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery', 'listen'] as const)

@@ -1,5 +1,4 @@
 // Mounts the passthrough over a directory itself, so applications keep their paths; and takes it down.
-import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -7,6 +6,7 @@ import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
 import type { Journal } from '../journal/journal.js';
 import type { Logger } from '../log.js';
+import { serve, type BindingOptions } from './binding.js';
 import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
@@ -89,7 +89,7 @@ function isAlive(dir: string): boolean {
 export async function mountOver(
   dirArg: string,
   journal: Journal,
-  opts: PassthroughOptions,
+  opts: PassthroughOptions & BindingOptions,
   beforeServe: (root: string) => Promise<void> = async () => undefined,
 ): Promise<Mounted> {
   const dir = await detachStale(dirArg, opts.log);
@@ -98,16 +98,7 @@ export async function mountOver(
   const root = `/proc/self/fd/${dirFd}`;
   await beforeServe(root);
   const passthrough = new Passthrough(root, journal, opts);
-  const fuse = new Fuse(dir, passthrough.operations(), {
-    allowOther: true,
-    defaultPermissions: true,
-    timeout: false,
-    // fuse-native has no switch for these; its fsname is passed to libfuse unescaped. attr_timeout=0: a cached
-    // attribute of one hard-link name would outlive a chmod through another (getattr here is a cheap lstat).
-    fsname: `${FS_NAME},nonempty,big_writes,max_write=131072,use_ino,attr_timeout=0`,
-    subtype: FS_NAME,
-  });
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  const session = await serve(dir, dirFd, passthrough.operations(), opts);
   let down = false;
   return {
     dir,
@@ -131,7 +122,7 @@ export async function mountOver(
     async unmount() {
       if (down) return;
       down = true;
-      await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+      await session.unmount();
       fs.closeSync(dirFd);
     },
   };

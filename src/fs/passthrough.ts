@@ -8,7 +8,7 @@ import path from 'node:path';
 import { getAttribute, getAttributeSync, listAttributesSync, removeAttribute, setAttribute } from 'fs-xattr';
 import { codeOf, errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { nsToTimestamp, timestampToSeconds, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
+import { nsToTimestamp, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
 import type { EventLog } from '../admin/events.js';
@@ -16,6 +16,7 @@ import type { Policy } from '../policy/policy.js';
 import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/layout.js';
 import { RecordRules } from '../vos/record-rules.js';
 import { parseTxnControl, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
+import { nativeAddon, setTimes } from './native.js';
 import { PathCopier } from './copy.js';
 import { Serializer } from './serial.js';
 
@@ -53,10 +54,19 @@ interface Outcome<T> {
   stamps?: Stamp[];
 }
 
-/** Sentinels the patched binding uses for UTIME_NOW and UTIME_OMIT (high word 0xFFFFFFFF / 0xFFFFFFFE). */
-const UTIME_NOW = 0xffffffff * 2 ** 32;
-const UTIME_OMIT = 0xfffffffe * 2 ** 32;
+/** A time a utimens asks for, as the bindings pass it. */
+export type TimeArg = Timestamp | 'now' | 'omit';
+
+/** The FUSE operations, in fuse-native's argument order (fs/binding.ts adapts them to each binding). */
+export type Operations = ReturnType<Passthrough['operations']>;
+
 const NO_ID = 0xffffffff;
+const FALLOC_KEEP_SIZE = 0x01;
+const FALLOC_PUNCH_HOLE = 0x02;
+const FALLOC_ZERO_RANGE = 0x10;
+/** A punched or zeroed range is journaled as zeros: up to this much. */
+const MAX_ZEROED = 64 * 2 ** 20;
+
 const O_ACCMODE = 3;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
@@ -341,7 +351,7 @@ export class Passthrough {
     await this.record({ op: 'times', path: p }, [p], h);
   }
 
-  operations(): Record<string, (...args: never[]) => void> {
+  operations() {
     const reply = <T>(cb: Reply, work: Promise<T>, ok: (v: T) => unknown[] = () => []) => {
       work.then((v) => cb(0, ...ok(v)), (err) => cb(errnoOf(err)));
     };
@@ -361,7 +371,7 @@ export class Passthrough {
       this.stamps(stampPaths).then((stamps): Outcome<T> => ({ value, stamps: stamps.length ? stamps : undefined, final }));
     const a = (p: string) => this.abs(p);
     const ops = {
-      getattr: (p: string, cb: Reply) => now(cb, () => fs.lstatSync(a(p), { bigint: true }), (st) => [fuseStat(st)]),
+      getattr: (p: string, cb: Reply) => now(cb, () => fs.lstatSync(a(p), { bigint: true }), (st) => [st]),
 
       readdir: (p: string, cb: Reply) => reply(cb, fs.promises.readdir(a(p)), (names) => [['.', '..', ...names]]),
 
@@ -419,7 +429,10 @@ export class Passthrough {
         }));
       },
 
-      utimens: (p: string, atime: number, mtime: number, cb: Reply) => reply(cb, this.utimens(p, atime, mtime)),
+      utimens: (p: string, atime: TimeArg, mtime: TimeArg, cb: Reply) => reply(cb, this.utimens(p, atime, mtime)),
+
+      fallocate: (p: string, fd: number, mode: number, offset: number, length: number, cb: Reply) =>
+        reply(cb, this.fallocate(p, fd, mode, offset, length)),
 
       unlink: (p: string, cb: Reply) =>
         reply(cb, this.mutate(this.namespaceIntent({ op: 'unlink', path: p }, p), async () => {
@@ -477,7 +490,7 @@ export class Passthrough {
           return done(undefined);
         }))),
     };
-    return ops as unknown as Record<string, (...args: never[]) => void>;
+    return ops;
   }
 
   /**
@@ -649,19 +662,43 @@ export class Passthrough {
   }
 
   /** The intent carries the times asked for (resolved), so a redo after a crash sets the same. */
-  private async utimens(p: string, atime: number, mtime: number): Promise<void> {
-    const current = atime === UTIME_OMIT || mtime === UTIME_OMIT ? await lstat(this.abs(p)) : undefined;
-    const resolve = (v: number, currentNs: bigint | undefined): Timestamp => {
-      if (v === UTIME_NOW) return nsToTimestamp(BigInt(Date.now()) * 1_000_000n);
-      if (v === UTIME_OMIT) return nsToTimestamp(currentNs!);
-      return nsToTimestamp(BigInt(v) * 1000n);
+  private async utimens(p: string, atime: TimeArg, mtime: TimeArg): Promise<void> {
+    const current = atime === 'omit' || mtime === 'omit' ? await lstat(this.abs(p)) : undefined;
+    const resolve = (v: TimeArg, currentNs: bigint | undefined): Timestamp => {
+      if (v === 'now') return nsToTimestamp(BigInt(Date.now()) * 1_000_000n);
+      if (v === 'omit') return nsToTimestamp(currentNs!);
+      return v;
     };
     const [at, mt] = [resolve(atime, current?.atimeNs), resolve(mtime, current?.mtimeNs)];
     const intent: Op = { op: 'times', path: p };
     await this.mutate(intent, async () => {
-      await fs.promises.lutimes(this.abs(p), timestampToSeconds(at), timestampToSeconds(mt));
+      setTimes(this.abs(p), at, mt);
       return { value: undefined, stamps: await this.stamps([p]) };
     }, undefined, [[p, at, mt]]);
+  }
+
+  /**
+   * fallocate (native binding). The backup gets its visible effect: a longer file (a truncate entry), or zeros
+   * (a write entry), or only new times (blocks reserved). Ranges that move data are not offered.
+   */
+  private fallocate(p: string, fd: number, mode: number, offset: number, length: number): Promise<void> {
+    if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) return Promise.reject(fail('fallocate mode not supported', errno.EOPNOTSUPP));
+    const allocate = async (): Promise<Outcome<void>> => {
+      nativeAddon().fallocate(fd, mode, offset, length);
+      return { value: undefined, stamps: await this.stamps([p]) };
+    };
+    const h = this.handles.get(fd);
+    if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
+      if (length > MAX_ZEROED) return Promise.reject(fail('range too large to mirror as zeros', errno.EOPNOTSUPP));
+      return this.mutate(() => {
+        const size = fs.fstatSync(fd).size;
+        const end = mode & FALLOC_KEEP_SIZE ? Math.min(offset + length, size) : offset + length;
+        return this.writeIntent(p, fd, offset, Buffer.alloc(Math.max(0, end - offset)));
+      }, allocate, h);
+    }
+    // Reserving blocks changes no content, but the file's times.
+    if (mode & FALLOC_KEEP_SIZE) return this.mutate({ op: 'times', path: p }, allocate, h);
+    return this.mutate(() => this.truncateIntent(p, Math.max(offset + length, fs.fstatSync(fd).size), () => fs.fstatSync(fd).size), allocate, h);
   }
 
   /** Drops what is cached about `p` (or about every path, when names change). */
@@ -775,23 +812,4 @@ function parentOf(p: string): string {
 
 function fsOpen(p: string, flags: number, mode?: number): Promise<number> {
   return new Promise((res, rej) => fs.open(p, flags, mode, (e, fd) => (e ? rej(e) : res(fd))));
-}
-
-/** Stat in the shape fuse-native wants, times in microseconds (the patched binding's unit). */
-function fuseStat(st: fs.BigIntStats) {
-  return {
-    mode: Number(st.mode),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    size: Number(st.size),
-    dev: Number(st.dev),
-    nlink: Number(st.nlink),
-    ino: Number(st.ino),
-    rdev: Number(st.rdev),
-    blksize: Number(st.blksize),
-    blocks: Number(st.blocks),
-    atime: Number(st.atimeNs / 1000n),
-    mtime: Number(st.mtimeNs / 1000n),
-    ctime: Number(st.ctimeNs / 1000n),
-  };
 }

@@ -54,11 +54,3 @@ export function decodeEntry(bytes: Uint8Array): JournalEntry {
 export function nsToTimestamp(ns: bigint): Timestamp {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
 }
-
-/**
- * Seconds as a float, the form fs.utimes takes. Node truncates it to the microsecond, and the float is a fraction
- * of a microsecond off: half a microsecond added makes that the nearest microsecond.
- */
-export function timestampToSeconds([sec, nsec]: Timestamp): number {
-  return sec + (nsec + 500) / 1e9;
-}

@@ -3,7 +3,8 @@
 // The backup stages a transaction's writes and applies them only at its commit entry (apply/applier.ts).
 import fs from 'node:fs';
 import type { Database, Key } from 'lmdb';
-import { nsToTimestamp, timestampToSeconds, type Stamp } from '../journal/entry.js';
+import { nsToTimestamp, type Stamp } from '../journal/entry.js';
+import { setTimes } from '../fs/native.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
 
@@ -132,7 +133,7 @@ export class TransactionTable {
     } finally {
       for (const fd of fds.values()) fs.closeSync(fd);
     }
-    for (const [p, atime, mtime] of txn.stamps) fs.lutimesSync(this.abs(p), timestampToSeconds(atime), timestampToSeconds(mtime));
+    for (const [p, atime, mtime] of txn.stamps) setTimes(this.abs(p), atime, mtime);
     return txn.paths;
   }
 

@@ -52,8 +52,17 @@ const ALL_CASES: Case[] = [
 const CASES = args.only ? ALL_CASES.filter((c) => args.only!.split(',').includes(c.name)) : ALL_CASES;
 if (CASES.length === 0) throw new Error(`--only names none of: ${ALL_CASES.map((c) => c.name).join(', ')}`);
 
+/** drms targets: the default (native binding) in both modes, with the writeback cache, and on fuse-native. */
+const DRMS_TARGETS = [
+  { name: 'drms-async', mode: 'async', flags: [] },
+  { name: 'drms-sync', mode: 'sync', flags: [] },
+  { name: 'drms-async-wb', mode: 'async', flags: ['--writeback-cache'] },
+  { name: 'drms-async-fuse-native', mode: 'async', flags: ['--binding', 'fuse-native'] },
+] as const;
+type DrmsTarget = (typeof DRMS_TARGETS)[number];
+
 interface Target {
-  name: 'ext4' | 'bindfs' | 'drms-async' | 'drms-sync';
+  name: 'ext4' | 'bindfs' | DrmsTarget['name'];
   dir: string;
   /** drms processes (primary, backup), for CPU and RSS. */
   procs: ChildProcess[];
@@ -77,7 +86,8 @@ async function main(): Promise<void> {
   const secret = path.join(base, 'secret');
   fs.writeFileSync(secret, randomBytes(24).toString('hex'), { mode: 0o600 });
 
-  const targets: Target[] = [{ name: 'ext4', dir: mk(base, 'ext4'), procs: [] }, await bindfs(base), await drmsPair(base, 'async', secret), await drmsPair(base, 'sync', secret)];
+  const targets: Target[] = [{ name: 'ext4', dir: mk(base, 'ext4'), procs: [] }, await bindfs(base)];
+  for (const d of DRMS_TARGETS) targets.push(await drmsPair(base, d, secret));
   for (const t of targets) await prepareReadFile(t);
 
   const results: Record<string, Record<string, Sample[]>> = {};
@@ -123,14 +133,14 @@ async function bindfs(base: string): Promise<Target> {
   return { name: 'bindfs', dir, procs: [] };
 }
 
-async function drmsPair(base: string, mode: 'async' | 'sync', secret: string): Promise<Target> {
-  const dir = mk(base, `drms-${mode}`);
-  const state = path.join(base, `${mode}-pstate`);
-  const backup = await startDrms(['backup', '--listen', '127.0.0.1:0', '--target', path.join(base, `${mode}-dr`), '--state', path.join(base, `${mode}-bstate`), '--secret-file', secret], 'backup listening');
+async function drmsPair(base: string, { name, mode, flags }: DrmsTarget, secret: string): Promise<Target> {
+  const dir = mk(base, name);
+  const state = path.join(base, `${name}-pstate`);
+  const backup = await startDrms(['backup', '--listen', '127.0.0.1:0', '--target', path.join(base, `${name}-dr`), '--state', path.join(base, `${name}-bstate`), '--secret-file', secret], 'backup listening');
   const port = String(backup.line.listen).split(':').pop();
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
-  const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--mode', mode], 'mounted');
-  return { name: `drms-${mode}`, dir, procs: [primary.proc, backup.proc], state };
+  const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--mode', mode, ...flags], 'mounted');
+  return { name, dir, procs: [primary.proc, backup.proc], state };
 }
 
 async function prepareReadFile(t: Target): Promise<void> {
@@ -292,24 +302,29 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const lines = [
     `drms benchmark, ${r.date}: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memGiB} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}; median of ${r.rounds} alternating runs of ${r.secondsPerRun} s.`,
     '',
-    '| workload | unit | ext4 | bindfs | drms async | drms sync | async / ext4 | async / bindfs | sync / ext4 |',
-    '|---|---|---|---|---|---|---|---|---|',
+    'drms async and sync: the native binding (the default); +wb: with --writeback-cache; fuse-native: the fallback binding.',
+    '',
+    '| workload | unit | ext4 | bindfs | drms async | drms sync | async +wb | async fuse-native | async / ext4 | async / bindfs | sync / ext4 | +wb / ext4 | fuse-native / ext4 |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const c of r.cases) {
-    const m = c.median;
-    lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(c.ratioToExt4['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(c.ratioToExt4['drms-sync'], 2)} |`);
+    const [m, x] = [c.median, c.ratioToExt4];
+    lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(m['drms-async-wb'])} | ${f(m['drms-async-fuse-native'])} | `
+      + `${f(x['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(x['drms-sync'], 2)} | ${f(x['drms-async-wb'], 2)} | ${f(x['drms-async-fuse-native'], 2)} |`);
   }
-  lines.push('', '| transaction workload | ext4 | bindfs | drms async | drms sync |', '|---|---|---|---|---|');
+  const drms = DRMS_TARGETS.map((d) => d.name);
+  lines.push('', `| transaction workload | ext4 | bindfs | ${drms.join(' | ')} |`, `|---|---|---|${drms.map(() => '---|').join('')}`);
   for (const c of r.cases.filter((c) => c.latencyUs)) {
     const l = c.latencyUs!;
     const cell = (t: string) => (l[t] ? `${f(l[t]!.p50)} / ${f(l[t]!.p99)}` : '');
-    lines.push(`| ${c.name} latency p50 / p99 (µs) | ${cell('ext4')} | ${cell('bindfs')} | ${cell('drms-async')} | ${cell('drms-sync')} |`);
-    if (c.lagMs) lines.push(`| ${c.name} replication lag p50 / p99 (ms) | | | ${f(c.lagMs['drms-async']?.p50)} / ${f(c.lagMs['drms-async']?.p99)} | ${f(c.lagMs['drms-sync']?.p50)} / ${f(c.lagMs['drms-sync']?.p99)} |`);
+    lines.push(`| ${c.name} latency p50 / p99 (µs) | ${cell('ext4')} | ${cell('bindfs')} | ${drms.map(cell).join(' | ')} |`);
+    const lag = c.lagMs;
+    if (lag) lines.push(`| ${c.name} replication lag p50 / p99 (ms) | | | ${drms.map((t) => `${f(lag[t]?.p50)} / ${f(lag[t]?.p99)}`).join(' | ')} |`);
   }
-  lines.push('', '| drms CPU seconds per run (primary + backup) | drms async | drms sync |', '|---|---|---|');
-  for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${f(c.cpuSeconds!['drms-async'], 2)} | ${f(c.cpuSeconds!['drms-sync'], 2)} |`);
+  lines.push('', `| drms CPU seconds per run (primary + backup) | ${drms.join(' | ')} |`, `|---|${drms.map(() => '---|').join('')}`);
+  for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${drms.map((t) => f(c.cpuSeconds![t], 2)).join(' | ')} |`);
   const rss = r.peakRssMiB;
-  lines.push('', `Peak RSS (MiB): drms async primary ${f(rss['drms-async']?.primary)}, backup ${f(rss['drms-async']?.backup)}; drms sync primary ${f(rss['drms-sync']?.primary)}, backup ${f(rss['drms-sync']?.backup)}.`);
+  lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
   const b = r.backlog;
   lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');

@@ -1,0 +1,689 @@
+// drms's own FUSE binding on libfuse3: serves reads and metadata lookups on libfuse's threads against the
+// directory under the mount (*at() calls on its fd), and hands every mutation to JavaScript, which journals it.
+#define FUSE_USE_VERSION 35
+#include <fuse.h>
+#include <node_api.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+// Operations answered in JavaScript, in the order of OP_NAMES.
+enum op {
+  OP_OPEN, OP_CREATE, OP_WRITE, OP_FLUSH, OP_FSYNC, OP_RELEASE, OP_TRUNCATE, OP_FTRUNCATE, OP_CHMOD, OP_CHOWN,
+  OP_UTIMENS, OP_UNLINK, OP_RMDIR, OP_MKDIR, OP_RENAME, OP_SYMLINK, OP_LINK, OP_SETXATTR, OP_GETXATTR,
+  OP_REMOVEXATTR, OP_FALLOCATE, OP_COUNT
+};
+static const char *const OP_NAMES[OP_COUNT] = {
+  "open", "create", "write", "flush", "fsync", "release", "truncate", "ftruncate", "chmod", "chown",
+  "utimens", "unlink", "rmdir", "mkdir", "rename", "symlink", "link", "setxattr", "getxattr",
+  "removexattr", "fallocate"
+};
+
+// Attributes drms answers itself (user.drms.txn): they go to JavaScript, every other read is native.
+static const char RESERVED_XATTRS[] = "user.drms.";
+
+struct session {
+  struct fuse *fuse;
+  pthread_t loop;
+  int loop_running;
+  int root_fd;
+  int writeback;
+  unsigned max_write;
+  dev_t dev;
+  char *mountpoint;
+  napi_threadsafe_function tsfn;
+  napi_ref ops[OP_COUNT];
+  napi_ref self;
+};
+
+// One operation waiting on a libfuse thread for JavaScript's answer.
+struct request {
+  enum op op;
+  const char *path, *path2, *name;
+  const char *data; size_t size;   // write data, xattr value
+  char *out; size_t out_size;      // getxattr's buffer
+  off_t offset, length;
+  mode_t mode; int flags; uid_t uid; gid_t gid;
+  uint64_t fh; int datasync;
+  struct timespec tv[2];
+  int result; uint64_t out_fh;
+  int done;
+  pthread_mutex_t lock; pthread_cond_t cond;
+};
+
+// The JavaScript reply function's link to its request; cut once answered (a second answer is ignored).
+struct ticket { struct request *req; };
+
+static struct session *current(void) { return fuse_get_context()->private_data; }
+
+static const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
+
+static void finish(struct request *r, int result) {
+  pthread_mutex_lock(&r->lock);
+  r->result = result;
+  r->done = 1;
+  pthread_cond_signal(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+static int dispatch(struct request *r) {
+  struct session *s = current();
+  r->done = 0;
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_cond_init(&r->cond, NULL);
+  if (napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
+    r->result = -EIO;
+  } else {
+    pthread_mutex_lock(&r->lock);
+    while (!r->done) pthread_cond_wait(&r->cond, &r->lock);
+    pthread_mutex_unlock(&r->lock);
+  }
+  pthread_mutex_destroy(&r->lock);
+  pthread_cond_destroy(&r->cond);
+  return r->result;
+}
+
+// ---- JavaScript side of a request ----
+
+static napi_value reply(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct ticket *t;
+  napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&t);
+  struct request *r = t->req;
+  if (r == NULL) return NULL;
+  t->req = NULL;
+  int32_t code = -EIO;
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &code);
+  if (code >= 0 && argc >= 2) {
+    napi_valuetype type;
+    napi_typeof(env, argv[1], &type);
+    if ((r->op == OP_OPEN || r->op == OP_CREATE) && type == napi_number) {
+      int64_t fh;
+      napi_get_value_int64(env, argv[1], &fh);
+      r->out_fh = (uint64_t)fh;
+    } else if (r->op == OP_GETXATTR) {
+      bool isBuffer = false;
+      napi_is_buffer(env, argv[1], &isBuffer);
+      void *data = NULL;
+      size_t len = 0;
+      if (isBuffer) napi_get_buffer_info(env, argv[1], &data, &len);
+      if (r->out_size == 0) code = (int32_t)len;
+      else if (len > r->out_size) code = -ERANGE;
+      else {
+        memcpy(r->out, data, len);
+        code = (int32_t)len;
+      }
+    }
+  }
+  finish(r, code);
+  return NULL;
+}
+
+static void free_ticket(napi_env env, void *data, void *hint) { free(data); }
+
+static napi_value str_or_null(napi_env env, const char *s) {
+  napi_value v;
+  if (s) napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  else napi_get_null(env, &v);
+  return v;
+}
+
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+// A time as JavaScript takes it: [sec, nsec], or 'now' / 'omit'.
+static napi_value time_arg(napi_env env, const struct timespec *ts) {
+  napi_value v;
+  if (ts->tv_nsec == UTIME_NOW) napi_create_string_utf8(env, "now", NAPI_AUTO_LENGTH, &v);
+  else if (ts->tv_nsec == UTIME_OMIT) napi_create_string_utf8(env, "omit", NAPI_AUTO_LENGTH, &v);
+  else {
+    napi_create_array_with_length(env, 2, &v);
+    napi_set_element(env, v, 0, num(env, (double)ts->tv_sec));
+    napi_set_element(env, v, 1, num(env, (double)ts->tv_nsec));
+  }
+  return v;
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  struct session *s = context;
+  struct request *r = data;
+  if (env == NULL) {
+    finish(r, -EIO);
+    return;
+  }
+  napi_value fn, argv[8];
+  size_t argc = 0;
+  napi_get_reference_value(env, s->ops[r->op], &fn);
+  napi_valuetype type;
+  napi_typeof(env, fn, &type);
+  if (type != napi_function) {
+    finish(r, -ENOSYS);
+    return;
+  }
+  argv[argc++] = str_or_null(env, r->path);
+  switch (r->op) {
+    case OP_OPEN: argv[argc++] = num(env, r->flags); break;
+    case OP_CREATE: argv[argc++] = num(env, r->mode); break;
+    case OP_WRITE: {
+      napi_value buf;
+      // The data stays valid until the reply: this libfuse thread waits for it.
+      napi_create_external_buffer(env, r->size, (void *)r->data, NULL, NULL, &buf);
+      argv[argc++] = num(env, (double)r->fh);
+      argv[argc++] = buf;
+      argv[argc++] = num(env, (double)r->size);
+      argv[argc++] = num(env, (double)r->offset);
+      break;
+    }
+    case OP_FLUSH: case OP_RELEASE: argv[argc++] = num(env, (double)r->fh); break;
+    case OP_FSYNC: argv[argc++] = num(env, r->datasync); argv[argc++] = num(env, (double)r->fh); break;
+    case OP_TRUNCATE: argv[argc++] = num(env, (double)r->offset); break;
+    case OP_FTRUNCATE: argv[argc++] = num(env, (double)r->fh); argv[argc++] = num(env, (double)r->offset); break;
+    case OP_CHMOD: case OP_MKDIR: argv[argc++] = num(env, r->mode); break;
+    case OP_CHOWN: argv[argc++] = num(env, r->uid); argv[argc++] = num(env, r->gid); break;
+    case OP_UTIMENS: argv[argc++] = time_arg(env, &r->tv[0]); argv[argc++] = time_arg(env, &r->tv[1]); break;
+    case OP_UNLINK: case OP_RMDIR: break;
+    case OP_RENAME: case OP_LINK: argv[argc++] = str_or_null(env, r->path2); break;
+    // fuse-native's order: symlink(target, linkPath).
+    case OP_SYMLINK: argv[argc - 1] = str_or_null(env, r->path2); argv[argc++] = str_or_null(env, r->path); break;
+    case OP_SETXATTR: {
+      napi_value buf;
+      napi_create_buffer_copy(env, r->size, r->data, NULL, &buf);
+      argv[argc++] = str_or_null(env, r->name);
+      argv[argc++] = buf;
+      argv[argc++] = num(env, 0);
+      argv[argc++] = num(env, r->flags);
+      break;
+    }
+    case OP_GETXATTR: argv[argc++] = str_or_null(env, r->name); argv[argc++] = num(env, 0); break;
+    case OP_REMOVEXATTR: argv[argc++] = str_or_null(env, r->name); break;
+    case OP_FALLOCATE:
+      argv[argc++] = num(env, (double)r->fh);
+      argv[argc++] = num(env, r->mode);
+      argv[argc++] = num(env, (double)r->offset);
+      argv[argc++] = num(env, (double)r->length);
+      break;
+    default: break;
+  }
+  struct ticket *t = malloc(sizeof *t);
+  t->req = r;
+  napi_value cb, global;
+  napi_create_function(env, "reply", NAPI_AUTO_LENGTH, reply, t, &cb);
+  napi_add_finalizer(env, cb, t, free_ticket, NULL, NULL);
+  argv[argc++] = cb;
+  napi_get_global(env, &global);
+  if (napi_call_function(env, global, fn, argc, argv, NULL) != napi_ok) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    if (t->req) {
+      t->req = NULL;
+      finish(r, -EIO);
+    }
+  }
+}
+
+// ---- Operations served natively ----
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  struct session *s = current();
+  cfg->use_ino = 1;
+  // Unlink really unlinks (no .fuse_hidden renames to journal); an unlinked open file gets a NULL path.
+  cfg->hard_remove = 1;
+  // A cached attribute of one hard-link name would outlive a chmod through another.
+  cfg->attr_timeout = 0;
+  cfg->negative_timeout = 0;
+  if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = s->max_write;
+  return s;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  int rc = fi ? fstat((int)fi->fh, st) : fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
+  return rc == 0 ? 0 : -errno;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size) {
+  ssize_t n = readlinkat(current()->root_fd, rel(path), buf, size - 1);
+  if (n < 0) return -errno;
+  buf[n] = 0;
+  return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,
+                      enum fuse_readdir_flags flags) {
+  int fd = openat(current()->root_fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (filler(buf, de->d_name, NULL, 0, 0)) break;
+  }
+  closedir(d);
+  return 0;
+}
+
+static int op_statfs(const char *path, struct statvfs *st) {
+  return fstatvfs(current()->root_fd, st) == 0 ? 0 : -errno;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  ssize_t n = pread((int)fi->fh, buf, size, off);
+  return n < 0 ? -errno : (int)n;
+}
+
+// Paths for the calls that have no *at() form.
+static void proc_path(char *out, size_t size, const char *path) {
+  snprintf(out, size, "/proc/self/fd/%d/%s", current()->root_fd, rel(path));
+}
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size) {
+  if (strncmp(name, RESERVED_XATTRS, sizeof RESERVED_XATTRS - 1) == 0) {
+    struct request r = { .op = OP_GETXATTR, .path = path, .name = name, .out = value, .out_size = size };
+    return dispatch(&r);
+  }
+  char p[PATH_MAX + 32];
+  proc_path(p, sizeof p, path);
+  ssize_t n = lgetxattr(p, name, value, size);
+  return n < 0 ? -errno : (int)n;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size) {
+  char p[PATH_MAX + 32];
+  proc_path(p, sizeof p, path);
+  ssize_t n = llistxattr(p, list, size);
+  return n < 0 ? -errno : (int)n;
+}
+
+// ---- Operations answered in JavaScript (an unlinked open file, path NULL, is not mirrored: served here) ----
+
+static int op_open(const char *path, struct fuse_file_info *fi) {
+  int flags = fi->flags;
+  // With the writeback cache the kernel may read back pages of a file opened write-only.
+  if (current()->writeback && (flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+  struct request r = { .op = OP_OPEN, .path = path, .flags = flags };
+  int rc = dispatch(&r);
+  if (rc == 0) fi->fh = r.out_fh;
+  return rc;
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  struct request r = { .op = OP_CREATE, .path = path, .mode = mode };
+  int rc = dispatch(&r);
+  if (rc == 0) fi->fh = r.out_fh;
+  return rc;
+}
+
+static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  if (path == NULL) {
+    ssize_t n = pwrite((int)fi->fh, buf, size, off);
+    return n < 0 ? -errno : (int)n;
+  }
+  struct request r = { .op = OP_WRITE, .path = path, .data = buf, .size = size, .offset = off, .fh = fi->fh };
+  return dispatch(&r);
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi) {
+  if (path == NULL) return 0;
+  struct request r = { .op = OP_FLUSH, .path = path, .fh = fi->fh };
+  return dispatch(&r);
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
+  if (path == NULL) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_FSYNC, .path = path, .datasync = datasync, .fh = fi->fh };
+  return dispatch(&r);
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi) {
+  struct request r = { .op = OP_RELEASE, .path = path, .fh = fi->fh };
+  return dispatch(&r);
+}
+
+static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+  if (path == NULL) return ftruncate((int)fi->fh, size) == 0 ? 0 : -errno;
+  struct request r = { .op = fi ? OP_FTRUNCATE : OP_TRUNCATE, .path = path, .offset = size, .fh = fi ? fi->fh : 0 };
+  return dispatch(&r);
+}
+
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  if (path == NULL) return fchmod((int)fi->fh, mode) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_CHMOD, .path = path, .mode = mode };
+  return dispatch(&r);
+}
+
+static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
+  if (path == NULL) return fchown((int)fi->fh, uid, gid) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_CHOWN, .path = path, .uid = uid, .gid = gid };
+  return dispatch(&r);
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
+  if (path == NULL) return futimens((int)fi->fh, tv) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_UTIMENS, .path = path };
+  r.tv[0] = tv[0];
+  r.tv[1] = tv[1];
+  return dispatch(&r);
+}
+
+static int op_unlink(const char *path) {
+  struct request r = { .op = OP_UNLINK, .path = path };
+  return dispatch(&r);
+}
+
+static int op_rmdir(const char *path) {
+  struct request r = { .op = OP_RMDIR, .path = path };
+  return dispatch(&r);
+}
+
+static int op_mkdir(const char *path, mode_t mode) {
+  struct request r = { .op = OP_MKDIR, .path = path, .mode = mode };
+  return dispatch(&r);
+}
+
+static int op_rename(const char *from, const char *to, unsigned int flags) {
+  // RENAME_NOREPLACE / RENAME_EXCHANGE are not journaled forms: callers (mv) fall back to a plain rename.
+  if (flags) return -EINVAL;
+  struct request r = { .op = OP_RENAME, .path = from, .path2 = to };
+  return dispatch(&r);
+}
+
+static int op_symlink(const char *target, const char *path) {
+  struct request r = { .op = OP_SYMLINK, .path = path, .path2 = target };
+  return dispatch(&r);
+}
+
+static int op_link(const char *from, const char *to) {
+  struct request r = { .op = OP_LINK, .path = from, .path2 = to };
+  return dispatch(&r);
+}
+
+static int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
+  struct request r = { .op = OP_SETXATTR, .path = path, .name = name, .data = value, .size = size, .flags = flags };
+  return dispatch(&r);
+}
+
+static int op_removexattr(const char *path, const char *name) {
+  struct request r = { .op = OP_REMOVEXATTR, .path = path, .name = name };
+  return dispatch(&r);
+}
+
+static int op_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi) {
+  if (path == NULL) return fallocate((int)fi->fh, mode, off, len) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_FALLOCATE, .path = path, .fh = fi->fh, .mode = (mode_t)mode, .offset = off, .length = len };
+  return dispatch(&r);
+}
+
+static const struct fuse_operations OPERATIONS = {
+  .init = op_init,
+  .getattr = op_getattr,
+  .readlink = op_readlink,
+  .readdir = op_readdir,
+  .statfs = op_statfs,
+  .read = op_read,
+  .getxattr = op_getxattr,
+  .listxattr = op_listxattr,
+  .open = op_open,
+  .create = op_create,
+  .write = op_write,
+  .flush = op_flush,
+  .fsync = op_fsync,
+  .release = op_release,
+  .truncate = op_truncate,
+  .chmod = op_chmod,
+  .chown = op_chown,
+  .utimens = op_utimens,
+  .unlink = op_unlink,
+  .rmdir = op_rmdir,
+  .mkdir = op_mkdir,
+  .rename = op_rename,
+  .symlink = op_symlink,
+  .link = op_link,
+  .setxattr = op_setxattr,
+  .removexattr = op_removexattr,
+  .fallocate = op_fallocate,
+};
+
+// ---- Mount and unmount ----
+
+static void *loop_main(void *arg) {
+  struct session *s = arg;
+  struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
+  fuse_loop_mt(s->fuse, &cfg);
+  return NULL;
+}
+
+// The device of the mount at `dir`, from /proc/self/mountinfo (the last mount there is ours).
+static dev_t mount_dev(const char *dir) {
+  FILE *f = fopen("/proc/self/mountinfo", "r");
+  if (!f) return 0;
+  char line[4096], point[4096];
+  unsigned maj, min;
+  dev_t dev = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, point) == 3 && strcmp(point, dir) == 0) dev = makedev(maj, min);
+  }
+  fclose(f);
+  return dev;
+}
+
+#define THROW(env, msg) do { napi_throw_error(env, NULL, msg); return NULL; } while (0)
+
+static char *get_string(napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static void release_session(napi_env env, struct session *s) {
+  for (int i = 0; i < OP_COUNT; i++) if (s->ops[i]) napi_delete_reference(env, s->ops[i]);
+  if (s->tsfn) napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  free(s->mountpoint);
+  free(s);
+}
+
+// mount(mountpoint, rootFd, ops, { writeback, maxWrite, fsname }) -> session (external)
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) THROW(env, "mount(mountpoint, rootFd, ops, options)");
+  struct session *s = calloc(1, sizeof *s);
+  s->mountpoint = get_string(env, argv[0]);
+  int32_t fd;
+  napi_get_value_int32(env, argv[1], &fd);
+  s->root_fd = fd;
+  for (int i = 0; i < OP_COUNT; i++) {
+    napi_value fn;
+    bool has = false;
+    napi_has_named_property(env, argv[2], OP_NAMES[i], &has);
+    if (!has) continue;
+    napi_get_named_property(env, argv[2], OP_NAMES[i], &fn);
+    napi_create_reference(env, fn, 1, &s->ops[i]);
+  }
+  napi_value v;
+  bool b = false;
+  napi_get_named_property(env, argv[3], "writeback", &v);
+  napi_get_value_bool(env, v, &b);
+  s->writeback = b;
+  uint32_t mw = 131072;
+  napi_get_named_property(env, argv[3], "maxWrite", &v);
+  napi_get_value_uint32(env, v, &mw);
+  s->max_write = mw;
+  napi_get_named_property(env, argv[3], "fsname", &v);
+  char *fsname = get_string(env, v);
+  struct stat st;
+  if (!s->mountpoint || !fsname || stat(s->mountpoint, &st) != 0) {
+    free(fsname);
+    release_session(env, s);
+    THROW(env, "mount: bad mountpoint or fsname");
+  }
+
+  napi_value name;
+  napi_create_string_utf8(env, "drms-fuse", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok) {
+    free(fsname);
+    release_session(env, s);
+    THROW(env, "mount: cannot create the dispatch queue");
+  }
+
+  char opts[512];
+  snprintf(opts, sizeof opts, "allow_other,default_permissions,fsname=%s,subtype=%s", fsname, fsname);
+  free(fsname);
+  char *args_v[] = { "drms", "-o", opts, NULL };
+  struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
+  s->fuse = fuse_new(&args, &OPERATIONS, sizeof OPERATIONS, s);
+  if (!s->fuse) {
+    release_session(env, s);
+    THROW(env, "mount: fuse_new failed (see stderr)");
+  }
+  if (fuse_mount(s->fuse, s->mountpoint) != 0) {
+    fuse_destroy(s->fuse);
+    release_session(env, s);
+    THROW(env, "mount: fuse_mount failed (see stderr)");
+  }
+  // Never stat the mount from here: its requests are not served until the loop runs.
+  s->dev = mount_dev(s->mountpoint);
+  if (pthread_create(&s->loop, NULL, loop_main, s) != 0) {
+    fuse_unmount(s->fuse);
+    fuse_destroy(s->fuse);
+    release_session(env, s);
+    THROW(env, "mount: cannot start the request loop");
+  }
+  s->loop_running = 1;
+  napi_value ext;
+  napi_create_external(env, s, NULL, NULL, &ext);
+  return ext;
+}
+
+// The connection of a mount whose requests never end (a writer stuck in the kernel) is aborted.
+static void abort_connection(dev_t dev) {
+  char p[96];
+  snprintf(p, sizeof p, "/sys/fs/fuse/connections/%u/abort", minor(dev));
+  int fd = open(p, O_WRONLY);
+  if (fd < 0) return;
+  if (write(fd, "1", 1) < 0) { /* already gone */ }
+  close(fd);
+}
+
+struct unmount_work { struct session *s; napi_async_work work; napi_deferred deferred; };
+
+static void unmount_execute(napi_env env, void *data) {
+  struct session *s = ((struct unmount_work *)data)->s;
+  // Detach: the kernel ends the connection once the last open file on it is closed, and the loop returns.
+  umount2(s->mountpoint, MNT_DETACH);
+  fuse_exit(s->fuse);
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += 2;
+  if (pthread_timedjoin_np(s->loop, NULL, &deadline) != 0) {
+    abort_connection(s->dev);
+    pthread_join(s->loop, NULL);
+  }
+  fuse_unmount(s->fuse);
+  fuse_destroy(s->fuse);
+}
+
+static void unmount_complete(napi_env env, napi_status status, void *data) {
+  struct unmount_work *w = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  release_session(env, w->s);
+  napi_resolve_deferred(env, w->deferred, undef);
+  napi_delete_async_work(env, w->work);
+  free(w);
+}
+
+// unmount(session) -> Promise: JavaScript stays free meanwhile to answer requests still in flight.
+static napi_value js_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], promise, name;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct session *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s || !s->loop_running) THROW(env, "unmount: not mounted");
+  s->loop_running = 0;
+  struct unmount_work *w = calloc(1, sizeof *w);
+  w->s = s;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "drms-unmount", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, unmount_execute, unmount_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
+// An Error whose errno is -e, as the FUSE bindings' callers expect.
+static void throw_errno(napi_env env, int e) {
+  napi_value msg, err, errnum;
+  napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  napi_create_int32(env, -e, &errnum);
+  napi_set_named_property(env, err, "errno", errnum);
+  napi_throw(env, err);
+}
+
+// fallocate(fd, mode, offset, length) for JavaScript, which has no such call; throws an errno-carrying error.
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd, mode;
+  int64_t off, len;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_int32(env, argv[1], &mode);
+  napi_get_value_int64(env, argv[2], &off);
+  napi_get_value_int64(env, argv[3], &len);
+  if (fallocate(fd, mode, off, len) != 0) throw_errno(env, errno);
+  return NULL;
+}
+
+// lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): times to the nanosecond, which Node's utimes rounds
+// to the microsecond. Throws an errno-carrying error.
+static napi_value js_lutimens(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char *path = argc == 5 ? get_string(env, argv[0]) : NULL;
+  if (!path) THROW(env, "lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
+  int64_t v[4];
+  for (int i = 0; i < 4; i++) napi_get_value_int64(env, argv[i + 1], &v[i]);
+  struct timespec ts[2] = { { v[0], v[1] }, { v[2], v[3] } };
+  int rc = utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
+  free(path);
+  if (rc != 0) throw_errno(env, errno);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL },
+    { "unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL },
+    { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL },
+    { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,86 @@
+// The FUSE bindings a mount can be served with, behind one interface: drms's own libfuse3 addon (native/), which
+// answers reads and lookups on libfuse's threads, and fuse-native (libfuse2), where every request crosses into JS.
+import Fuse from 'fuse-native';
+import fs from 'node:fs';
+import { ConfigError } from '../errors.js';
+import { nativeAddon } from './native.js';
+import type { Operations, TimeArg } from './passthrough.js';
+
+export const BINDINGS = ['native', 'fuse-native'] as const;
+export type BindingName = (typeof BINDINGS)[number];
+/** The default binding (the faster one, per `npm run bench`); DRMS_BINDING overrides it for a whole test run. */
+export const DEFAULT_BINDING: BindingName = process.env.DRMS_BINDING === 'fuse-native' ? 'fuse-native' : 'native';
+
+export interface BindingOptions {
+  binding: BindingName;
+  /** Native only: the kernel buffers small writes and sends them in large ones (capture at flush, fsync, close). */
+  writebackCache: boolean;
+}
+
+export interface FuseSession {
+  unmount(): Promise<void>;
+}
+
+const FS_NAME = 'drms';
+/** Largest write request the native binding asks the kernel for. */
+const MAX_WRITE = 1024 * 1024;
+
+export function parseBinding(v: string | undefined): BindingName {
+  const b = v ?? DEFAULT_BINDING;
+  if (!(BINDINGS as readonly string[]).includes(b)) throw new ConfigError(`--binding must be ${BINDINGS.join(' or ')}, not "${b}"`);
+  return b as BindingName;
+}
+
+/** Serves `ops` over `dir`; `rootFd` is the directory under it, opened before mounting. */
+export async function serve(dir: string, rootFd: number, ops: Operations, opts: BindingOptions): Promise<FuseSession> {
+  if (opts.binding === 'native') {
+    const a = nativeAddon();
+    const session = a.mount(dir, rootFd, ops, { writeback: opts.writebackCache, maxWrite: MAX_WRITE, fsname: FS_NAME });
+    return { unmount: () => a.unmount(session) };
+  }
+  if (opts.writebackCache) throw new ConfigError('--writeback-cache needs --binding native (libfuse2 has no writeback cache)');
+  const fuse = new Fuse(dir, fuseNativeOps(ops), {
+    allowOther: true,
+    defaultPermissions: true,
+    timeout: false,
+    // fuse-native has no switch for these; its fsname is passed to libfuse unescaped. attr_timeout=0: a cached
+    // attribute of one hard-link name would outlive a chmod through another (getattr here is a cheap lstat).
+    fsname: `${FS_NAME},nonempty,big_writes,max_write=131072,use_ino,attr_timeout=0`,
+    subtype: FS_NAME,
+  });
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  return { unmount: () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve()))) };
+}
+
+/** Sentinels the patched fuse-native uses for UTIME_NOW and UTIME_OMIT (high word 0xFFFFFFFF / 0xFFFFFFFE). */
+const UTIME_NOW = 0xffffffff * 2 ** 32;
+const UTIME_OMIT = 0xfffffffe * 2 ** 32;
+
+/** fuse-native's forms: times in microseconds (patched), stat objects rather than fs.Stats. */
+function fuseNativeOps(ops: Operations): Record<string, (...args: never[]) => void> {
+  const time = (us: number): TimeArg => (us === UTIME_NOW ? 'now' : us === UTIME_OMIT ? 'omit' : [Math.floor(us / 1e6), (us % 1e6) * 1000]);
+  return {
+    ...ops,
+    getattr: (p: string, cb: (code: number, st?: object) => void) => ops.getattr(p, (code, st) => cb(code, st ? fuseStat(st as fs.BigIntStats) : undefined)),
+    utimens: (p: string, atime: number, mtime: number, cb: (code: number) => void) => ops.utimens(p, time(atime), time(mtime), cb),
+  } as unknown as Record<string, (...args: never[]) => void>;
+}
+
+/** Stat in the shape fuse-native wants, times in microseconds (the patched binding's unit). */
+function fuseStat(st: fs.BigIntStats) {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    dev: Number(st.dev),
+    nlink: Number(st.nlink),
+    ino: Number(st.ino),
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
+    blocks: Number(st.blocks),
+    atime: Number(st.atimeNs / 1000n),
+    mtime: Number(st.mtimeNs / 1000n),
+    ctime: Number(st.ctimeNs / 1000n),
+  };
+}

@@ -1,0 +1,47 @@
+// drms's own addon (native/, node-gyp on libfuse3): the native FUSE binding, and the file calls Node lacks.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { ConfigError } from '../errors.js';
+import type { Timestamp } from '../journal/entry.js';
+
+export interface NativeAddon {
+  mount(dir: string, rootFd: number, ops: object, opts: { writeback: boolean; maxWrite: number; fsname: string }): unknown;
+  unmount(session: unknown): Promise<void>;
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+}
+
+let addon: NativeAddon | undefined;
+let loadError: Error | undefined;
+
+/** The addon, built by `npm install` (needs libfuse3-dev); undefined where it was not built. */
+export function tryNativeAddon(): NativeAddon | undefined {
+  if (addon || loadError) return addon;
+  try {
+    addon = createRequire(import.meta.url)('../../native/build/Release/drms_fuse.node') as NativeAddon;
+  } catch (err) {
+    loadError = err as Error;
+  }
+  return addon;
+}
+
+export function nativeAddon(): NativeAddon {
+  const a = tryNativeAddon();
+  if (a) return a;
+  throw new ConfigError(`the native FUSE binding is not built (${loadError!.message.split('\n')[0]}): run npm install (needs libfuse3-dev), or use --binding fuse-native`);
+}
+
+/** Sets a path's times (not following a symlink): to the nanosecond with the addon, else to the microsecond. */
+export function setTimes(p: string, atime: Timestamp, mtime: Timestamp): void {
+  const a = tryNativeAddon();
+  if (a) a.lutimens(p, atime[0], atime[1], mtime[0], mtime[1]);
+  else fs.lutimesSync(p, seconds(atime), seconds(mtime));
+}
+
+/**
+ * Seconds as a float, the form fs.utimes takes. Node truncates it to the microsecond, and the float is a fraction
+ * of a microsecond off: half a microsecond added makes that the nearest microsecond.
+ */
+function seconds([sec, nsec]: Timestamp): number {
+  return sec + (nsec + 500) / 1e9;
+}
