@@ -54,9 +54,9 @@ if (CASES.length === 0) throw new Error(`--only names none of: ${ALL_CASES.map((
 
 /** drms targets: the default (native binding) in both modes, with the writeback cache, and on fuse-native. */
 const DRMS_TARGETS = [
-  { name: 'drms-async', mode: 'async', flags: [] },
-  { name: 'drms-sync', mode: 'sync', flags: [] },
-  { name: 'drms-async-wb', mode: 'async', flags: ['--writeback-cache'] },
+  { name: 'drms-async', mode: 'async', flags: ['--binding', 'native'] },
+  { name: 'drms-sync', mode: 'sync', flags: ['--binding', 'native'] },
+  { name: 'drms-async-wb', mode: 'async', flags: ['--binding', 'native', '--writeback-cache'] },
   { name: 'drms-async-fuse-native', mode: 'async', flags: ['--binding', 'fuse-native'] },
 ] as const;
 type DrmsTarget = (typeof DRMS_TARGETS)[number];
