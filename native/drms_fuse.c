@@ -1,8 +1,11 @@
 // drms's own FUSE binding on libfuse3: serves reads and metadata lookups on libfuse's threads against the
-// directory under the mount (*at() calls on its fd), and hands every mutation to JavaScript, which journals it.
+// directory under the mount (*at() calls on its fd), journals writes, flushes and fsyncs of plain mirrored files
+// there too (capture.c), and hands every other mutation to JavaScript, which journals it.
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
 #include <node_api.h>
+
+#include "capture.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -45,7 +48,8 @@ struct session {
   char *mountpoint;
   napi_threadsafe_function tsfn;
   napi_ref ops[OP_COUNT];
-  napi_ref self;
+  struct capture *capture;           // NULL: every mutation goes to JavaScript
+  napi_threadsafe_function captured; // tells JavaScript there are captured entries to take
 };
 
 // One operation waiting on a libfuse thread for JavaScript's answer.
@@ -335,27 +339,38 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 }
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  if (path == NULL) {
+  int mode = capture_mode(current()->capture, fi->fh);
+  if (path == NULL || mode == H_PLAIN) {
     ssize_t n = pwrite((int)fi->fh, buf, size, off);
     return n < 0 ? -errno : (int)n;
+  }
+  if (mode == H_CAPTURE) {
+    int rc = capture_write(current()->capture, path, (int)fi->fh, buf, size, off);
+    if (rc != -EAGAIN) return rc;
   }
   struct request r = { .op = OP_WRITE, .path = path, .data = buf, .size = size, .offset = off, .fh = fi->fh };
   return dispatch(&r);
 }
 
 static int op_flush(const char *path, struct fuse_file_info *fi) {
-  if (path == NULL) return 0;
+  int mode = capture_mode(current()->capture, fi->fh);
+  if (path == NULL || mode == H_PLAIN) return 0;
+  if (mode == H_CAPTURE) return capture_flush(current()->capture, path, (int)fi->fh);
   struct request r = { .op = OP_FLUSH, .path = path, .fh = fi->fh };
   return dispatch(&r);
 }
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
-  if (path == NULL) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
+  int mode = capture_mode(current()->capture, fi->fh);
+  if (mode == H_CAPTURE && path) return capture_fsync(current()->capture, path, (int)fi->fh, datasync);
+  if (path == NULL || mode == H_PLAIN) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
   struct request r = { .op = OP_FSYNC, .path = path, .datasync = datasync, .fh = fi->fh };
   return dispatch(&r);
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi) {
+  // Before JavaScript closes it: the descriptor number may be reused at once.
+  if (current()->capture) capture_set_mode(current()->capture, fi->fh, H_JS);
   struct request r = { .op = OP_RELEASE, .path = path, .fh = fi->fh };
   return dispatch(&r);
 }
@@ -499,12 +514,50 @@ static char *get_string(napi_env env, napi_value v) {
 
 static void release_session(napi_env env, struct session *s) {
   for (int i = 0; i < OP_COUNT; i++) if (s->ops[i]) napi_delete_reference(env, s->ops[i]);
+  if (s->capture) capture_free(s->capture);
+  if (s->captured) napi_release_threadsafe_function(s->captured, napi_tsfn_release);
   if (s->tsfn) napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   free(s->mountpoint);
   free(s);
 }
 
-// mount(mountpoint, rootFd, ops, { writeback, maxWrite, fsname }) -> session (external)
+static void notify_captured(void *arg) {
+  napi_call_threadsafe_function(((struct session *)arg)->captured, NULL, napi_tsfn_nonblocking);
+}
+
+// options.capture = { logFds: [a, b], active, generation, nextSeq, onCaptured }: writes of handles set to capture
+// mode are journaled here. Absent: none are.
+static int start_capture(napi_env env, struct session *s, napi_value options) {
+  bool has = false;
+  napi_has_named_property(env, options, "capture", &has);
+  if (!has) return 0;
+  napi_value cap, v, fds, fn, name;
+  napi_get_named_property(env, options, "capture", &cap);
+  napi_valuetype type;
+  napi_typeof(env, cap, &type);
+  if (type == napi_undefined) return 0;
+  int fd[2];
+  int32_t active;
+  int64_t generation, next_seq;
+  napi_get_named_property(env, cap, "logFds", &fds);
+  for (uint32_t i = 0; i < 2; i++) {
+    if (napi_get_element(env, fds, i, &v) != napi_ok || napi_get_value_int32(env, v, &fd[i]) != napi_ok) return -1;
+  }
+  napi_get_named_property(env, cap, "active", &v);
+  if (napi_get_value_int32(env, v, &active) != napi_ok) return -1;
+  napi_get_named_property(env, cap, "generation", &v);
+  if (napi_get_value_int64(env, v, &generation) != napi_ok) return -1;
+  napi_get_named_property(env, cap, "nextSeq", &v);
+  if (napi_get_value_int64(env, v, &next_seq) != napi_ok) return -1;
+  napi_get_named_property(env, cap, "onCaptured", &fn);
+  napi_create_string_utf8(env, "drms-captured", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, fn, NULL, name, 0, 1, NULL, NULL, NULL, NULL, &s->captured) != napi_ok) return -1;
+  napi_unref_threadsafe_function(env, s->captured);
+  s->capture = capture_new(fd, active, (uint64_t)generation, (uint64_t)next_seq, notify_captured, s);
+  return s->capture ? 0 : -1;
+}
+
+// mount(mountpoint, rootFd, ops, { writeback, maxWrite, fsname, capture? }) -> session (external)
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -541,6 +594,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     THROW(env, "mount: bad mountpoint or fsname");
   }
 
+  if (start_capture(env, s, argv[3]) != 0) {
+    free(fsname);
+    release_session(env, s);
+    THROW(env, "mount: bad capture options (logFds, active, generation, nextSeq, onCaptured)");
+  }
   napi_value name;
   napi_create_string_utf8(env, "drms-fuse", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok) {
@@ -610,13 +668,13 @@ static void unmount_complete(napi_env env, napi_status status, void *data) {
   struct unmount_work *w = data;
   napi_value undef;
   napi_get_undefined(env, &undef);
-  release_session(env, w->s);
   napi_resolve_deferred(env, w->deferred, undef);
   napi_delete_async_work(env, w->work);
   free(w);
 }
 
-// unmount(session) -> Promise: JavaScript stays free meanwhile to answer requests still in flight.
+// unmount(session) -> Promise: JavaScript stays free meanwhile to answer requests still in flight. The session
+// stays (its captured entries can still be taken) until release(session).
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], promise, name;
@@ -641,6 +699,16 @@ static void throw_errno(napi_env env, int e) {
   napi_create_int32(env, -e, &errnum);
   napi_set_named_property(env, err, "errno", errnum);
   napi_throw(env, err);
+}
+
+static napi_value js_release(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct session *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s || s->loop_running) THROW(env, "release: unmount first");
+  release_session(env, s);
+  return NULL;
 }
 
 // fallocate(fd, mode, offset, length) for JavaScript, which has no such call; throws an errno-carrying error.
@@ -675,12 +743,138 @@ static napi_value js_lutimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static struct capture *capture_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  struct session *s = NULL;
+  napi_get_cb_info(env, info, argc, argv, NULL, NULL);
+  if (*argc < 1 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s || !s->capture) {
+    napi_throw_error(env, NULL, "capture is not on for this session");
+    return NULL;
+  }
+  return s->capture;
+}
+
+// reserve(session) -> the next seq, for an entry JavaScript journals.
+static napi_value js_reserve(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  napi_create_double(env, (double)capture_reserve(c), &out);
+  return out;
+}
+
+// unreserve(session, seq) -> whether the seq was given back.
+static napi_value js_unreserve(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int64_t seq;
+  napi_get_value_int64(env, argv[1], &seq);
+  napi_get_boolean(env, capture_unreserve(c, (uint64_t)seq), &out);
+  return out;
+}
+
+// logFrame(session, kind, seq, body?): appends one of JavaScript's frames to the capture log.
+static napi_value js_log_frame(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int32_t kind;
+  int64_t seq;
+  napi_get_value_int32(env, argv[1], &kind);
+  napi_get_value_int64(env, argv[2], &seq);
+  void *body = NULL;
+  size_t len = 0;
+  if (argc >= 4) napi_get_buffer_info(env, argv[3], &body, &len);
+  int rc = capture_log(c, kind, (uint64_t)seq, body, len);
+  if (rc != 0) throw_errno(env, -rc);
+  return NULL;
+}
+
+// take(session) -> Buffer of captured frames since the last take, or undefined.
+static void free_taken(napi_env env, void *data, void *hint) { free(data); }
+
+static napi_value js_take(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  size_t len;
+  char *p = capture_take(c, &len);
+  if (!p || !len) {
+    free(p);
+    return NULL;
+  }
+  napi_create_external_buffer(env, len, p, free_taken, NULL, &out);
+  return out;
+}
+
+// setHandle(session, fh, mode): how the handle's writes are served (H_JS, H_CAPTURE, H_PLAIN).
+static napi_value js_set_handle(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int64_t fh;
+  int32_t mode;
+  napi_get_value_int64(env, argv[1], &fh);
+  napi_get_value_int32(env, argv[2], &mode);
+  capture_set_mode(c, (uint64_t)fh, mode);
+  return NULL;
+}
+
+// hold(session, on): captured writes wait from now (nested), or may go on.
+static napi_value js_hold(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  bool on = false;
+  napi_get_value_bool(env, argv[1], &on);
+  capture_hold(c, on);
+  return NULL;
+}
+
+static napi_value js_reset_handles(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (c) capture_reset_modes(c);
+  return NULL;
+}
+
+// rotate(session) -> the log now active (0 or 1).
+static napi_value js_rotate(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int rc = capture_rotate(c);
+  if (rc < 0) {
+    throw_errno(env, -rc);
+    return NULL;
+  }
+  napi_create_int32(env, rc, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL },
     { "unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL },
+    { "release", NULL, js_release, NULL, NULL, NULL, napi_default, NULL },
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL },
     { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_default, NULL },
+    { "reserve", NULL, js_reserve, NULL, NULL, NULL, napi_default, NULL },
+    { "unreserve", NULL, js_unreserve, NULL, NULL, NULL, napi_default, NULL },
+    { "logFrame", NULL, js_log_frame, NULL, NULL, NULL, napi_default, NULL },
+    { "take", NULL, js_take, NULL, NULL, NULL, napi_default, NULL },
+    { "setHandle", NULL, js_set_handle, NULL, NULL, NULL, napi_default, NULL },
+    { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
+    { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
+    { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,4 +1,4 @@
-// The primary dies with SIGKILL: a restart on the same --state remounts, settles the entry in flight, and ships on.
+// The primary dies with SIGKILL: a restart on the same --state remounts, settles the entries in flight, and ships on.
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,6 +10,8 @@ import { mtimeDrift, snapshot } from './helpers/tree.js';
 
 const run = promisify(execFile);
 const JOURNAL = path.resolve(import.meta.dirname, '../dist/journal/journal.js');
+const ENTRY = path.resolve(import.meta.dirname, '../dist/journal/entry.js');
+const NATIVE = (process.env.DRMS_BINDING ?? 'native') === 'native';
 
 /** Leaves `intent` in the journal as if the primary had died between journaling it and doing it. */
 async function crashWithIntent(state: string, intent: Record<string, unknown>): Promise<void> {
@@ -89,4 +91,57 @@ t.test('SIGKILL of the primary during a transaction workload loses no acknowledg
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
   t.same(b.entries, p.entries, 'trees identical');
   t.same(mtimeDrift(p, b), []);
+});
+
+/** Leaves capture-log frames as if the primary had died with them written (native binding), journal marked running. */
+async function crashWithFrames(state: string, frames: Array<{ kind: number; entry: Record<string, unknown> }>): Promise<number> {
+  const script = `
+    const { Journal } = await import(${JSON.stringify(JOURNAL)});
+    const { encodeEntry } = await import(${JSON.stringify(ENTRY)});
+    const fs = await import('node:fs');
+    const j = Journal.open(${JSON.stringify(state)});
+    let seq = j.lastSeq;
+    const base = seq;
+    for (const { kind, entry } of ${JSON.stringify(frames)}) {
+      if (entry.data !== undefined) entry.data = Buffer.from(entry.data);
+      const body = encodeEntry({ ...entry, seq: ++seq, ts: Date.now() });
+      const header = Buffer.alloc(13);
+      header.writeUInt32LE(body.length, 0);
+      header[4] = kind;
+      header.writeBigUInt64LE(BigInt(seq), 5);
+      fs.appendFileSync(${JSON.stringify(path.join(state, 'capture-0.log'))}, Buffer.concat([header, body]));
+    }
+    process.stdout.write(String(base));
+    process.exit(0); // no close(): as after SIGKILL`;
+  return Number((await run(process.execPath, ['--input-type=module', '-e', script])).stdout);
+}
+
+t.test('capture log (native binding): after a crash its entries reach the journal; the write captured last and the operation in flight in JS are redone', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+  const { dir, prod, dr, pstate, secret } = layout(t);
+  for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(prod, f), 'original');
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
+  const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
+  const first = await startPrimary(t, args);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  first.proc.kill('SIGTERM');
+  await first.exited;
+
+  // A captured write that is not the log's last frame reached its file before the next frame was appended.
+  fs.writeFileSync(path.join(prod, 'b'), 'LANDEDal');
+  const base = await crashWithFrames(pstate, [
+    { kind: 0, entry: { op: 'write', path: '/a', offset: 0, data: 'IN-JS' } },
+    { kind: 2, entry: { op: 'write', path: '/b', offset: 0, data: 'LANDED' } },
+    { kind: 2, entry: { op: 'write', path: '/c', offset: 0, data: 'LAST' } },
+  ]);
+  const second = await startPrimary(t, args);
+  const redone = second.logs.filter((l) => /recovery: redid/.test(String(l.msg))).map((l) => l.path).sort();
+  t.same(redone, ['/a', '/c'], 'the entry in flight in JS and the last captured write are redone, nothing else');
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const status = JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout) as { lastSeq: number };
+  t.ok(status.lastSeq >= base + 3, `the journal holds the logged entries (seq ${status.lastSeq} >= ${base + 3})`);
+  for (const [f, want] of [['a', 'IN-JSnal'], ['b', 'LANDEDal'], ['c', 'LASTinal']]) {
+    t.equal(fs.readFileSync(path.join(prod, f!), 'utf8'), want, `primary /${f}`);
+    t.equal(fs.readFileSync(path.join(dr, f!), 'utf8'), want, `backup /${f}`);
+  }
+  t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries);
 });

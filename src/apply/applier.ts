@@ -209,6 +209,8 @@ export class Applier {
       case 'baseline-end':
         this.resyncing = e.op === 'baseline-start';
         return;
+      case 'none':
+        return;
       default:
         throw new ApplyError(`unknown operation ${(e as { op: unknown }).op}`, { seq: (e as JournalEntry).seq });
     }

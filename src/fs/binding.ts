@@ -1,8 +1,10 @@
 // The FUSE bindings a mount can be served with, behind one interface: drms's own libfuse3 addon (native/), which
-// answers reads and lookups on libfuse's threads, and fuse-native (libfuse2), where every request crosses into JS.
+// answers reads and lookups on libfuse's threads and journals plain writes there (capture), and fuse-native
+// (libfuse2), where every request crosses into JS.
 import Fuse from 'fuse-native';
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
+import type { CaptureLogs, Sequencer } from '../journal/capture-log.js';
 import { nativeAddon } from './native.js';
 import type { Operations, TimeArg } from './passthrough.js';
 
@@ -17,8 +19,30 @@ export interface BindingOptions {
   writebackCache: boolean;
 }
 
+/** How a file handle's writes are served (native binding with capture): in JS, captured natively, or passed through. */
+export const HandleMode = { js: 0, capture: 1, plain: 2 } as const;
+export type HandleMode = (typeof HandleMode)[keyof typeof HandleMode];
+
+/** The native binding's capture, for the journal (its Sequencer) and the passthrough (handle modes). */
+export interface Capture {
+  readonly sequencer: Sequencer;
+  setHandle(fh: number, mode: HandleMode): void;
+  /** Every handle back to JS (read-only, policy change, a transaction, the backlog cap). */
+  resetHandles(): void;
+  /** Captured writes wait (counted) while every mutation must. */
+  hold(on: boolean): void;
+}
+
+export interface CaptureOptions extends CaptureLogs {
+  nextSeq: number;
+  onCaptured: () => void;
+}
+
 export interface FuseSession {
-  unmount(): Promise<void>;
+  /** Present when the native binding captures writes. */
+  readonly capture?: Capture;
+  /** Stops serving; `beforeRelease` runs once no request is in flight (take the last captured entries). */
+  unmount(beforeRelease?: () => void): Promise<void>;
 }
 
 const FS_NAME = 'drms';
@@ -32,11 +56,33 @@ export function parseBinding(v: string | undefined): BindingName {
 }
 
 /** Serves `ops` over `dir`; `rootFd` is the directory under it, opened before mounting. */
-export async function serve(dir: string, rootFd: number, ops: Operations, opts: BindingOptions): Promise<FuseSession> {
+export async function serve(dir: string, rootFd: number, ops: Operations, opts: BindingOptions & { capture?: CaptureOptions }): Promise<FuseSession> {
   if (opts.binding === 'native') {
     const a = nativeAddon();
-    const session = a.mount(dir, rootFd, ops, { writeback: opts.writebackCache, maxWrite: MAX_WRITE, fsname: FS_NAME });
-    return { unmount: () => a.unmount(session) };
+    const session = a.mount(dir, rootFd, ops, { writeback: opts.writebackCache, maxWrite: MAX_WRITE, fsname: FS_NAME, capture: opts.capture });
+    const capture: Capture | undefined = opts.capture && {
+      sequencer: {
+        reserve: () => a.reserve(session),
+        unreserve: (seq) => a.unreserve(session, seq),
+        logFrame: (kind, seq, body) => a.logFrame(session, kind, seq, body),
+        take: () => a.take(session),
+        rotate: () => a.rotate(session),
+      },
+      setHandle: (fh, mode) => a.setHandle(session, fh, mode),
+      resetHandles: () => a.resetHandles(session),
+      hold: (on) => a.hold(session, on),
+    };
+    return {
+      capture,
+      async unmount(beforeRelease) {
+        await a.unmount(session);
+        try {
+          beforeRelease?.();
+        } finally {
+          a.release(session);
+        }
+      },
+    };
   }
   if (opts.writebackCache) throw new ConfigError('--writeback-cache needs --binding native (libfuse2 has no writeback cache)');
   const fuse = new Fuse(dir, fuseNativeOps(ops), {

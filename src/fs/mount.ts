@@ -98,7 +98,13 @@ export async function mountOver(
   const root = `/proc/self/fd/${dirFd}`;
   await beforeServe(root);
   const passthrough = new Passthrough(root, journal, opts);
-  const session = await serve(dir, dirFd, passthrough.operations(), opts);
+  // The native binding journals plain writes itself, taking seqs in the journal's order.
+  const capture = opts.binding === 'native' && journal.captureLogs
+    ? { ...journal.captureLogs, nextSeq: journal.lastSeq + 1, onCaptured: () => journal.ingest() }
+    : undefined;
+  const session = await serve(dir, dirFd, passthrough.operations(), { ...opts, capture });
+  journal.attach(session.capture?.sequencer);
+  passthrough.capture = session.capture;
   let down = false;
   return {
     dir,
@@ -106,7 +112,7 @@ export async function mountOver(
     exclusive: (fn) => passthrough.exclusive(fn),
     mirrored: (p, kind) => passthrough.mirrored(p, kind),
     configure: (changes) => passthrough.configure(changes),
-    readOnly: (reason) => void (passthrough.readOnly = reason),
+    readOnly: (reason) => passthrough.turnReadOnly(reason),
     get readOnlyReason() {
       return passthrough.readOnly;
     },
@@ -122,7 +128,8 @@ export async function mountOver(
     async unmount() {
       if (down) return;
       down = true;
-      await session.unmount();
+      await session.unmount(() => journal.attach(undefined));
+      passthrough.capture = undefined;
       fs.closeSync(dirFd);
     },
   };

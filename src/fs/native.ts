@@ -4,9 +4,25 @@ import { createRequire } from 'node:module';
 import { ConfigError } from '../errors.js';
 import type { Timestamp } from '../journal/entry.js';
 
+export interface NativeMountOptions {
+  writeback: boolean;
+  maxWrite: number;
+  fsname: string;
+  capture?: { logFds: [number, number]; active: number; generation: number; nextSeq: number; onCaptured: () => void };
+}
+
 export interface NativeAddon {
-  mount(dir: string, rootFd: number, ops: object, opts: { writeback: boolean; maxWrite: number; fsname: string }): unknown;
+  mount(dir: string, rootFd: number, ops: object, opts: NativeMountOptions): unknown;
   unmount(session: unknown): Promise<void>;
+  release(session: unknown): void;
+  reserve(session: unknown): number;
+  unreserve(session: unknown, seq: number): boolean;
+  logFrame(session: unknown, kind: number, seq: number, body?: Buffer): void;
+  take(session: unknown): Buffer | undefined;
+  setHandle(session: unknown, fh: number, mode: number): void;
+  resetHandles(session: unknown): void;
+  hold(session: unknown, on: boolean): void;
+  rotate(session: unknown): number;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }

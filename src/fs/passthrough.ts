@@ -17,6 +17,7 @@ import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/l
 import { RecordRules } from '../vos/record-rules.js';
 import { parseTxnControl, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
 import { nativeAddon, setTimes } from './native.js';
+import { HandleMode, type Capture } from './binding.js';
 import { PathCopier } from './copy.js';
 import { Serializer } from './serial.js';
 
@@ -94,6 +95,16 @@ export class Passthrough {
     this.rules = new RecordRules((p) => this.abs(p));
     this.txns = new TransactionTable(journal, (p) => this.abs(p));
     this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false);
+    journal.on('ingested', (bytes: number) => this.captured(bytes));
+    journal.on('ingest-failed', (err: unknown) => void this.journalFailure(err, { op: 'none' }));
+  }
+
+  /** Captured writes count toward --max-backlog too: at the cap they come back here, where writers wait. */
+  private captured(bytes: number): void {
+    const cap = this.opts.maxBacklogBytes;
+    if (!cap || (this.bytesSinceCheck += bytes) < 2 ** 20) return;
+    this.bytesSinceCheck = 0;
+    if (this.journal.backlogBytes() >= cap) this.uncapture();
   }
 
   /**
@@ -132,10 +143,19 @@ export class Passthrough {
   configure(changes: Partial<PassthroughOptions>): void {
     Object.assign(this.opts, changes);
     this.forget();
+    this.uncapture();
   }
 
+  /** Runs `fn` with every mutation held back, captured writes too. */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return this.serial.run(fn);
+    return this.serial.run(async () => {
+      this.capture?.hold(true);
+      try {
+        return await fn();
+      } finally {
+        this.capture?.hold(false);
+      }
+    });
   }
 
   private abs(p: string): string {
@@ -169,6 +189,40 @@ export class Passthrough {
    */
   readOnly: string | undefined;
   private refusedLogged = 0;
+
+  turnReadOnly(reason: string): void {
+    this.readOnly = reason;
+    this.uncapture();
+  }
+
+  /** The native binding's capture of plain writes (set by mountOver; undefined: every write is served here). */
+  capture: Capture | undefined;
+
+  /**
+   * How a newly opened file's writes are served: captured natively when nothing but order and durability is
+   * asked of them (an async, mirrored, plain file); passed through when it is not mirrored; else here.
+   */
+  private handleMode(p: string, h: Handle): HandleMode {
+    if (this.readOnly || this.backlogFull || h.syncWrites) return HandleMode.js;
+    if (!this.mirrored(p, 'file')) return HandleMode.plain;
+    const sync = (this.opts.policy.place(p, false).cls.sync ?? this.opts.mode) === 'sync';
+    return sync || this.rules.isRecordFile(p) || this.txns.txnOf(p) ? HandleMode.js : HandleMode.capture;
+  }
+
+  private opened(p: string, fd: number, h: Handle): void {
+    this.handles.set(fd, h);
+    this.capture?.setHandle(fd, this.handleMode(p, h));
+  }
+
+  /**
+   * Every open file's writes come back here (a transaction, a record format, a policy edge crossed, read-only, the
+   * backlog cap): what decided their mode at open may no longer hold. Times are journaled again at their flush.
+   */
+  private uncapture(): void {
+    if (!this.capture) return;
+    this.capture.resetHandles();
+    for (const h of this.handles.values()) h.dirty = true;
+  }
 
   private refusedReadOnly(what: string | Op | undefined): Error {
     if (Date.now() - this.refusedLogged > 5000) {
@@ -504,19 +558,20 @@ export class Passthrough {
       // this is an open, and journaling a create would empty the backup's copy of what the first wrote.
       const existing = openIfExists(a(p));
       if (existing !== undefined) {
-        this.handles.set(existing, { dirty: false, lastSeq: 0, syncWrites: false });
+        this.opened(p, existing, { dirty: false, lastSeq: 0, syncWrites: false });
         return existing;
       }
       const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
         this.forget(p);
         const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
-        this.handles.set(fd, { dirty: false, lastSeq: 0, syncWrites: false });
+        this.opened(p, fd, { dirty: false, lastSeq: 0, syncWrites: false });
         const st = await lstat(a(p));
         const stamps = await this.stamps([parentOf(p), p]);
         return { value: fd, stamps, final: { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) } };
       });
       const { cls } = this.opts.policy.place(p, false);
       if (cls.organization && fs.fstatSync(fd).size === 0) {
+        this.capture?.setHandle(fd, HandleMode.js); // a record file: its writes follow the record rules
         const attrs: Array<[string, string]> = [[XATTR_ORGANIZATION, cls.organization]];
         if (cls.recordSize) attrs.push([XATTR_RECORD_SIZE, String(cls.recordSize)]);
         for (const [name, value] of attrs) {
@@ -555,6 +610,7 @@ export class Passthrough {
         return;
       }
       const cached = intent(); // refusals (an open transaction) apply on either side
+      this.uncapture();
       await run(cached);
       if (replaced && !into) this.journal.append({ op: 'remove', path: op.to });
       if (op.op === 'rename' && from && !into) {
@@ -592,6 +648,7 @@ export class Passthrough {
    * gets the whole file, or loses it.
    */
   private declaring(p: string, name: string, change: () => Promise<void>): Promise<void> {
+    if (name === XATTR_ORGANIZATION || name === XATTR_RECORD_SIZE) this.uncapture(); // record rules apply from now
     if (name !== XATTR_ORGANIZATION || this.opts.policy.mirrorsAll) return this.serial.run(change);
     return this.serial.run(async () => {
       const before = this.mirrored(p);
@@ -614,7 +671,7 @@ export class Passthrough {
     const truncates = (flags & C.O_TRUNC) !== 0;
     const fd = await fsOpen(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
     const h: Handle = { dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
-    this.handles.set(fd, h);
+    this.opened(p, fd, h);
     if (truncates) {
       await this.mutate(() => this.truncateIntent(p, 0, () => fs.fstatSync(fd).size), async () => {
         await new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
@@ -761,6 +818,7 @@ export class Passthrough {
   private async control(p: string, { action, id }: TxnControl): Promise<number | undefined> {
     if (action === 'begin') {
       this.refusable(p, () => this.txns.begin(id, p));
+      this.uncapture();
       this.opts.log.info({ txn: id, path: p }, 'transaction: file joined');
       return undefined;
     }

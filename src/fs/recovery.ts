@@ -1,6 +1,7 @@
-// After an unclean stop, settles the one entry that may have been in flight, before the mount comes back.
-// Mutations are journaled before they run, one at a time, so only the last entry can be in doubt: redo it on the
-// real directory (every apply is idempotent). If the redo fails, the operation never happened: retract it.
+// After an unclean stop, settles the entries that may have been in flight, before the mount comes back.
+// Mutations are journaled before they run, one at a time in JavaScript (and a captured write whose data may not
+// have landed is the capture log's last frame), so at most these are in doubt: redo each on the real directory
+// (every apply is idempotent; they touch different files). If a redo fails, that operation never happened.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Applier } from '../apply/applier.js';
@@ -11,8 +12,10 @@ import { stampsOf } from '../journal/stamps.js';
 
 export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
   if (!journal.uncleanStop) return;
-  const last = journal.inDoubt();
-  if (!last) return;
+  for (const entry of journal.inDoubt()) await redo(journal, entry, realDir, log);
+}
+
+async function redo(journal: Journal, last: JournalEntry, realDir: string, log: Logger): Promise<void> {
   const applier = new Applier(realDir, log);
   let redone: boolean;
   try {

@@ -33,7 +33,9 @@ export type Op =
   | { op: 'remove'; path: string }
   /** The initial copy (or a resync) starts: until its end, operations on paths the backup lacks are expected. */
   | { op: 'baseline-start' }
-  | { op: 'baseline-end' };
+  | { op: 'baseline-end' }
+  /** An operation that failed after its seq was taken, with later entries already journaled: a gap is not allowed. */
+  | { op: 'none' };
 
 /**
  * An Op with its place in the journal. `stamps` carries times the op changed. `done` marks an entry appended

@@ -2,15 +2,20 @@
 // Journal first: begin() commits an entry before its operation runs, complete() releases it to the shipper,
 // retract() drops it if the operation failed. Commits are synchronous (they survive a crash of the process);
 // flushed() makes them survive a power cut, as a group commit, and an idle timer bounds the exposure.
+// With the native binding, seqs come from its Sequencer and every entry is also appended to its capture log (the
+// write-ahead log it makes writes durable with); entries it captured itself are taken in by ingest().
 import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
+import { FrameKind, framesOf, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
+/** The capture log in use is swapped for the other one past this size (checked with the flush). */
+const ROTATE_BYTES = 64 * 2 ** 20;
 
 export interface EncodedEntry {
   seq: number;
@@ -19,8 +24,14 @@ export interface EncodedEntry {
 
 export class Journal extends EventEmitter {
   readonly id: string;
-  /** The last entry begun; it may still be in flight. */
-  lastSeq: number;
+  /** The last entry taken in (begun here, or captured); see lastSeq. */
+  private last: number;
+  /** Entries begun and not completed: the one in flight, or those in doubt after a crash. */
+  private readonly pending = new Set<number>();
+  private sequencer: Sequencer | undefined;
+  /** The capture logs, ready for the native binding (undefined: opened read-only). */
+  readonly captureLogs: CaptureLogs | undefined;
+  private rotating = false;
   /** The last entry whose operation completed: the shipper reads up to here. */
   readySeq: number;
   ackedSeq: number;
@@ -50,17 +61,22 @@ export class Journal extends EventEmitter {
     this.id = existing ?? randomUUID();
     if (!existing && !readOnly) this.meta.putSync('journalId', this.id);
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
-    let last = this.ackedSeq;
-    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
-    this.lastSeq = last;
+    this.last = this.ackedSeq;
+    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) this.last = Math.max(this.last, key);
     this.uncleanStop = this.meta.get('running') === true;
-    // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it.
-    this.readySeq = this.uncleanStop && last > this.ackedSeq ? last - 1 : last;
+    this.readySeq = this.last;
     if (readOnly) return;
     this.dataFd = fs.openSync(path.join(dir, 'journal', 'data.mdb'), 'r');
+    const { doubts, generation } = this.recoverCaptureLogs();
+    // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it (with capture
+    // logs: the entry in flight in JavaScript, and a write captured last).
+    for (const seq of doubts ?? (this.uncleanStop && this.last > this.ackedSeq ? [this.last] : [])) this.pending.add(seq);
+    this.settleReady();
+    this.captureLogs = startCaptureLogs(dir, generation + 1);
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
-      if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
+      if (this.sequencer && !this.rotating && fs.fstatSync(this.captureLogs!.logFds[this.activeLog]!).size > ROTATE_BYTES) void this.rotate().catch((err) => this.emit('error', err));
+      else if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
     }, FLUSH_INTERVAL_MS);
     this.flushTimer.unref();
   }
@@ -82,38 +98,117 @@ export class Journal extends EventEmitter {
     this.meta.putSync('baselinePolicy', policyFingerprint);
   }
 
+  /** The last entry journaled (begun, captured or appended); it may still be in flight. */
+  get lastSeq(): number {
+    this.ingest();
+    return this.last;
+  }
+
+  /**
+   * The native binding serves the mount: seqs come from it, every entry goes to its capture log too, and what it
+   * captured is taken in on `ingest()`. Detached (undefined) when it unmounts.
+   */
+  attach(sequencer: Sequencer | undefined): void {
+    this.ingest();
+    this.sequencer = sequencer;
+  }
+
   /** Commits the next entry before its operation runs; returns its seq. Calls are serialized by the caller. */
   begin(op: Op, stamps?: Stamp[]): number {
-    const seq = this.lastSeq + 1;
-    this.put(seq, op, stamps);
-    this.lastSeq = seq;
+    const seq = this.journaled((seq) => this.put(seq, op, stamps));
+    this.pending.add(seq);
     this.inflight = op;
     return seq;
   }
 
-  /** The operation of the last entry completed; `final` replaces the entry when the outcome added facts. */
+  /** Takes the next seq and runs `write` with it; if it fails, the seq is given back (or filled with nothing). */
+  private journaled(write: (seq: number) => void): number {
+    const seq = this.sequencer ? this.sequencer.reserve() : this.last + 1;
+    try {
+      write(seq);
+    } catch (err) {
+      if (this.sequencer && !this.sequencer.unreserve(seq)) this.voidEntry(seq);
+      throw err;
+    }
+    this.last = Math.max(this.last, seq);
+    return seq;
+  }
+
+  /** The operation of an entry completed; `final` replaces the entry when the outcome added facts. */
   complete(seq: number, final?: { op: Op; stamps?: Stamp[] }): void {
     if (final) this.put(seq, final.op, final.stamps);
-    this.readySeq = seq;
+    if (this.pending.delete(seq)) this.sequencer?.logFrame(FrameKind.Done, seq);
     const op = final?.op ?? this.inflight;
     this.inflight = undefined;
     if (op) this.observer?.(seq, op);
-    this.emit('committed', seq);
+    this.ingest();
+    this.settleReady();
+    this.emit('committed', this.readySeq);
   }
 
-  /** The operation of the last entry failed: it never happened, so the entry goes. */
+  /**
+   * The operation of an unfinished entry failed: it never happened. The last entry goes; one with later entries
+   * behind it (captured meanwhile) becomes a 'none' entry, since the sequence may have no gap.
+   */
   retract(seq: number): void {
-    if (seq !== this.lastSeq || seq <= this.readySeq) throw new Error(`retract(${seq}): only the last, unfinished entry can be retracted`);
-    this.entries.removeSync(seq);
-    this.lastSeq = seq - 1;
+    if (!this.pending.delete(seq)) throw new Error(`retract(${seq}): only an unfinished entry can be retracted`);
     this.inflight = undefined;
+    if (!this.sequencer && seq === this.last) {
+      this.entries.removeSync(seq);
+      this.last = seq - 1;
+    } else {
+      this.voidEntry(seq);
+    }
+    this.settleReady();
+  }
+
+  private voidEntry(seq: number): void {
+    this.put(seq, { op: 'none' }, undefined, true);
+  }
+
+  /** Every entry up to readySeq is journaled and its operation done: the shipper may send them. */
+  private settleReady(): void {
+    let lowest = this.untaken ? framesOf(this.untaken).next().value!.seq : Infinity;
+    for (const seq of this.pending) lowest = Math.min(lowest, seq);
+    this.readySeq = lowest === Infinity ? this.last : lowest - 1;
+  }
+
+  /** Captured frames lmdb could not take yet (a full disk): they are retried, and nothing after them ships. */
+  private untaken: Buffer | undefined;
+
+  /**
+   * Takes what the native binding captured (writes, their times, fsync markers) into the journal. Never throws:
+   * what lmdb refuses stays in memory (and in the capture log), 'ingest-failed' says why, the next call retries.
+   */
+  ingest(): void {
+    const taken = this.sequencer?.take();
+    if (!taken && !this.untaken) return;
+    const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken)!;
+    const frames = [...framesOf(all)];
+    try {
+      this.env.transactionSync(() => {
+        for (const f of frames) void this.entries.put(f.seq, f.body);
+      });
+      this.untaken = undefined;
+    } catch (err) {
+      this.untaken = all;
+      this.settleReady();
+      this.emit('ingest-failed', err);
+      return;
+    }
+    this.unflushed = true;
+    for (const f of frames) {
+      this.last = Math.max(this.last, f.seq);
+      if (this.observer) this.observer(f.seq, decodeEntry(f.body));
+    }
+    this.settleReady();
+    this.emit('ingested', all.length);
+    this.emit('committed', this.readySeq);
   }
 
   /** An entry with no operation behind it (times, fsync markers, the initial copy). */
   append(op: Op, stamps?: Stamp[]): number {
-    const seq = this.lastSeq + 1;
-    this.put(seq, op, stamps, true);
-    this.lastSeq = seq;
+    const seq = this.journaled((seq) => this.put(seq, op, stamps, true));
     this.inflight = op;
     this.complete(seq);
     return seq;
@@ -121,16 +216,62 @@ export class Journal extends EventEmitter {
 
   /** append() and `alongside` (changes to a store()) in one lmdb transaction: both happen or neither. */
   appendWith(op: Op, stamps: Stamp[] | undefined, alongside: () => void): number {
-    const seq = this.lastSeq + 1;
-    this.env.transactionSync(() => {
-      void this.entries.put(seq, this.encode(seq, op, stamps, true));
-      alongside();
+    const seq = this.journaled((seq) => {
+      const bytes = this.encode(seq, op, stamps, true);
+      this.env.transactionSync(() => {
+        void this.entries.put(seq, bytes);
+        alongside();
+      });
+      this.sequencer?.logFrame(FrameKind.Entry, seq, bytes);
     });
-    this.lastSeq = seq;
     this.unflushed = true;
     this.inflight = op;
     this.complete(seq);
     return seq;
+  }
+
+  /**
+   * Reads the capture logs a previous run left: entries the journal may lack (lmdb is flushed lazily, the logs at
+   * every fsync) are put back, on stable storage before the logs start over. `doubts`: after an unclean stop,
+   * entries whose operation may not have run (undefined when the logs held none).
+   */
+  private recoverCaptureLogs(): { doubts?: number[]; generation: number } {
+    const { frames, generation } = readCaptureLogs(this.dir);
+    const found = new Map<number, { kind: number; body: Buffer }>();
+    const done = new Set<number>();
+    let lastFrame: { kind: number; seq: number; body: Buffer } | undefined;
+    for (const f of frames) {
+      if (f.kind === FrameKind.Generation) continue;
+      lastFrame = f;
+      if (f.seq <= this.ackedSeq) continue;
+      if (f.kind === FrameKind.Done) done.add(f.seq);
+      else found.set(f.seq, f);
+    }
+    if (found.size === 0) return { generation };
+    this.env.transactionSync(() => {
+      for (const [seq, f] of found) void this.entries.put(seq, Buffer.from(f.body));
+    });
+    fs.fdatasyncSync(this.dataFd);
+    for (const seq of found.keys()) this.last = Math.max(this.last, seq);
+    if (!this.uncleanStop) return { doubts: [], generation };
+    const doubts = [...found].filter(([seq, f]) => f.kind === FrameKind.Entry && !done.has(seq) && !decodeEntry(f.body).done).map(([seq]) => seq);
+    // A captured write reached its file unless the crash came between its frame and its data: then it is last.
+    if (lastFrame?.kind === FrameKind.Captured && found.has(lastFrame.seq) && decodeEntry(lastFrame.body).op === 'write') doubts.push(lastFrame.seq);
+    return { doubts, generation };
+  }
+
+  private activeLog = 0;
+
+  /** Swaps capture logs; the old one's frames are in lmdb, on stable storage, before the next swap empties it. */
+  private async rotate(): Promise<void> {
+    this.rotating = true;
+    try {
+      this.activeLog = this.sequencer!.rotate();
+      this.ingest();
+      await this.flushed();
+    } finally {
+      this.rotating = false;
+    }
   }
 
   /** A database of its own beside the entries, for state that must change atomically with them (appendWith). */
@@ -138,20 +279,22 @@ export class Journal extends EventEmitter {
     return this.env.openDB<V, Key[]>({ name });
   }
 
-  /** The last entry, if its operation may have been in flight at an unclean stop (recovery redoes it). */
-  inDoubt(): JournalEntry | undefined {
-    if (this.lastSeq <= this.ackedSeq || this.readySeq === this.lastSeq) return undefined;
-    const bytes = this.entries.get(this.lastSeq);
-    const e = bytes ? decodeEntry(bytes) : undefined;
-    if (e?.done) {
-      this.complete(e.seq);
-      return undefined;
+  /** Entries whose operation may have been in flight at an unclean stop (recovery redoes them). */
+  inDoubt(): JournalEntry[] {
+    const out: JournalEntry[] = [];
+    for (const seq of [...this.pending].sort((a, b) => a - b)) {
+      const bytes = this.entries.get(seq);
+      const e = bytes ? decodeEntry(bytes) : undefined;
+      if (e && !e.done) out.push(e);
+      else this.complete(seq);
     }
-    return e;
+    return out;
   }
 
   private put(seq: number, op: Op, stamps?: Stamp[], done?: boolean): void {
-    this.entries.putSync(seq, this.encode(seq, op, stamps, done));
+    const bytes = this.encode(seq, op, stamps, done);
+    this.entries.putSync(seq, bytes);
+    this.sequencer?.logFrame(FrameKind.Entry, seq, bytes);
     this.unflushed = true;
   }
 
@@ -164,6 +307,7 @@ export class Journal extends EventEmitter {
 
   /** Resolves when everything appended before the call is on stable storage. */
   flushed(): Promise<void> {
+    this.ingest();
     return new Promise((resolve, reject) => {
       this.flushWaiters.push({ resolve, reject });
       if (!this.flushRunning) this.startFlush();
@@ -252,11 +396,17 @@ export class Journal extends EventEmitter {
   }
 
   async close(): Promise<void> {
+    this.attach(undefined); // what the native binding captures from now on stays in its log, for the next start
     if (!this.readOnly) {
       clearInterval(this.flushTimer);
       this.meta.putSync('running', false);
       await this.flushed();
       fs.closeSync(this.dataFd);
+      // Everything they held is in lmdb, on stable storage: a journal removed later leaves nothing to read back.
+      for (const fd of this.captureLogs!.logFds) {
+        fs.ftruncateSync(fd, 0);
+        fs.closeSync(fd);
+      }
     }
     await this.env.close();
   }

@@ -1,0 +1,512 @@
+// Capture: journals writes to mirrored files on libfuse's threads, so the hot path never waits for JavaScript.
+// Journal first: under one lock a write takes the next seq, its entry is appended to the capture log, then the data
+// is written; an fsync flushes the file and the log together, concurrent fsyncs sharing one log flush (group
+// commit). JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries take
+// their seqs here too, so the journal has one order.
+#include "capture.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+// Captured entries JavaScript has not taken yet: writers wait beyond this.
+#define PENDING_MAX (64u << 20)
+
+struct capture {
+  pthread_mutex_t lock;      // seq order, the log, the pending entries, the handle table
+  pthread_cond_t taken;
+  uint64_t next_seq;
+  int log_fds[2];
+  int active;
+  uint64_t generation;
+  off_t log_size;            // of the active log
+  uint64_t appended;         // bytes appended since start, never decreasing (atomic: read by the syncer)
+  char *pending;
+  size_t pending_len, pending_cap;
+  int notify_queued;
+  int held;                  // capture_hold count: writers wait while it is not 0
+  void (*notify)(void *);
+  void *notify_arg;
+  uint8_t *mode, *dirty;
+  size_t handles;
+
+  pthread_t syncer;
+  pthread_mutex_t sync_lock; // group commit
+  pthread_cond_t sync_req, sync_done;
+  uint64_t requested, synced;
+  int sync_error;
+  int stop;
+};
+
+// ---- msgpack, the journal's entry encoding (decoded by msgpackr in JavaScript) ----
+
+struct buf { char *p; size_t len, cap; };
+
+static int grow(struct buf *b, size_t n) {
+  if (b->len + n <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + n) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p) return -ENOMEM;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static void put(struct buf *b, const void *src, size_t n) {
+  if (grow(b, n) == 0) {
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+  }
+}
+
+static void put_u8(struct buf *b, uint8_t v) { put(b, &v, 1); }
+
+static void put_be(struct buf *b, uint64_t v, int bytes) {
+  uint8_t x[8];
+  for (int i = 0; i < bytes; i++) x[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  put(b, x, (size_t)bytes);
+}
+
+static void mp_f64(struct buf *b, double d) {
+  uint64_t v;
+  memcpy(&v, &d, 8);
+  put_u8(b, 0xcb);
+  put_be(b, v, 8);
+}
+
+// Unsigned integers as msgpackr writes them: above 32 bits as a float64 (exact up to 2^53).
+static void mp_uint(struct buf *b, uint64_t v) {
+  if (v <= 0x7f) put_u8(b, (uint8_t)v);
+  else if (v <= 0xff) { put_u8(b, 0xcc); put_be(b, v, 1); }
+  else if (v <= 0xffff) { put_u8(b, 0xcd); put_be(b, v, 2); }
+  else if (v <= 0xffffffffu) { put_u8(b, 0xce); put_be(b, v, 4); }
+  else mp_f64(b, (double)v);
+}
+
+static void mp_str(struct buf *b, const char *s, size_t n) {
+  if (n < 32) put_u8(b, (uint8_t)(0xa0 | n));
+  else if (n <= 0xff) { put_u8(b, 0xd9); put_be(b, n, 1); }
+  else if (n <= 0xffff) { put_u8(b, 0xda); put_be(b, n, 2); }
+  else { put_u8(b, 0xdb); put_be(b, n, 4); }
+  put(b, s, n);
+}
+
+static void mp_key(struct buf *b, const char *s) { mp_str(b, s, strlen(s)); }
+
+static void mp_bin(struct buf *b, const void *data, size_t n) {
+  if (n <= 0xff) { put_u8(b, 0xc4); put_be(b, n, 1); }
+  else if (n <= 0xffff) { put_u8(b, 0xc5); put_be(b, n, 2); }
+  else { put_u8(b, 0xc6); put_be(b, n, 4); }
+  put(b, data, n);
+}
+
+static void mp_time(struct buf *b, const struct timespec *ts) {
+  put_u8(b, 0x92);
+  mp_uint(b, (uint64_t)ts->tv_sec);
+  mp_uint(b, (uint64_t)ts->tv_nsec);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1000 + (double)(ts.tv_nsec / 1000000);
+}
+
+// Starts a frame: the header is filled in by frame_end.
+static void frame_begin(struct buf *b) {
+  b->len = 0;
+  grow(b, FRAME_HEADER);
+  b->len = FRAME_HEADER;
+}
+
+static void frame_end(struct buf *b, int kind, uint64_t seq) {
+  uint32_t len = (uint32_t)(b->len - FRAME_HEADER);
+  memcpy(b->p, &len, 4);
+  b->p[4] = (char)kind;
+  memcpy(b->p + 5, &seq, 8);
+}
+
+// {op, path, ...fields, seq, ts[, done]}: the caller writes `fields` map pairs between the two halves.
+static void entry_head(struct buf *b, int pairs, const char *op, const char *path) {
+  frame_begin(b);
+  put_u8(b, (uint8_t)(0x80 | pairs));
+  mp_key(b, "op");
+  mp_key(b, op);
+  mp_key(b, "path");
+  mp_key(b, path);
+}
+
+static void entry_tail(struct buf *b, uint64_t seq, int done) {
+  mp_key(b, "seq");
+  mp_uint(b, seq);
+  mp_key(b, "ts");
+  mp_f64(b, now_ms());
+  if (done) {
+    mp_key(b, "done");
+    put_u8(b, 0xc3);
+  }
+}
+
+// ---- the log ----
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+// Appends a frame (lock held); a frame that could not be written whole is cut off again.
+static int append(struct capture *c, const struct buf *frame) {
+  int fd = c->log_fds[c->active];
+  int rc = write_all(fd, frame->p, frame->len);
+  if (rc != 0) {
+    if (ftruncate(fd, c->log_size) != 0) { /* the reader stops at a torn frame */ }
+    return rc;
+  }
+  c->log_size += (off_t)frame->len;
+  __atomic_store_n(&c->appended, c->appended + frame->len, __ATOMIC_RELEASE);
+  return 0;
+}
+
+// Hands a captured entry to JavaScript (lock held); returns whether JavaScript must be told.
+static int hand_over(struct capture *c, const struct buf *frame) {
+  size_t need = c->pending_len + frame->len;
+  if (need > c->pending_cap) {
+    size_t cap = c->pending_cap ? c->pending_cap : 65536;
+    while (cap < need) cap *= 2;
+    char *p = realloc(c->pending, cap);
+    if (!p) return 0; // the entry is in the log: recovery or the next start takes it
+    c->pending = p;
+    c->pending_cap = cap;
+  }
+  memcpy(c->pending + c->pending_len, frame->p, frame->len);
+  c->pending_len = need;
+  if (c->notify_queued) return 0;
+  c->notify_queued = 1;
+  return 1;
+}
+
+static void *syncer_main(void *arg) {
+  struct capture *c = arg;
+  pthread_mutex_lock(&c->sync_lock);
+  for (;;) {
+    while (!c->stop && c->requested <= c->synced) pthread_cond_wait(&c->sync_req, &c->sync_lock);
+    if (c->stop) break;
+    // Read in this order: a rotation between the two has already flushed every frame up to `upto`.
+    uint64_t upto = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
+    int fd = c->log_fds[__atomic_load_n(&c->active, __ATOMIC_ACQUIRE)];
+    pthread_mutex_unlock(&c->sync_lock);
+    int rc = fdatasync(fd);
+    int e = errno;
+    pthread_mutex_lock(&c->sync_lock);
+    if (rc != 0) c->sync_error = e;
+    else {
+      c->sync_error = 0;
+      if (upto > c->synced) c->synced = upto;
+    }
+    pthread_cond_broadcast(&c->sync_done);
+  }
+  pthread_mutex_unlock(&c->sync_lock);
+  return NULL;
+}
+
+// Waits until the log is on stable storage up to `target`; the flush is shared with every waiter meanwhile.
+static int log_durable(struct capture *c, uint64_t target) {
+  pthread_mutex_lock(&c->sync_lock);
+  if (c->requested < target) {
+    c->requested = target;
+    pthread_cond_signal(&c->sync_req);
+  }
+  int rc = 0;
+  while (c->synced < target) {
+    if (c->sync_error) {
+      rc = -c->sync_error;
+      break;
+    }
+    pthread_cond_wait(&c->sync_done, &c->sync_lock);
+  }
+  pthread_mutex_unlock(&c->sync_lock);
+  return rc;
+}
+
+struct capture *capture_new(const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg) {
+  struct capture *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  struct rlimit rl;
+  c->handles = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 22) ? rl.rlim_cur : (1u << 20);
+  c->mode = calloc(c->handles, 1);
+  c->dirty = calloc(c->handles, 1);
+  c->log_fds[0] = log_fds[0];
+  c->log_fds[1] = log_fds[1];
+  c->active = active;
+  c->generation = generation;
+  c->next_seq = next_seq;
+  c->notify = notify;
+  c->notify_arg = notify_arg;
+  struct stat st;
+  c->log_size = fstat(log_fds[active], &st) == 0 ? st.st_size : 0;
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->taken, NULL);
+  pthread_mutex_init(&c->sync_lock, NULL);
+  pthread_cond_init(&c->sync_req, NULL);
+  pthread_cond_init(&c->sync_done, NULL);
+  if (!c->mode || !c->dirty || pthread_create(&c->syncer, NULL, syncer_main, c) != 0) {
+    free(c->mode);
+    free(c->dirty);
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
+void capture_free(struct capture *c) {
+  pthread_mutex_lock(&c->sync_lock);
+  c->stop = 1;
+  pthread_cond_broadcast(&c->sync_req);
+  pthread_mutex_unlock(&c->sync_lock);
+  pthread_join(c->syncer, NULL);
+  pthread_mutex_lock(&c->lock);
+  c->stop = 1;
+  pthread_cond_broadcast(&c->taken);
+  pthread_mutex_unlock(&c->lock);
+  free(c->mode);
+  free(c->dirty);
+  free(c->pending);
+  free(c);
+}
+
+int capture_mode(struct capture *c, uint64_t fh) {
+  return c && fh < c->handles ? __atomic_load_n(&c->mode[fh], __ATOMIC_ACQUIRE) : H_JS;
+}
+
+void capture_set_mode(struct capture *c, uint64_t fh, int mode) {
+  if (fh >= c->handles) return;
+  pthread_mutex_lock(&c->lock);
+  __atomic_store_n(&c->mode[fh], (uint8_t)mode, __ATOMIC_RELEASE);
+  c->dirty[fh] = 0;
+  pthread_mutex_unlock(&c->lock);
+}
+
+void capture_reset_modes(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  for (size_t i = 0; i < c->handles; i++) __atomic_store_n(&c->mode[i], H_JS, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&c->lock);
+}
+
+int capture_write(struct capture *c, const char *path, int fd, const char *data, size_t size, off_t off) {
+  struct buf b = { 0 };
+  int notify = 0;
+  ssize_t written;
+  pthread_mutex_lock(&c->lock);
+  while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
+  // Still capture mode? A handle turned back to JavaScript while this writer waited goes there.
+  if (capture_mode(c, (uint64_t)fd) != H_CAPTURE) {
+    pthread_mutex_unlock(&c->lock);
+    return -EAGAIN;
+  }
+  uint64_t seq = c->next_seq;
+  entry_head(&b, 6, "write", path);
+  mp_key(&b, "offset");
+  mp_uint(&b, (uint64_t)off);
+  mp_key(&b, "data");
+  mp_bin(&b, data, size);
+  entry_tail(&b, seq, 0);
+  frame_end(&b, FRAME_CAPTURED, seq);
+  int rc = append(c, &b);
+  if (rc != 0) {
+    // The log cannot take it (a full disk): JavaScript journals it or refuses it, and says so.
+    pthread_mutex_unlock(&c->lock);
+    free(b.p);
+    return -EAGAIN;
+  }
+  written = pwrite(fd, data, size, off);
+  if (written < 0 || (size_t)written < size) {
+    // The entry must say what landed: nothing (cut it off again), or a short write (journal that instead).
+    int e = errno;
+    c->log_size -= (off_t)b.len;
+    if (ftruncate(c->log_fds[c->active], c->log_size) != 0) { /* recovery redoes the last frame */ }
+    if (written <= 0) {
+      pthread_mutex_unlock(&c->lock);
+      free(b.p);
+      return written < 0 ? -e : 0;
+    }
+    size = (size_t)written;
+    entry_head(&b, 6, "write", path);
+    mp_key(&b, "offset");
+    mp_uint(&b, (uint64_t)off);
+    mp_key(&b, "data");
+    mp_bin(&b, data, size);
+    entry_tail(&b, seq, 0);
+    frame_end(&b, FRAME_CAPTURED, seq);
+    rc = append(c, &b);
+    if (rc != 0) {
+      pthread_mutex_unlock(&c->lock);
+      free(b.p);
+      return rc;
+    }
+  }
+  c->next_seq++;
+  c->dirty[fd] = 1;
+  notify = hand_over(c, &b);
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  if (notify) c->notify(c->notify_arg);
+  return (int)written;
+}
+
+// Journals the file's times if it was written through capture since (lock held).
+static int settle(struct capture *c, struct buf *b, const char *path, int fd, int *notify) {
+  if (!c->dirty[fd]) return 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  uint64_t seq = c->next_seq;
+  entry_head(b, 6, "times", path);
+  mp_key(b, "stamps");
+  put_u8(b, 0x91);
+  put_u8(b, 0x93);
+  mp_key(b, path);
+  mp_time(b, &st.st_atim);
+  mp_time(b, &st.st_mtim);
+  entry_tail(b, seq, 1);
+  frame_end(b, FRAME_CAPTURED, seq);
+  int rc = append(c, b);
+  if (rc != 0) return rc;
+  c->next_seq++;
+  c->dirty[fd] = 0;
+  *notify |= hand_over(c, b);
+  return 0;
+}
+
+int capture_flush(struct capture *c, const char *path, int fd) {
+  struct buf b = { 0 };
+  int notify = 0;
+  pthread_mutex_lock(&c->lock);
+  int rc = settle(c, &b, path, fd, &notify);
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  if (notify) c->notify(c->notify_arg);
+  return rc;
+}
+
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync) {
+  struct buf b = { 0 };
+  int notify = 0;
+  pthread_mutex_lock(&c->lock);
+  int rc = settle(c, &b, path, fd, &notify);
+  if (rc == 0) {
+    uint64_t seq = c->next_seq;
+    entry_head(&b, 5, "fsync", path);
+    entry_tail(&b, seq, 1);
+    frame_end(&b, FRAME_CAPTURED, seq);
+    rc = append(c, &b);
+    if (rc == 0) {
+      c->next_seq++;
+      notify |= hand_over(c, &b);
+    }
+  }
+  uint64_t target = c->appended;
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  if (notify) c->notify(c->notify_arg);
+  if (rc != 0) return rc;
+  // The file flushes on this thread while the syncer flushes the log: the device can merge the two.
+  pthread_mutex_lock(&c->sync_lock);
+  if (c->requested < target) {
+    c->requested = target;
+    pthread_cond_signal(&c->sync_req);
+  }
+  pthread_mutex_unlock(&c->sync_lock);
+  int frc = datasync ? fdatasync(fd) : fsync(fd);
+  int ferr = errno;
+  rc = log_durable(c, target);
+  return frc != 0 ? -ferr : rc;
+}
+
+void capture_hold(struct capture *c, int on) {
+  pthread_mutex_lock(&c->lock);
+  c->held += on ? 1 : -1;
+  if (c->held < 0) c->held = 0;
+  if (!c->held) pthread_cond_broadcast(&c->taken);
+  pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t capture_reserve(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  uint64_t seq = c->next_seq++;
+  pthread_mutex_unlock(&c->lock);
+  return seq;
+}
+
+int capture_unreserve(struct capture *c, uint64_t seq) {
+  pthread_mutex_lock(&c->lock);
+  int ok = c->next_seq == seq + 1;
+  if (ok) c->next_seq = seq;
+  pthread_mutex_unlock(&c->lock);
+  return ok;
+}
+
+int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len) {
+  struct buf b = { 0 };
+  frame_begin(&b);
+  put(&b, body, len);
+  frame_end(&b, kind, seq);
+  pthread_mutex_lock(&c->lock);
+  int rc = b.len == FRAME_HEADER + len ? append(c, &b) : -ENOMEM;
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  return rc;
+}
+
+char *capture_take(struct capture *c, size_t *len) {
+  pthread_mutex_lock(&c->lock);
+  char *p = c->pending;
+  *len = c->pending_len;
+  c->pending = NULL;
+  c->pending_len = c->pending_cap = 0;
+  c->notify_queued = 0;
+  pthread_cond_broadcast(&c->taken);
+  pthread_mutex_unlock(&c->lock);
+  return p;
+}
+
+// Switches to the other log once every frame in this one is on stable storage; the other one's frames are
+// already in the journal (JavaScript rotates only after flushing it), so it starts over at a new generation.
+int capture_rotate(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  int next = 1 - c->active;
+  int rc = 0;
+  if (fdatasync(c->log_fds[c->active]) != 0 || ftruncate(c->log_fds[next], 0) != 0) rc = -errno;
+  if (rc == 0) {
+    struct buf b = { 0 };
+    frame_begin(&b);
+    frame_end(&b, FRAME_GENERATION, c->generation + 1);
+    rc = write_all(c->log_fds[next], b.p, b.len);
+    free(b.p);
+    if (rc == 0 && fdatasync(c->log_fds[next]) != 0) rc = -errno;
+  }
+  if (rc == 0) {
+    uint64_t appended = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&c->sync_lock);
+    if (appended > c->synced) c->synced = appended;
+    pthread_cond_broadcast(&c->sync_done);
+    pthread_mutex_unlock(&c->sync_lock);
+    c->generation++;
+    c->log_size = FRAME_HEADER;
+    __atomic_store_n(&c->active, next, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return rc == 0 ? next : rc;
+}

@@ -1,0 +1,47 @@
+// Capture: the journal append of writes to mirrored files, made on libfuse's threads (see capture.c).
+#ifndef DRMS_CAPTURE_H
+#define DRMS_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// How a file handle's writes are served: in JavaScript (the default), captured here, or passed through unjournaled.
+enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2 };
+
+// Capture log frames: [u32 body length][u8 kind][u64 seq][body], little-endian header, msgpack body.
+enum frame_kind {
+  FRAME_ENTRY = 0,    // an entry journaled by JavaScript (begun, final form, or complete with `done`)
+  FRAME_DONE = 1,     // JavaScript's operation for that seq completed (no body)
+  FRAME_CAPTURED = 2, // an entry captured here; a write's data reached the file unless it is the log's last frame
+  FRAME_GENERATION = 3, // a log's first frame: its generation in the seq field (recovery reads the older log first)
+};
+#define FRAME_HEADER 13
+
+struct capture;
+
+struct capture *capture_new(const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg);
+void capture_free(struct capture *c);
+
+int capture_mode(struct capture *c, uint64_t fh);
+void capture_set_mode(struct capture *c, uint64_t fh, int mode);
+// Every handle back to JavaScript (read-only mount, policy change, backlog cap).
+void capture_reset_modes(struct capture *c);
+
+// Holds captured writes back (nested: counted) while JavaScript needs every mutation to wait.
+void capture_hold(struct capture *c, int on);
+
+// Bytes written, -errno, or -EAGAIN: not captured (the handle went back to JavaScript, or the log is full), serve
+// it in JavaScript.
+int capture_write(struct capture *c, const char *path, int fd, const char *buf, size_t size, off_t off);
+int capture_flush(struct capture *c, const char *path, int fd);
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync);
+
+uint64_t capture_reserve(struct capture *c);
+// Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.
+int capture_unreserve(struct capture *c, uint64_t seq);
+int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len);
+char *capture_take(struct capture *c, size_t *len);
+int capture_rotate(struct capture *c);
+
+#endif
