@@ -367,19 +367,21 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   return (int)written;
 }
 
-// Journals the file's times if it was written through capture since (lock held).
-static int settle(struct capture *c, struct buf *b, const char *path, int fd, int *notify) {
-  if (!c->dirty[fd]) return 0;
+// Journals `op` (times, fsync) for the file, with its times if it was written through capture since (lock held).
+static int mark(struct capture *c, struct buf *b, const char *op, const char *path, int fd, int *notify) {
+  int stamped = c->dirty[fd];
   struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
+  if (stamped && fstat(fd, &st) != 0) return -errno;
   uint64_t seq = c->next_seq;
-  entry_head(b, 6, "times", path);
-  mp_key(b, "stamps");
-  put_u8(b, 0x91);
-  put_u8(b, 0x93);
-  mp_key(b, path);
-  mp_time(b, &st.st_atim);
-  mp_time(b, &st.st_mtim);
+  entry_head(b, stamped ? 6 : 5, op, path);
+  if (stamped) {
+    mp_key(b, "stamps");
+    put_u8(b, 0x91);
+    put_u8(b, 0x93);
+    mp_key(b, path);
+    mp_time(b, &st.st_atim);
+    mp_time(b, &st.st_mtim);
+  }
   entry_tail(b, seq, 1);
   frame_end(b, FRAME_CAPTURED, seq);
   int rc = append(c, b);
@@ -392,9 +394,9 @@ static int settle(struct capture *c, struct buf *b, const char *path, int fd, in
 
 int capture_flush(struct capture *c, const char *path, int fd) {
   struct buf b = { 0 };
-  int notify = 0;
+  int notify = 0, rc = 0;
   pthread_mutex_lock(&c->lock);
-  int rc = settle(c, &b, path, fd, &notify);
+  if (c->dirty[fd]) rc = mark(c, &b, "times", path, fd, &notify);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
@@ -405,18 +407,7 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync) {
   struct buf b = { 0 };
   int notify = 0;
   pthread_mutex_lock(&c->lock);
-  int rc = settle(c, &b, path, fd, &notify);
-  if (rc == 0) {
-    uint64_t seq = c->next_seq;
-    entry_head(&b, 5, "fsync", path);
-    entry_tail(&b, seq, 1);
-    frame_end(&b, FRAME_CAPTURED, seq);
-    rc = append(c, &b);
-    if (rc == 0) {
-      c->next_seq++;
-      notify |= hand_over(c, &b);
-    }
-  }
+  int rc = mark(c, &b, "fsync", path, fd, &notify);
   uint64_t target = c->appended;
   pthread_mutex_unlock(&c->lock);
   free(b.p);

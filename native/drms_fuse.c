@@ -248,8 +248,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->use_ino = 1;
   // Unlink really unlinks (no .fuse_hidden renames to journal); an unlinked open file gets a NULL path.
   cfg->hard_remove = 1;
-  // A cached attribute of one hard-link name would outlive a chmod through another.
-  cfg->attr_timeout = 0;
+  // A cached attribute of one hard-link name would outlive a chmod through another. The writeback cache needs
+  // cached sizes (else every buffered write asks for them): there, a hard link's attributes may lag by a second.
+  cfg->attr_timeout = s->writeback ? 1 : 0;
   cfg->negative_timeout = 0;
   if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
@@ -793,8 +794,8 @@ static napi_value js_log_frame(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// take(session) -> Buffer of captured frames since the last take, or undefined.
-static void free_taken(napi_env env, void *data, void *hint) { free(data); }
+// take(session) -> Buffer of captured frames since the last take, or undefined. A copy V8 owns, so its
+// garbage collector sees the memory (an external buffer's size is invisible to it).
 
 static napi_value js_take(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -807,7 +808,9 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
     free(p);
     return NULL;
   }
-  napi_create_external_buffer(env, len, p, free_taken, NULL, &out);
+  void *copy;
+  napi_create_buffer_copy(env, len, p, &copy, &out);
+  free(p);
   return out;
 }
 

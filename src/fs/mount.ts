@@ -12,6 +12,8 @@ import { Passthrough, type PassthroughOptions } from './passthrough.js';
 const run = promisify(execFile);
 
 const FS_NAME = 'drms';
+/** How long captured entries may wait to be taken into the journal (and shipped): bounds the lag it adds. */
+const INGEST_DELAY_MS = 2;
 
 export interface Mounted {
   readonly dir: string;
@@ -98,10 +100,17 @@ export async function mountOver(
   const root = `/proc/self/fd/${dirFd}`;
   await beforeServe(root);
   const passthrough = new Passthrough(root, journal, opts);
-  // The native binding journals plain writes itself, taking seqs in the journal's order.
-  const capture = opts.binding === 'native' && journal.captureLogs
-    ? { ...journal.captureLogs, nextSeq: journal.lastSeq + 1, onCaptured: () => journal.ingest() }
-    : undefined;
+  // The native binding journals plain writes itself, taking seqs in the journal's order. Its entries are taken in
+  // batches, a few milliseconds apart: one wake-up and one lmdb commit for many (lastSeq, flushes and completions
+  // take them at once when they need them).
+  let ingestTimer: NodeJS.Timeout | undefined;
+  const onCaptured = () => {
+    ingestTimer ??= setTimeout(() => {
+      ingestTimer = undefined;
+      journal.ingest();
+    }, INGEST_DELAY_MS);
+  };
+  const capture = opts.binding === 'native' && journal.captureLogs ? { ...journal.captureLogs, nextSeq: journal.lastSeq + 1, onCaptured } : undefined;
   const session = await serve(dir, dirFd, passthrough.operations(), { ...opts, capture });
   journal.attach(session.capture?.sequencer);
   passthrough.capture = session.capture;
@@ -129,6 +138,7 @@ export async function mountOver(
       if (down) return;
       down = true;
       await session.unmount(() => journal.attach(undefined));
+      clearTimeout(ingestTimer);
       passthrough.capture = undefined;
       fs.closeSync(dirFd);
     },
