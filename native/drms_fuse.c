@@ -249,9 +249,10 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->use_ino = 1;
   // Unlink really unlinks (no .fuse_hidden renames to journal); an unlinked open file gets a NULL path.
   cfg->hard_remove = 1;
-  // A cached attribute of one hard-link name would outlive a chmod through another. The writeback cache needs
-  // cached sizes (else every buffered write asks for them): there, a hard link's attributes may lag by a second.
-  cfg->attr_timeout = s->writeback ? 1 : 0;
+  // A cached attribute of one hard-link name would outlive a chmod through another (and, with the writeback
+  // cache, be written back over it: measured), so attributes are never cached, at the price of a GETATTR per
+  // buffered write in writeback mode.
+  cfg->attr_timeout = 0;
   cfg->negative_timeout = 0;
   if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
