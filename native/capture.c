@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
-#define PENDING_MAX (64u << 20)
+#define PENDING_MAX (16u << 20)
 
 struct capture {
   pthread_mutex_t lock;      // seq order, the log, the pending entries, the handle table

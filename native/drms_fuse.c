@@ -51,6 +51,21 @@ struct session {
   napi_ref ops[OP_COUNT];
   struct capture *capture;           // NULL: every mutation goes to JavaScript
   napi_threadsafe_function captured; // tells JavaScript there are captured entries to take
+  struct nocap *nocap;               // paths known to have no security.capability
+  uint64_t nocap_generation;
+  pthread_mutex_t nocap_lock;
+};
+
+// The kernel asks for security.capability before every write. A path found without one is remembered for a
+// second (a change beneath the mount shows within that), and forgotten at once by any operation that could give a
+// path one: a new name (create, mkdir, symlink, link, rename) or an xattr set.
+#define NOCAP_SLOTS 1024
+#define NOCAP_PATH 256
+static const char CAPABILITY[] = "security.capability";
+struct nocap {
+  uint64_t generation;
+  time_t at;
+  char path[NOCAP_PATH];
 };
 
 // One operation waiting on a libfuse thread for JavaScript's answer.
@@ -83,8 +98,47 @@ static void finish(struct request *r, int result) {
   pthread_mutex_unlock(&r->lock);
 }
 
+static size_t nocap_slot(const char *path) {
+  uint64_t h = 1469598103934665603ull;
+  for (const unsigned char *c = (const unsigned char *)path; *c; c++) h = (h ^ *c) * 1099511628211ull;
+  return (size_t)(h % NOCAP_SLOTS);
+}
+
+static time_t now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec;
+}
+
+static int nocap_known(struct session *s, const char *path) {
+  struct nocap *n = &s->nocap[nocap_slot(path)];
+  pthread_mutex_lock(&s->nocap_lock);
+  int known = n->generation == s->nocap_generation && now_s() - n->at < 1 && strcmp(n->path, path) == 0;
+  pthread_mutex_unlock(&s->nocap_lock);
+  return known;
+}
+
+static void nocap_remember(struct session *s, const char *path) {
+  if (strlen(path) >= NOCAP_PATH) return;
+  struct nocap *n = &s->nocap[nocap_slot(path)];
+  pthread_mutex_lock(&s->nocap_lock);
+  n->generation = s->nocap_generation;
+  n->at = now_s();
+  strcpy(n->path, path);
+  pthread_mutex_unlock(&s->nocap_lock);
+}
+
+static void nocap_forget(struct session *s) {
+  pthread_mutex_lock(&s->nocap_lock);
+  s->nocap_generation++;
+  pthread_mutex_unlock(&s->nocap_lock);
+}
+
 static int dispatch(struct request *r) {
   struct session *s = current();
+  // Before and after: libfuse's path locks already keep a lookup of these paths from running in between.
+  int names = r->op == OP_CREATE || r->op == OP_MKDIR || r->op == OP_SYMLINK || r->op == OP_LINK || r->op == OP_RENAME || r->op == OP_SETXATTR;
+  if (names) nocap_forget(s);
   r->done = 0;
   pthread_mutex_init(&r->lock, NULL);
   pthread_cond_init(&r->cond, NULL);
@@ -97,6 +151,7 @@ static int dispatch(struct request *r) {
   }
   pthread_mutex_destroy(&r->lock);
   pthread_cond_destroy(&r->cond);
+  if (names) nocap_forget(s);
   return r->result;
 }
 
@@ -312,9 +367,12 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     struct request r = { .op = OP_GETXATTR, .path = path, .name = name, .out = value, .out_size = size };
     return dispatch(&r);
   }
+  int capability = strcmp(name, CAPABILITY) == 0;
+  if (capability && nocap_known(current(), path)) return -ENODATA;
   char p[PATH_MAX + 32];
   proc_path(p, sizeof p, path);
   ssize_t n = lgetxattr(p, name, value, size);
+  if (n < 0 && errno == ENODATA && capability) nocap_remember(current(), path);
   return n < 0 ? -errno : (int)n;
 }
 
@@ -523,6 +581,8 @@ static void release_session(napi_env env, struct session *s) {
   if (s->capture) capture_free(s->capture);
   if (s->captured) napi_release_threadsafe_function(s->captured, napi_tsfn_release);
   if (s->tsfn) napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  free(s->nocap);
+  pthread_mutex_destroy(&s->nocap_lock);
   free(s->mountpoint);
   free(s);
 }
@@ -570,6 +630,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) THROW(env, "mount(mountpoint, rootFd, ops, options)");
   struct session *s = calloc(1, sizeof *s);
+  s->nocap = calloc(NOCAP_SLOTS, sizeof *s->nocap);
+  s->nocap_generation = 1;
+  pthread_mutex_init(&s->nocap_lock, NULL);
   s->mountpoint = get_string(env, argv[0]);
   int32_t fd;
   napi_get_value_int32(env, argv[1], &fd);
@@ -594,7 +657,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_get_named_property(env, argv[3], "fsname", &v);
   char *fsname = get_string(env, v);
   struct stat st;
-  if (!s->mountpoint || !fsname || stat(s->mountpoint, &st) != 0) {
+  if (!s->mountpoint || !fsname || !s->nocap || stat(s->mountpoint, &st) != 0) {
     free(fsname);
     release_session(env, s);
     THROW(env, "mount: bad mountpoint or fsname");
