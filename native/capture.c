@@ -306,6 +306,16 @@ void capture_reset_modes(struct capture *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
+static void write_frame(struct buf *b, const char *path, off_t off, const char *data, size_t size, uint64_t seq) {
+  entry_head(b, 6, "write", path);
+  mp_key(b, "offset");
+  mp_uint(b, (uint64_t)off);
+  mp_key(b, "data");
+  mp_bin(b, data, size);
+  entry_tail(b, seq, 0);
+  frame_end(b, FRAME_CAPTURED, seq);
+}
+
 int capture_write(struct capture *c, const char *path, int fd, const char *data, size_t size, off_t off) {
   struct buf b = { 0 };
   int notify = 0;
@@ -318,13 +328,7 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
     return -EAGAIN;
   }
   uint64_t seq = c->next_seq;
-  entry_head(&b, 6, "write", path);
-  mp_key(&b, "offset");
-  mp_uint(&b, (uint64_t)off);
-  mp_key(&b, "data");
-  mp_bin(&b, data, size);
-  entry_tail(&b, seq, 0);
-  frame_end(&b, FRAME_CAPTURED, seq);
+  write_frame(&b, path, off, data, size, seq);
   int rc = append(c, &b);
   if (rc != 0) {
     // The log cannot take it (a full disk): JavaScript journals it or refuses it, and says so.
@@ -344,13 +348,7 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
       return written < 0 ? -e : 0;
     }
     size = (size_t)written;
-    entry_head(&b, 6, "write", path);
-    mp_key(&b, "offset");
-    mp_uint(&b, (uint64_t)off);
-    mp_key(&b, "data");
-    mp_bin(&b, data, size);
-    entry_tail(&b, seq, 0);
-    frame_end(&b, FRAME_CAPTURED, seq);
+    write_frame(&b, path, off, data, size, seq);
     rc = append(c, &b);
     if (rc != 0) {
       pthread_mutex_unlock(&c->lock);

@@ -864,7 +864,6 @@ static napi_value js_log_frame(napi_env env, napi_callback_info info) {
 
 // take(session) -> Buffer of captured frames since the last take, or undefined. A copy V8 owns, so its
 // garbage collector sees the memory (an external buffer's size is invisible to it).
-
 static napi_value js_take(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;

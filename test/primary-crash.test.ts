@@ -1,5 +1,5 @@
 // The primary dies with SIGKILL: a restart on the same --state remounts, settles the entries in flight, and ships on.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,19 +25,24 @@ async function crashWithIntent(state: string, intent: Record<string, unknown>): 
   await run(process.execPath, ['--input-type=module', '-e', script]);
 }
 
+/** A backup, and a primary that ran, had everything applied and stopped cleanly: where each crash below starts. */
+async function ranAndStopped(t: Test, l: { dir: string; prod: string; dr: string; pstate: string; secret: string }) {
+  const backup = await startBackup(t, { target: l.dr, state: path.join(l.dir, 'bstate'), secret: l.secret });
+  const args = { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret };
+  const first = await startPrimary(t, args);
+  t.equal((await drms(['sync', '--state', l.pstate])).code, 0);
+  first.proc.kill('SIGTERM');
+  await first.exited;
+  return args;
+}
+
 t.test('the entry in flight at a crash is redone, or withdrawn if it had failed', async (t) => {
   const dir = tmpdir(t);
   const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
   fs.mkdirSync(path.join(prod, 'full'), { recursive: true });
   fs.writeFileSync(path.join(prod, 'full/keep'), 'x');
   fs.writeFileSync(path.join(prod, 'ledger'), 'original');
-  const secret = writeSecret(dir);
-  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
-  const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
-  const first = await startPrimary(t, args);
-  t.equal((await drms(['sync', '--state', pstate])).code, 0);
-  first.proc.kill('SIGTERM');
-  await first.exited;
+  const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret: writeSecret(dir) });
 
   await crashWithIntent(pstate, { op: 'write', path: '/ledger', offset: 0, data: 'REDONE' });
   const second = await startPrimary(t, args);
@@ -119,12 +124,7 @@ async function crashWithFrames(state: string, frames: Array<{ kind: number; entr
 t.test('capture log (native binding): after a crash its entries reach the journal; the write captured last and the operation in flight in JS are redone', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(prod, f), 'original');
-  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
-  const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
-  const first = await startPrimary(t, args);
-  t.equal((await drms(['sync', '--state', pstate])).code, 0);
-  first.proc.kill('SIGTERM');
-  await first.exited;
+  const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
 
   // A captured write that is not the log's last frame reached its file before the next frame was appended.
   fs.writeFileSync(path.join(prod, 'b'), 'LANDEDal');
