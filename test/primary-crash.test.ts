@@ -11,6 +11,7 @@ import { mtimeDrift, snapshot } from './helpers/tree.js';
 const run = promisify(execFile);
 const JOURNAL = path.resolve(import.meta.dirname, '../dist/journal/journal.js');
 const ENTRY = path.resolve(import.meta.dirname, '../dist/journal/entry.js');
+const CAPTURE_LOG = path.resolve(import.meta.dirname, '../dist/journal/capture-log.js');
 const NATIVE = (process.env.DRMS_BINDING ?? 'native') === 'native';
 
 /** Leaves `intent` in the journal as if the primary had died between journaling it and doing it. */
@@ -103,6 +104,7 @@ async function crashWithFrames(state: string, frames: Array<{ kind: number; entr
   const script = `
     const { Journal } = await import(${JSON.stringify(JOURNAL)});
     const { encodeEntry } = await import(${JSON.stringify(ENTRY)});
+    const { encodeFrame } = await import(${JSON.stringify(CAPTURE_LOG)});
     const fs = await import('node:fs');
     const j = Journal.open(${JSON.stringify(state)});
     let seq = j.lastSeq;
@@ -110,11 +112,7 @@ async function crashWithFrames(state: string, frames: Array<{ kind: number; entr
     for (const { kind, entry } of ${JSON.stringify(frames)}) {
       if (entry.data !== undefined) entry.data = Buffer.from(entry.data);
       const body = encodeEntry({ ...entry, seq: ++seq, ts: Date.now() });
-      const header = Buffer.alloc(13);
-      header.writeUInt32LE(body.length, 0);
-      header[4] = kind;
-      header.writeBigUInt64LE(BigInt(seq), 5);
-      fs.appendFileSync(${JSON.stringify(path.join(state, 'capture-0.log'))}, Buffer.concat([header, body]));
+      fs.appendFileSync(${JSON.stringify(path.join(state, 'capture-0.log'))}, encodeFrame(kind, seq, body));
     }
     process.stdout.write(String(base));
     process.exit(0); // no close(): as after SIGKILL`;

@@ -45,7 +45,8 @@ export interface FuseSession {
   unmount(beforeRelease?: () => void): Promise<void>;
 }
 
-const FS_NAME = 'drms';
+/** The mount's fsname and subtype: /proc/self/mountinfo shows it as fuse.drms. */
+export const FS_NAME = 'drms';
 /** Largest write request the native binding asks the kernel for. */
 const MAX_WRITE = 1024 * 1024;
 

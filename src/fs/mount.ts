@@ -6,12 +6,11 @@ import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
 import type { Journal } from '../journal/journal.js';
 import type { Logger } from '../log.js';
-import { serve, type BindingOptions } from './binding.js';
+import { FS_NAME, serve, type BindingOptions } from './binding.js';
 import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
 
-const FS_NAME = 'drms';
 /** How long captured entries may wait to be taken into the journal (and shipped): bounds the lag it adds. */
 const INGEST_DELAY_MS = 2;
 

@@ -26,6 +26,15 @@ export interface Sequencer {
   rotate(): number;
 }
 
+/** One frame as native/capture.c lays it out (the tests write logs with it too). */
+export function encodeFrame(kind: number, seq: number, body: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(HEADER);
+  header.writeUInt32LE(body.length, 0);
+  header[4] = kind;
+  header.writeBigUInt64LE(BigInt(seq), 5);
+  return Buffer.concat([header, body]);
+}
+
 /** Frames in `buf`, up to the first torn one (a crash in the middle of an append). */
 export function* framesOf(buf: Buffer): Generator<Frame> {
   for (let at = 0; at + HEADER <= buf.length;) {
@@ -66,10 +75,7 @@ export interface CaptureLogs {
 export function startCaptureLogs(stateDir: string, generation: number): CaptureLogs {
   const fds = [0, 1].map((i) => fs.openSync(logPath(stateDir, i), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)) as [number, number];
   for (const fd of fds) fs.ftruncateSync(fd, 0);
-  const header = Buffer.alloc(HEADER);
-  header[4] = FrameKind.Generation;
-  header.writeBigUInt64LE(BigInt(generation), 5);
-  fs.writeSync(fds[0], header);
+  fs.writeSync(fds[0], encodeFrame(FrameKind.Generation, generation));
   for (const fd of fds) fs.fdatasyncSync(fd);
   const dir = fs.openSync(stateDir, 'r');
   try {
