@@ -24,6 +24,7 @@ const { values: args } = parseArgs({
     'backlog-mib': { type: 'string', default: '1024' },
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
+    drms: { type: 'string' },
   },
 });
 const ROUNDS = args.quick ? 1 : Number(args.rounds);
@@ -60,6 +61,9 @@ const DRMS_TARGETS = [
   { name: 'drms-async-fuse-native', mode: 'async', flags: ['--binding', 'fuse-native'] },
 ] as const;
 type DrmsTarget = (typeof DRMS_TARGETS)[number];
+/** --drms drms-async,drms-sync: a subset of the drms targets (ext4 and bindfs always run, for the ratios). */
+const DRMS_RUN = args.drms ? DRMS_TARGETS.filter((d) => args.drms!.split(',').includes(d.name)) : DRMS_TARGETS;
+if (DRMS_RUN.length === 0) throw new Error(`--drms names none of: ${DRMS_TARGETS.map((d) => d.name).join(', ')}`);
 
 interface Target {
   name: 'ext4' | 'bindfs' | DrmsTarget['name'];
@@ -87,7 +91,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(secret, randomBytes(24).toString('hex'), { mode: 0o600 });
 
   const targets: Target[] = [{ name: 'ext4', dir: mk(base, 'ext4'), procs: [] }, await bindfs(base)];
-  for (const d of DRMS_TARGETS) targets.push(await drmsPair(base, d, secret));
+  for (const d of DRMS_RUN) targets.push(await drmsPair(base, d, secret));
   for (const t of targets) await prepareReadFile(t);
 
   const results: Record<string, Record<string, Sample[]>> = {};
