@@ -1,8 +1,11 @@
 // Capture: journals writes to mirrored files on libfuse's threads, so the hot path never waits for JavaScript.
 // Journal first: under one lock a write takes the next seq, its entry is appended to the capture log, then the data
-// is written; an fsync flushes the file and the log together, concurrent fsyncs sharing one log flush (group
-// commit). JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries take
-// their seqs here too, so the journal has one order.
+// is written. An fdatasync flushes only the log (concurrent ones share that flush: group commit): the log holds
+// the data, and recovery writes it again after a power cut. That redo is sound while only captured writes follow
+// the last checkpoint (a syncfs of the mirrored tree, then a checkpoint frame): a frame of JavaScript's (a
+// namespace change, say) turns the fast path off until the next checkpoint, and one after fast fsyncs is preceded
+// by a checkpoint. JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries
+// take their seqs here too, so the journal has one order.
 #include "capture.h"
 
 #include <errno.h>
@@ -11,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +38,12 @@ struct capture {
   void *notify_arg;
   uint8_t *mode, *dirty;
   size_t handles;
+
+  int root_fd;               // the mirrored tree, for syncfs
+  int fast;                  // fdatasync may flush only the log: no frame of JavaScript's since the last checkpoint
+  int fast_acked;            // an fdatasync was answered that way since the last checkpoint
+  int want_checkpoint;       // an fdatasync could not be (JavaScript asks through capture_wants_checkpoint)
+  uint64_t js_frames;        // frames of JavaScript's appended so far
 
   pthread_t syncer;
   pthread_mutex_t sync_lock; // group commit
@@ -242,13 +252,14 @@ static int log_durable(struct capture *c, uint64_t target) {
   return rc;
 }
 
-struct capture *capture_new(const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg) {
+struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg) {
   struct capture *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   struct rlimit rl;
   c->handles = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 22) ? rl.rlim_cur : (1u << 20);
   c->mode = calloc(c->handles, 1);
   c->dirty = calloc(c->handles, 1);
+  c->root_fd = root_fd;
   c->log_fds[0] = log_fds[0];
   c->log_fds[1] = log_fds[1];
   c->active = active;
@@ -407,10 +418,15 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync) {
   pthread_mutex_lock(&c->lock);
   int rc = mark(c, &b, "fsync", path, fd, &notify);
   uint64_t target = c->appended;
+  // fsync (not fdatasync) also promises the times, which a redo does not bring back: it flushes the file too.
+  int fast = rc == 0 && datasync && c->fast;
+  if (fast) c->fast_acked = 1;
+  else c->want_checkpoint = 1;
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
   if (rc != 0) return rc;
+  if (fast) return log_durable(c, target);
   // The file flushes on this thread while the syncer flushes the log: the device can merge the two.
   pthread_mutex_lock(&c->sync_lock);
   if (c->requested < target) {
@@ -447,16 +463,72 @@ int capture_unreserve(struct capture *c, uint64_t seq) {
   return ok;
 }
 
+static int syncfs_of(int fd) {
+  return syscall(SYS_syncfs, fd) == 0 ? 0 : -errno;
+}
+
+// Appends a checkpoint frame (lock held): everything before it reached the mirrored files' stable storage, or was
+// never answered as durable. Its seq field: the next seq.
+static int append_checkpoint(struct capture *c) {
+  struct buf b = { 0 };
+  frame_begin(&b);
+  frame_end(&b, FRAME_CHECKPOINT, c->next_seq);
+  int rc = b.p ? append(c, &b) : -ENOMEM;
+  free(b.p);
+  return rc;
+}
+
 int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len) {
   struct buf b = { 0 };
   frame_begin(&b);
   put(&b, body, len);
   frame_end(&b, kind, seq);
+  if (b.len != FRAME_HEADER + len) {
+    free(b.p);
+    return -ENOMEM;
+  }
   pthread_mutex_lock(&c->lock);
-  int rc = b.len == FRAME_HEADER + len ? append(c, &b) : -ENOMEM;
+  c->fast = 0;
+  c->js_frames++;
+  int rc = 0, checkpoint = c->fast_acked;
+  if (checkpoint) {
+    // Writes answered by the log alone come before this frame, whose operation may rename or replace their files:
+    // they reach their files (and a checkpoint frame the log) before it runs. fdatasyncs meanwhile flush their files.
+    c->fast_acked = 0;
+    pthread_mutex_unlock(&c->lock);
+    rc = syncfs_of(c->root_fd);
+    pthread_mutex_lock(&c->lock);
+    if (rc == 0) rc = append_checkpoint(c);
+  }
+  if (rc == 0) rc = append(c, &b);
+  uint64_t target = c->appended;
   pthread_mutex_unlock(&c->lock);
   free(b.p);
+  if (rc == 0 && checkpoint) rc = log_durable(c, target);
   return rc;
+}
+
+int capture_checkpoint(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  uint64_t js = c->js_frames;
+  c->fast = 0; // fdatasyncs flush their files while the tree is synced: the checkpoint covers them
+  c->want_checkpoint = 0;
+  pthread_mutex_unlock(&c->lock);
+  int rc = syncfs_of(c->root_fd);
+  pthread_mutex_lock(&c->lock);
+  if (rc == 0 && c->js_frames == js && (rc = append_checkpoint(c)) == 0) {
+    c->fast = 1;
+    c->fast_acked = 0;
+  }
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+int capture_wants_checkpoint(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  int want = c->want_checkpoint && !c->fast;
+  pthread_mutex_unlock(&c->lock);
+  return want;
 }
 
 char *capture_take(struct capture *c, size_t *len) {

@@ -15,12 +15,13 @@ enum frame_kind {
   FRAME_DONE = 1,     // JavaScript's operation for that seq completed (no body)
   FRAME_CAPTURED = 2, // an entry captured here; a write's data reached the file unless it is the log's last frame
   FRAME_GENERATION = 3, // a log's first frame: its generation in the seq field (recovery reads the older log first)
+  FRAME_CHECKPOINT = 4, // the mirrored tree was synced: captured writes before it need no redo after a power cut
 };
 #define FRAME_HEADER 13
 
 struct capture;
 
-struct capture *capture_new(const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg);
+struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg);
 void capture_free(struct capture *c);
 
 int capture_mode(struct capture *c, uint64_t fh);
@@ -43,5 +44,10 @@ int capture_unreserve(struct capture *c, uint64_t seq);
 int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len);
 char *capture_take(struct capture *c, size_t *len);
 int capture_rotate(struct capture *c);
+// Syncs the mirrored tree and, if JavaScript appended no frame meanwhile, appends a checkpoint frame and lets
+// fdatasyncs flush only the log again. JavaScript calls it with no operation of its own in flight.
+int capture_checkpoint(struct capture *c);
+// An fdatasync flushed its file because JavaScript's frames followed the last checkpoint.
+int capture_wants_checkpoint(struct capture *c);
 
 #endif

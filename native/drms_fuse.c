@@ -619,7 +619,7 @@ static int start_capture(napi_env env, struct session *s, napi_value options) {
   napi_create_string_utf8(env, "drms-captured", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, fn, NULL, name, 0, 1, NULL, NULL, NULL, NULL, &s->captured) != napi_ok) return -1;
   napi_unref_threadsafe_function(env, s->captured);
-  s->capture = capture_new(fd, active, (uint64_t)generation, (uint64_t)next_seq, notify_captured, s);
+  s->capture = capture_new(s->root_fd, fd, active, (uint64_t)generation, (uint64_t)next_seq, notify_captured, s);
   return s->capture ? 0 : -1;
 }
 
@@ -761,13 +761,17 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 }
 
 // An Error whose errno is -e, as the FUSE bindings' callers expect.
-static void throw_errno(napi_env env, int e) {
+static napi_value errno_error(napi_env env, int e) {
   napi_value msg, err, errnum;
   napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
   napi_create_error(env, NULL, msg, &err);
   napi_create_int32(env, -e, &errnum);
   napi_set_named_property(env, err, "errno", errnum);
-  napi_throw(env, err);
+  return err;
+}
+
+static void throw_errno(napi_env env, int e) {
+  napi_throw(env, errno_error(env, e));
 }
 
 static napi_value js_release(napi_env env, napi_callback_info info) {
@@ -930,6 +934,51 @@ static napi_value js_rotate(napi_env env, napi_callback_info info) {
   return out;
 }
 
+struct checkpoint_work { struct capture *c; int rc; napi_async_work work; napi_deferred deferred; };
+
+static void checkpoint_execute(napi_env env, void *data) {
+  struct checkpoint_work *w = data;
+  w->rc = capture_checkpoint(w->c);
+}
+
+static void checkpoint_complete(napi_env env, napi_status status, void *data) {
+  struct checkpoint_work *w = data;
+  napi_value v;
+  if (w->rc == 0) {
+    napi_get_undefined(env, &v);
+    napi_resolve_deferred(env, w->deferred, v);
+  } else {
+    napi_reject_deferred(env, w->deferred, errno_error(env, -w->rc));
+  }
+  napi_delete_async_work(env, w->work);
+  free(w);
+}
+
+// checkpoint(session) -> Promise: syncs the mirrored tree on libuv's pool (see capture_checkpoint).
+static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], promise, name;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  struct checkpoint_work *w = calloc(1, sizeof *w);
+  w->c = c;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "drms-checkpoint", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, checkpoint_execute, checkpoint_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
+// wantsCheckpoint(session) -> whether an fdatasync had to flush its file (see capture_wants_checkpoint).
+static napi_value js_wants_checkpoint(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  napi_get_boolean(env, capture_wants_checkpoint(c), &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   // Entries of 1 MiB writes are allocated and freed on many libfuse threads: with glibc's sliding mmap threshold
   // they would settle in per-thread arenas and stay there (hundreds of MiB measured); fixed, they go back at once.
@@ -948,6 +997,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
     { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
+    { "checkpoint", NULL, js_checkpoint, NULL, NULL, NULL, napi_default, NULL },
+    { "wantsCheckpoint", NULL, js_wants_checkpoint, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -41,8 +41,11 @@ export interface CaptureOptions extends CaptureLogs {
 export interface FuseSession {
   /** Present when the native binding captures writes. */
   readonly capture?: Capture;
-  /** Stops serving; `beforeRelease` runs once no request is in flight (take the last captured entries). */
-  unmount(beforeRelease?: () => void): Promise<void>;
+  /**
+   * Stops serving; `beforeRelease` runs once no request is in flight (take the last captured entries, detach the
+   * journal). `settled`: every captured write is in its file, so the journal may empty the capture log.
+   */
+  unmount(beforeRelease?: (settled: boolean) => void): Promise<void>;
 }
 
 /** The mount's fsname and subtype: /proc/self/mountinfo shows it as fuse.drms. */
@@ -68,6 +71,8 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         logFrame: (kind, seq, body) => a.logFrame(session, kind, seq, body),
         take: () => a.take(session),
         rotate: () => a.rotate(session),
+        checkpoint: () => a.checkpoint(session),
+        wantsCheckpoint: () => a.wantsCheckpoint(session),
       },
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
       resetHandles: () => a.resetHandles(session),
@@ -77,8 +82,10 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
       capture,
       async unmount(beforeRelease) {
         await a.unmount(session);
+        // Writes answered by the capture log alone reach their files before the journal may empty it.
+        const settled = !capture || (await a.checkpoint(session).then(() => true, () => false));
         try {
-          beforeRelease?.();
+          beforeRelease?.(settled);
         } finally {
           a.release(session);
         }

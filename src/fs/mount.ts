@@ -136,7 +136,7 @@ export async function mountOver(
     async unmount() {
       if (down) return;
       down = true;
-      await session.unmount(() => journal.attach(undefined));
+      await session.unmount((settled) => journal.attach(undefined, settled));
       clearTimeout(ingestTimer);
       passthrough.capture = undefined;
       fs.closeSync(dirFd);

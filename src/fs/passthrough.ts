@@ -97,6 +97,8 @@ export class Passthrough {
     this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false);
     journal.on('ingested', (bytes: number) => this.captured(bytes));
     journal.on('ingest-failed', (err: unknown) => void this.journalFailure(err, { op: 'none' }));
+    // Nothing is lost: fdatasyncs go on flushing their files too, and the next one asks again.
+    journal.on('checkpoint-failed', (err: unknown) => this.opts.log.warn({ err }, 'checkpoint: syncing the mirrored tree failed'));
   }
 
   /** Captured writes count toward --max-backlog too: at the cap they come back here, where writers wait. */

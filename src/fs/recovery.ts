@@ -1,7 +1,9 @@
 // After an unclean stop, settles the entries that may have been in flight, before the mount comes back.
-// Mutations are journaled before they run, one at a time in JavaScript (and a captured write whose data may not
-// have landed is the capture log's last frame), so at most these are in doubt: redo each on the real directory
-// (every apply is idempotent; they touch different files). If a redo fails, that operation never happened.
+// First the captured writes a power cut may have kept from their files (fdatasync flushed only the capture log):
+// written again in order, with the times their last marker carried. Then the mutations journaled before they ran,
+// one at a time in JavaScript (and a captured write whose data may not have landed is the capture log's last
+// frame): redo each on the real directory (every apply is idempotent; they touch different files). If such a redo
+// fails, that operation never happened.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Applier } from '../apply/applier.js';
@@ -12,7 +14,18 @@ import { stampsOf } from '../journal/stamps.js';
 
 export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
   if (!journal.uncleanStop) return;
+  if (journal.redo.length) await redoCaptured(journal.redo, realDir, log);
   for (const entry of journal.inDoubt()) await redo(journal, entry, realDir, log);
+}
+
+async function redoCaptured(entries: JournalEntry[], realDir: string, log: Logger): Promise<void> {
+  const applier = new Applier(realDir, log);
+  try {
+    for (const e of entries) await applier.apply(e);
+  } finally {
+    await applier.close();
+  }
+  log.warn({ entries: entries.length, from: entries[0]!.seq, to: entries.at(-1)!.seq }, 'recovery: wrote the captured writes since the last checkpoint again');
 }
 
 async function redo(journal: Journal, last: JournalEntry, realDir: string, log: Logger): Promise<void> {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 /** Frame kinds, as native/capture.h numbers them. */
-export const FrameKind = { Entry: 0, Done: 1, Captured: 2, Generation: 3 } as const;
+export const FrameKind = { Entry: 0, Done: 1, Captured: 2, Generation: 3, Checkpoint: 4 } as const;
 const HEADER = 13;
 
 export interface Frame {
@@ -22,8 +22,18 @@ export interface Sequencer {
   logFrame(kind: number, seq: number, body?: Buffer): void;
   /** Captured frames since the last call. */
   take(): Buffer | undefined;
-  /** Starts the other log (the current one flushed first); the journal must hold everything in the other one. */
+  /**
+   * Starts the other log (the current one flushed first); the journal must hold everything in the other one, and a
+   * checkpoint() since its last frame must have made its writes durable in their files.
+   */
   rotate(): number;
+  /**
+   * Syncs the mirrored tree; then (if no frame of ours came meanwhile) fdatasyncs through the mount flush only the
+   * capture log again. Call it with no operation of ours in flight.
+   */
+  checkpoint(): Promise<void>;
+  /** An fdatasync had to flush its file: a checkpoint() would let the next ones flush only the log. */
+  wantsCheckpoint(): boolean;
 }
 
 /** One frame as native/capture.c lays it out (the tests write logs with it too). */
@@ -43,6 +53,21 @@ export function* framesOf(buf: Buffer): Generator<Frame> {
     yield { kind: buf[at + 4]!, seq: Number(buf.readBigUInt64LE(at + 5)), body: buf.subarray(at + HEADER, at + HEADER + len) };
     at += HEADER + len;
   }
+}
+
+/**
+ * The captured frames a power cut may have taken from their files: those after the last checkpoint, when nothing
+ * but captured frames follows it. An fdatasync there was answered by the log alone; the native side checkpoints
+ * before any frame of JavaScript's that follows one, so with such a frame after the checkpoint none was (nothing
+ * to redo), and without one, writing these again in order gives every file its bytes.
+ */
+export function framesToRedo(frames: Frame[]): Frame[] {
+  let from = 0;
+  frames.forEach((f, i) => {
+    if (f.kind === FrameKind.Checkpoint) from = i + 1;
+  });
+  const after = frames.slice(from).filter((f) => f.kind !== FrameKind.Generation);
+  return after.every((f) => f.kind === FrameKind.Captured) ? after : [];
 }
 
 const logPath = (stateDir: string, i: number) => path.join(stateDir, `capture-${i}.log`);

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
-import { FrameKind, framesOf, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
+import { FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
 
 /** Unflushed entries are flushed at least this often. */
@@ -37,6 +37,11 @@ export class Journal extends EventEmitter {
   ackedSeq: number;
   /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
   readonly uncleanStop: boolean;
+  /**
+   * After an unclean stop: captured entries whose data a power cut may have kept from their files (written again,
+   * in order, before the mount comes back; see framesToRedo).
+   */
+  redo: JournalEntry[] = [];
   private readonly env: RootDatabase;
   private flushRunning = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -108,10 +113,14 @@ export class Journal extends EventEmitter {
    * The native binding serves the mount: seqs come from it, every entry goes to its capture log too, and what it
    * captured is taken in on `ingest()`. Detached (undefined) when it unmounts.
    */
-  attach(sequencer: Sequencer | undefined): void {
+  attach(sequencer: Sequencer | undefined, settled = true): void {
     this.ingest();
     this.sequencer = sequencer;
+    if (!settled) this.logsSettled = false;
   }
+
+  /** False once a detached mount could not make its captured writes durable in their files (the logs must stay). */
+  private logsSettled = true;
 
   /** Commits the next entry before its operation runs; returns its seq. Calls are serialized by the caller. */
   begin(op: Op, stamps?: Stamp[]): number {
@@ -204,6 +213,22 @@ export class Journal extends EventEmitter {
     this.settleReady();
     this.emit('ingested', all.length);
     this.emit('committed', this.readySeq);
+    this.checkpointIfWanted();
+  }
+
+  private checkpointing = false;
+
+  /** Lets fdatasyncs through the mount flush only the capture log again, once none of our operations is in flight. */
+  private checkpointIfWanted(): void {
+    if (this.checkpointing || this.pending.size > 0 || !this.sequencer?.wantsCheckpoint()) return;
+    this.checkpointing = true;
+    this.sequencer.checkpoint().then(
+      () => (this.checkpointing = false),
+      (err: unknown) => {
+        this.checkpointing = false;
+        this.emit('checkpoint-failed', err);
+      },
+    );
   }
 
   /** An entry with no operation behind it (times, fsync markers, the initial copy). */
@@ -237,11 +262,12 @@ export class Journal extends EventEmitter {
    */
   private recoverCaptureLogs(): { doubts?: number[]; generation: number } {
     const { frames, generation } = readCaptureLogs(this.dir);
+    if (this.uncleanStop) this.redo = framesToRedo(frames).map((f) => decodeEntry(f.body));
     const found = new Map<number, { kind: number; body: Buffer }>();
     const done = new Set<number>();
     let lastFrame: { kind: number; seq: number; body: Buffer } | undefined;
     for (const f of frames) {
-      if (f.kind === FrameKind.Generation) continue;
+      if (f.kind === FrameKind.Generation || f.kind === FrameKind.Checkpoint) continue;
       lastFrame = f;
       if (f.seq <= this.ackedSeq) continue;
       if (f.kind === FrameKind.Done) done.add(f.seq);
@@ -255,8 +281,9 @@ export class Journal extends EventEmitter {
     for (const seq of found.keys()) this.last = Math.max(this.last, seq);
     if (!this.uncleanStop) return { doubts: [], generation };
     const doubts = [...found].filter(([seq, f]) => f.kind === FrameKind.Entry && !done.has(seq) && !decodeEntry(f.body).done).map(([seq]) => seq);
-    // A captured write reached its file unless the crash came between its frame and its data: then it is last.
-    if (lastFrame?.kind === FrameKind.Captured && found.has(lastFrame.seq) && decodeEntry(lastFrame.body).op === 'write') doubts.push(lastFrame.seq);
+    // A captured write reached its file unless the crash came between its frame and its data: then it is last
+    // (and redone with the others when it is one of them).
+    if (this.redo.length === 0 && lastFrame?.kind === FrameKind.Captured && found.has(lastFrame.seq) && decodeEntry(lastFrame.body).op === 'write') doubts.push(lastFrame.seq);
     return { doubts, generation };
   }
 
@@ -266,7 +293,9 @@ export class Journal extends EventEmitter {
   private async rotate(): Promise<void> {
     this.rotating = true;
     try {
-      this.activeLog = this.sequencer!.rotate();
+      await this.sequencer!.checkpoint();
+      if (!this.sequencer) return; // unmounted meanwhile
+      this.activeLog = this.sequencer.rotate();
       this.ingest();
       await this.flushed();
     } finally {
@@ -396,15 +425,18 @@ export class Journal extends EventEmitter {
   }
 
   async close(): Promise<void> {
-    this.attach(undefined); // what the native binding captures from now on stays in its log, for the next start
+    // A mount that stays (read-only after a switchover) may have captured writes not in their files yet.
+    if (this.sequencer) this.attach(undefined, await this.sequencer.checkpoint().then(() => true, () => false));
+    // Unsettled: the logs stay, and the next start counts as unclean, so it redoes what they hold.
+    const settled = this.logsSettled;
     if (!this.readOnly) {
       clearInterval(this.flushTimer);
-      this.meta.putSync('running', false);
+      if (settled) this.meta.putSync('running', false);
       await this.flushed();
       fs.closeSync(this.dataFd);
       // Everything they held is in lmdb, on stable storage: a journal removed later leaves nothing to read back.
       for (const fd of this.captureLogs!.logFds) {
-        fs.ftruncateSync(fd, 0);
+        if (settled) fs.ftruncateSync(fd, 0);
         fs.closeSync(fd);
       }
     }
