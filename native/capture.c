@@ -524,6 +524,10 @@ int capture_checkpoint(struct capture *c) {
   return rc;
 }
 
+int capture_sync_tree(struct capture *c) {
+  return syncfs_of(c->root_fd);
+}
+
 int capture_wants_checkpoint(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   int want = c->want_checkpoint && !c->fast;

@@ -47,6 +47,8 @@ int capture_rotate(struct capture *c);
 // Syncs the mirrored tree and, if JavaScript appended no frame meanwhile, appends a checkpoint frame and lets
 // fdatasyncs flush only the log again. JavaScript calls it with no operation of its own in flight.
 int capture_checkpoint(struct capture *c);
+// Syncs the mirrored tree only: for a session whose logs the journal may have closed already (at unmount).
+int capture_sync_tree(struct capture *c);
 // An fdatasync flushed its file because JavaScript's frames followed the last checkpoint.
 int capture_wants_checkpoint(struct capture *c);
 

@@ -934,11 +934,11 @@ static napi_value js_rotate(napi_env env, napi_callback_info info) {
   return out;
 }
 
-struct checkpoint_work { struct capture *c; int rc; napi_async_work work; napi_deferred deferred; };
+struct checkpoint_work { struct capture *c; bool logged; int rc; napi_async_work work; napi_deferred deferred; };
 
 static void checkpoint_execute(napi_env env, void *data) {
   struct checkpoint_work *w = data;
-  w->rc = capture_checkpoint(w->c);
+  w->rc = w->logged ? capture_checkpoint(w->c) : capture_sync_tree(w->c);
 }
 
 static void checkpoint_complete(napi_env env, napi_status status, void *data) {
@@ -954,14 +954,17 @@ static void checkpoint_complete(napi_env env, napi_status status, void *data) {
   free(w);
 }
 
-// checkpoint(session) -> Promise: syncs the mirrored tree on libuv's pool (see capture_checkpoint).
+// checkpoint(session, logged) -> Promise: syncs the mirrored tree on libuv's pool; logged: as a checkpoint in the
+// capture log (see capture_checkpoint), else nothing is written there.
 static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], promise, name;
+  size_t argc = 2;
+  napi_value argv[2], promise, name;
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
   struct checkpoint_work *w = calloc(1, sizeof *w);
   w->c = c;
+  w->logged = true;
+  if (argc >= 2) napi_get_value_bool(env, argv[1], &w->logged);
   napi_create_promise(env, &w->deferred, &promise);
   napi_create_string_utf8(env, "drms-checkpoint", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, checkpoint_execute, checkpoint_complete, w, &w->work);

@@ -71,7 +71,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         logFrame: (kind, seq, body) => a.logFrame(session, kind, seq, body),
         take: () => a.take(session),
         rotate: () => a.rotate(session),
-        checkpoint: () => a.checkpoint(session),
+        checkpoint: () => a.checkpoint(session, true),
         wantsCheckpoint: () => a.wantsCheckpoint(session),
       },
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
@@ -82,8 +82,9 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
       capture,
       async unmount(beforeRelease) {
         await a.unmount(session);
-        // Writes answered by the capture log alone reach their files before the journal may empty it.
-        const settled = !capture || (await a.checkpoint(session).then(() => true, () => false));
+        // Writes answered by the capture log alone reach their files before the journal may empty it. Nothing is
+        // logged: a journal closed before the unmount (a switchover) has closed the logs already.
+        const settled = !capture || (await a.checkpoint(session, false).then(() => true, () => false));
         try {
           beforeRelease?.(settled);
         } finally {

@@ -23,7 +23,7 @@ export interface NativeAddon {
   resetHandles(session: unknown): void;
   hold(session: unknown, on: boolean): void;
   rotate(session: unknown): number;
-  checkpoint(session: unknown): Promise<void>;
+  checkpoint(session: unknown, logged: boolean): Promise<void>;
   wantsCheckpoint(session: unknown): boolean;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
