@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     }
   }
   const peakRss = Object.fromEntries(targets.filter((t) => t.procs.length).map((t) => [t.name, t.procs.map((p) => procStatus(p.pid!).VmHWM ?? 0)]));
-  const backlog = await backlogPhase(base, secret);
+  const backlog = await backlogPhase(base, secret, targets);
   const report = summarize(results, peakRss, backlog);
   fs.mkdirSync(args.out!, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -203,6 +203,8 @@ function sampleLag(state: string): { stop(): Promise<number[]> } {
 }
 
 interface BacklogResult {
+  /** Disk cache flushes per fdatasync (1 writer, 256 B records), drms as its primary alone (no backup on this disk). */
+  flushesPerFsync?: Record<string, number>;
   mib: number;
   writeSeconds: number;
   primaryRssMiB: number;
@@ -211,13 +213,18 @@ interface BacklogResult {
   catchUpMBps: number;
 }
 
-/** RSS of a primary holding a large backlog (no backup), then how fast a backup drains it. */
-async function backlogPhase(base: string, secret: string): Promise<BacklogResult> {
+/**
+ * With no backup yet: disk flushes per fdatasync on ext4, bindfs and the drms primary; then RSS of the primary
+ * holding a large backlog, and how fast a backup drains it.
+ */
+async function backlogPhase(base: string, secret: string, targets: Target[]): Promise<BacklogResult> {
   const dir = mk(base, 'backlog');
   const state = path.join(base, 'backlog-pstate');
   const port = 20000 + Math.floor(Math.random() * 20000);
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
   const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const flushesPerFsync = await flushesPerFsyncOf([...targets.filter((t) => !t.state), { name: 'drms-primary', dir }]);
+  for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   const t0 = Date.now();
   await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
   const writeSeconds = (Date.now() - t0) / 1000;
@@ -230,9 +237,36 @@ async function backlogPhase(base: string, secret: string): Promise<BacklogResult
   await run(process.execPath, [DRMS, 'sync', '--state', state, '--timeout', '600']);
   const catchUpSeconds = (Date.now() - t1) / 1000;
   return {
-    mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
+    flushesPerFsync, mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
     catchUpSeconds, catchUpMBps: (BACKLOG_MIB * 2 ** 20) / catchUpSeconds / 1e6,
   };
+}
+
+/** Runs the 1-writer transaction workload on each directory (twice, alternating), counting the disk's cache flushes. */
+async function flushesPerFsyncOf(dirs: Array<{ name: string; dir: string }>): Promise<Record<string, number> | undefined> {
+  const stat = diskStat(dirs[0]!.dir);
+  if (!stat) return undefined;
+  const flushes = () => Number(fs.readFileSync(stat, 'utf8').trim().split(/\s+/)[15]);
+  const per: Record<string, number[]> = {};
+  for (let round = 0; round < 2; round++) {
+    for (const { name, dir } of round ? [...dirs].reverse() : dirs) {
+      const before = flushes();
+      const r = JSON.parse((await run(process.execPath, [WORKER, 'txn', dir, String(SECONDS), '0'], { maxBuffer: 64 * 2 ** 20 })).stdout) as WorkerResult;
+      (per[name] ??= []).push((flushes() - before) / r.ops);
+      for (const f of fs.readdirSync(dir)) if (f !== READ_FILE) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+    }
+  }
+  return Object.fromEntries(Object.entries(per).map(([name, xs]) => [name, median(xs)]));
+}
+
+/** The block device's stat file under /sys (the whole disk's, for a partition), if it counts flushes. */
+function diskStat(dir: string): string | undefined {
+  const dev = fs.statSync(dir).dev;
+  const sys = `/sys/dev/block/${(dev >> 8) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}`;
+  for (const f of [path.join(sys, 'stat'), path.join(fs.realpathSync(sys), '..', 'stat')]) {
+    if (fs.existsSync(f) && fs.readFileSync(f, 'utf8').trim().split(/\s+/).length >= 17) return f;
+  }
+  return undefined;
 }
 
 function cpuSeconds(pid: number): number {
@@ -330,6 +364,7 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const rss = r.peakRssMiB;
   lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
   const b = r.backlog;
+  if (b.flushesPerFsync) lines.push(`Disk flushes per fdatasync (1 writer; drms: the primary alone, as with its backup at the DR site): ${Object.entries(b.flushesPerFsync).map(([t, n]) => `${t} ${n.toFixed(2)}`).join(', ')}.`);
   lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');
 }
