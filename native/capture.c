@@ -49,6 +49,7 @@ struct capture {
   pthread_mutex_t sync_lock; // group commit
   pthread_cond_t sync_req, sync_done;
   uint64_t requested, synced;
+  int syncing;               // a flush of the log is running
   int sync_error;
   int stop;
 };
@@ -209,44 +210,53 @@ static int hand_over(struct capture *c, const struct buf *frame) {
   return 1;
 }
 
+// One flush of the log (sync_lock held, dropped while it runs): every frame appended before it is then durable.
+static void flush_log(struct capture *c) {
+  c->syncing = 1;
+  // Read in this order: a rotation between the two has already flushed every frame up to `upto`.
+  uint64_t upto = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
+  int fd = c->log_fds[__atomic_load_n(&c->active, __ATOMIC_ACQUIRE)];
+  pthread_mutex_unlock(&c->sync_lock);
+  int rc = fdatasync(fd);
+  int e = errno;
+  pthread_mutex_lock(&c->sync_lock);
+  c->syncing = 0;
+  if (rc != 0) c->sync_error = e;
+  else {
+    c->sync_error = 0;
+    if (upto > c->synced) c->synced = upto;
+  }
+  pthread_cond_broadcast(&c->sync_done);
+  if (c->requested > c->synced) pthread_cond_signal(&c->sync_req);
+}
+
+// Flushes the log when asked to in the background (an fsync that flushes its file meanwhile, a failed flush).
 static void *syncer_main(void *arg) {
   struct capture *c = arg;
   pthread_mutex_lock(&c->sync_lock);
   for (;;) {
-    while (!c->stop && c->requested <= c->synced) pthread_cond_wait(&c->sync_req, &c->sync_lock);
+    while (!c->stop && (c->requested <= c->synced || c->syncing)) pthread_cond_wait(&c->sync_req, &c->sync_lock);
     if (c->stop) break;
-    // Read in this order: a rotation between the two has already flushed every frame up to `upto`.
-    uint64_t upto = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
-    int fd = c->log_fds[__atomic_load_n(&c->active, __ATOMIC_ACQUIRE)];
-    pthread_mutex_unlock(&c->sync_lock);
-    int rc = fdatasync(fd);
-    int e = errno;
-    pthread_mutex_lock(&c->sync_lock);
-    if (rc != 0) c->sync_error = e;
-    else {
-      c->sync_error = 0;
-      if (upto > c->synced) c->synced = upto;
-    }
-    pthread_cond_broadcast(&c->sync_done);
+    flush_log(c);
   }
   pthread_mutex_unlock(&c->sync_lock);
   return NULL;
 }
 
-// Waits until the log is on stable storage up to `target`; the flush is shared with every waiter meanwhile.
+// Waits until the log is on stable storage up to `target`. The flush is shared with every waiter meanwhile (group
+// commit), and run by the first of them when none is running: no hand-off to another thread on the way.
 static int log_durable(struct capture *c, uint64_t target) {
   pthread_mutex_lock(&c->sync_lock);
-  if (c->requested < target) {
-    c->requested = target;
-    pthread_cond_signal(&c->sync_req);
-  }
   int rc = 0;
   while (c->synced < target) {
     if (c->sync_error) {
       rc = -c->sync_error;
+      if (c->requested < target) c->requested = target;
+      pthread_cond_signal(&c->sync_req); // the syncer tries again: a success ends the error
       break;
     }
-    pthread_cond_wait(&c->sync_done, &c->sync_lock);
+    if (c->syncing) pthread_cond_wait(&c->sync_done, &c->sync_lock);
+    else flush_log(c);
   }
   pthread_mutex_unlock(&c->sync_lock);
   return rc;
