@@ -21,6 +21,9 @@
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
 #define PENDING_MAX (16u << 20)
 
+// zlib's, exported by the node binary this addon is loaded into (JavaScript checks frames with zlib.crc32).
+extern unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
+
 struct capture {
   pthread_mutex_t lock;      // seq order, the log, the pending entries, the handle table
   pthread_cond_t taken;
@@ -166,27 +169,35 @@ static void entry_tail(struct buf *b, uint64_t seq, int done) {
 
 // ---- the log ----
 
-static int write_all(int fd, const char *p, size_t n) {
+static int pwrite_all(int fd, const char *p, size_t n, off_t off) {
   while (n) {
-    ssize_t w = write(fd, p, n);
+    ssize_t w = pwrite(fd, p, n, off);
     if (w < 0) {
       if (errno == EINTR) continue;
       return -errno;
     }
     p += w;
+    off += w;
     n -= (size_t)w;
   }
   return 0;
 }
 
-// Appends a frame (lock held); a frame that could not be written whole is cut off again.
-static int append(struct capture *c, const struct buf *frame) {
-  int fd = c->log_fds[c->active];
-  int rc = write_all(fd, frame->p, frame->len);
-  if (rc != 0) {
-    if (ftruncate(fd, c->log_size) != 0) { /* the reader stops at a torn frame */ }
-    return rc;
-  }
+// The frame's checksum, over its generation, header and body: after a power cut a reader stops at a torn frame
+// (the log's size can reach the disk before its data does), not redoing what it holds.
+static void seal(struct buf *frame, uint64_t generation) {
+  unsigned long crc = crc32(0, (const unsigned char *)&generation, 8);
+  crc = crc32(crc, (const unsigned char *)frame->p, FRAME_CRC_AT);
+  crc = crc32(crc, (const unsigned char *)frame->p + FRAME_HEADER, (unsigned)(frame->len - FRAME_HEADER));
+  uint32_t v = (uint32_t)crc;
+  memcpy(frame->p + FRAME_CRC_AT, &v, 4);
+}
+
+// Appends a frame (lock held); one not written whole fails its checksum, and the next frame overwrites it.
+static int append(struct capture *c, struct buf *frame) {
+  seal(frame, c->generation);
+  int rc = pwrite_all(c->log_fds[c->active], frame->p, frame->len, c->log_size);
+  if (rc != 0) return rc;
   c->log_size += (off_t)frame->len;
   __atomic_store_n(&c->appended, c->appended + frame->len, __ATOMIC_RELEASE);
   return 0;
@@ -362,7 +373,8 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
     // The entry must say what landed: nothing (cut it off again), or a short write (journal that instead).
     int e = errno;
     c->log_size -= (off_t)b.len;
-    if (ftruncate(c->log_fds[c->active], c->log_size) != 0) { /* recovery redoes the last frame */ }
+    static const char none[FRAME_HEADER];
+    if (pwrite_all(c->log_fds[c->active], none, sizeof none, c->log_size) != 0) { /* recovery redoes the last frame */ }
     if (written <= 0) {
       pthread_mutex_unlock(&c->lock);
       free(b.p);
@@ -568,7 +580,8 @@ int capture_rotate(struct capture *c) {
     struct buf b = { 0 };
     frame_begin(&b);
     frame_end(&b, FRAME_GENERATION, c->generation + 1);
-    rc = write_all(c->log_fds[next], b.p, b.len);
+    seal(&b, c->generation + 1);
+    rc = b.p ? pwrite_all(c->log_fds[next], b.p, b.len, 0) : -ENOMEM;
     free(b.p);
     if (rc == 0 && fdatasync(c->log_fds[next]) != 0) rc = -errno;
   }

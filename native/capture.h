@@ -9,7 +9,8 @@
 // How a file handle's writes are served: in JavaScript (the default), captured here, or passed through unjournaled.
 enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2 };
 
-// Capture log frames: [u32 body length][u8 kind][u64 seq][body], little-endian header, msgpack body.
+// Capture log frames: [u32 body length][u8 kind][u64 seq][u32 crc32][body], little-endian header, msgpack body.
+// The crc32 (zlib's) covers the log's generation (u64), the header before it, and the body.
 enum frame_kind {
   FRAME_ENTRY = 0,    // an entry journaled by JavaScript (begun, final form, or complete with `done`)
   FRAME_DONE = 1,     // JavaScript's operation for that seq completed (no body)
@@ -17,7 +18,8 @@ enum frame_kind {
   FRAME_GENERATION = 3, // a log's first frame: its generation in the seq field (recovery reads the older log first)
   FRAME_CHECKPOINT = 4, // the mirrored tree was synced: captured writes before it need no redo after a power cut
 };
-#define FRAME_HEADER 13
+#define FRAME_CRC_AT 13
+#define FRAME_HEADER 17
 
 struct capture;
 

@@ -104,15 +104,16 @@ async function crashWithFrames(state: string, frames: Array<{ kind: number; entr
   const script = `
     const { Journal } = await import(${JSON.stringify(JOURNAL)});
     const { encodeEntry } = await import(${JSON.stringify(ENTRY)});
-    const { encodeFrame } = await import(${JSON.stringify(CAPTURE_LOG)});
+    const { encodeFrame, readCaptureLogs } = await import(${JSON.stringify(CAPTURE_LOG)});
     const fs = await import('node:fs');
     const j = Journal.open(${JSON.stringify(state)});
     let seq = j.lastSeq;
     const base = seq;
+    const { generation } = readCaptureLogs(${JSON.stringify(state)});
     for (const { kind, entry } of ${JSON.stringify(frames)}) {
       if (entry.data !== undefined) entry.data = Buffer.from(entry.data);
       const body = encodeEntry({ ...entry, seq: ++seq, ts: Date.now() });
-      fs.appendFileSync(${JSON.stringify(path.join(state, 'capture-0.log'))}, encodeFrame(kind, seq, body));
+      fs.appendFileSync(${JSON.stringify(path.join(state, 'capture-0.log'))}, encodeFrame(kind, seq, generation, body));
     }
     process.stdout.write(String(base));
     process.exit(0); // no close(): as after SIGKILL`;

@@ -3,10 +3,12 @@
 // the journal; then they start over.
 import fs from 'node:fs';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
 
 /** Frame kinds, as native/capture.h numbers them. */
 export const FrameKind = { Entry: 0, Done: 1, Captured: 2, Generation: 3, Checkpoint: 4 } as const;
-const HEADER = 13;
+const CRC_AT = 13;
+const HEADER = 17;
 
 export interface Frame {
   kind: number;
@@ -36,23 +38,41 @@ export interface Sequencer {
   wantsCheckpoint(): boolean;
 }
 
-/** One frame as native/capture.c lays it out (the tests write logs with it too). */
-export function encodeFrame(kind: number, seq: number, body: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(HEADER);
-  header.writeUInt32LE(body.length, 0);
-  header[4] = kind;
-  header.writeBigUInt64LE(BigInt(seq), 5);
-  return Buffer.concat([header, body]);
+/** A frame's checksum (native/capture.h): over the log's generation, the header up to it, and the body. */
+function checksum(frame: Buffer, generation: number): number {
+  const gen = Buffer.alloc(8);
+  gen.writeBigUInt64LE(BigInt(generation));
+  return crc32(frame.subarray(HEADER), crc32(frame.subarray(0, CRC_AT), crc32(gen)));
 }
 
-/** Frames in `buf`, up to the first torn one (a crash in the middle of an append). */
-export function* framesOf(buf: Buffer): Generator<Frame> {
+/** One frame as native/capture.c lays it out, for a log of `generation` (the tests write logs with it too). */
+export function encodeFrame(kind: number, seq: number, generation: number, body: Buffer = Buffer.alloc(0)): Buffer {
+  const frame = Buffer.alloc(HEADER + body.length);
+  frame.writeUInt32LE(body.length, 0);
+  frame[4] = kind;
+  frame.writeBigUInt64LE(BigInt(seq), 5);
+  body.copy(frame, HEADER);
+  frame.writeUInt32LE(checksum(frame, generation), CRC_AT);
+  return frame;
+}
+
+/** Frames in `buf`. Read from a log of `generation`: up to the first whose checksum fails (a torn frame). */
+export function* framesOf(buf: Buffer, generation?: number): Generator<Frame> {
   for (let at = 0; at + HEADER <= buf.length;) {
     const len = buf.readUInt32LE(at);
     if (at + HEADER + len > buf.length) return;
-    yield { kind: buf[at + 4]!, seq: Number(buf.readBigUInt64LE(at + 5)), body: buf.subarray(at + HEADER, at + HEADER + len) };
+    const frame = buf.subarray(at, at + HEADER + len);
+    if (generation !== undefined && frame.readUInt32LE(CRC_AT) !== checksum(frame, generation)) return;
+    yield { kind: frame[4]!, seq: Number(frame.readBigUInt64LE(5)), body: frame.subarray(HEADER) };
     at += HEADER + len;
   }
+}
+
+/** The frames of one log file: its first is its generation frame, which says what the others are checked with. */
+function framesOfLog(buf: Buffer): { frames: Frame[]; generation: number } {
+  if (buf.length < HEADER || buf[4] !== FrameKind.Generation) return { frames: [], generation: 0 };
+  const generation = Number(buf.readBigUInt64LE(5));
+  return { frames: [...framesOf(buf, generation)], generation };
 }
 
 /**
@@ -83,8 +103,7 @@ export interface LeftOver {
 export function readCaptureLogs(stateDir: string): LeftOver {
   const logs = [0, 1].map((i) => {
     const file = logPath(stateDir, i);
-    const frames = fs.existsSync(file) ? [...framesOf(fs.readFileSync(file))] : [];
-    return { frames, generation: frames[0]?.kind === FrameKind.Generation ? frames[0].seq : 0 };
+    return fs.existsSync(file) ? framesOfLog(fs.readFileSync(file)) : { frames: [], generation: 0 };
   });
   logs.sort((a, b) => a.generation - b.generation);
   return { frames: logs.flatMap((l) => l.frames), generation: Math.max(...logs.map((l) => l.generation)) };
@@ -98,9 +117,9 @@ export interface CaptureLogs {
 
 /** Both logs emptied (their frames are in the journal, on stable storage), log 0 active at a new generation. */
 export function startCaptureLogs(stateDir: string, generation: number): CaptureLogs {
-  const fds = [0, 1].map((i) => fs.openSync(logPath(stateDir, i), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600)) as [number, number];
+  const fds = [0, 1].map((i) => fs.openSync(logPath(stateDir, i), fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600)) as [number, number];
   for (const fd of fds) fs.ftruncateSync(fd, 0);
-  fs.writeSync(fds[0], encodeFrame(FrameKind.Generation, generation));
+  fs.writeSync(fds[0], encodeFrame(FrameKind.Generation, generation, generation));
   for (const fd of fds) fs.fdatasyncSync(fd);
   const dir = fs.openSync(stateDir, 'r');
   try {
