@@ -193,11 +193,16 @@ static void seal(struct buf *frame, uint64_t generation) {
   memcpy(frame->p + FRAME_CRC_AT, &v, 4);
 }
 
-// Appends a frame (lock held); one not written whole fails its checksum, and the next frame overwrites it.
+// Appends a frame (lock held); a frame that could not be written whole is cut off again (on a full disk, that
+// gives the space back).
 static int append(struct capture *c, struct buf *frame) {
   seal(frame, c->generation);
-  int rc = pwrite_all(c->log_fds[c->active], frame->p, frame->len, c->log_size);
-  if (rc != 0) return rc;
+  int fd = c->log_fds[c->active];
+  int rc = pwrite_all(fd, frame->p, frame->len, c->log_size);
+  if (rc != 0) {
+    if (ftruncate(fd, c->log_size) != 0) { /* the reader stops at the torn frame */ }
+    return rc;
+  }
   c->log_size += (off_t)frame->len;
   __atomic_store_n(&c->appended, c->appended + frame->len, __ATOMIC_RELEASE);
   return 0;
@@ -373,8 +378,7 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
     // The entry must say what landed: nothing (cut it off again), or a short write (journal that instead).
     int e = errno;
     c->log_size -= (off_t)b.len;
-    static const char none[FRAME_HEADER];
-    if (pwrite_all(c->log_fds[c->active], none, sizeof none, c->log_size) != 0) { /* recovery redoes the last frame */ }
+    if (ftruncate(c->log_fds[c->active], c->log_size) != 0) { /* recovery redoes the last frame */ }
     if (written <= 0) {
       pthread_mutex_unlock(&c->lock);
       free(b.p);
