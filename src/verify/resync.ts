@@ -122,7 +122,7 @@ export class Resync {
       await this.stampDirectories(primary.filter((e) => e.type === 'dir').map((e) => e.path).reverse());
       p.phase = 'verifying';
       for (let round = 1; round <= VERIFY_ROUNDS; round++) {
-        const report = await this.verifyNow(true);
+        const report = await this.verifyNow(true, true);
         if (report.identical) break;
         if (round === VERIFY_ROUNDS) log.warn({ differences: report.differences.length }, 'initial copy: still differing after repairs; the scheduled verify continues');
       }
@@ -163,8 +163,9 @@ export class Resync {
    * Both trees are hashed (the backup's as of the journal's end when asked); each path that differs is then
    * checked again exactly: the primary's entry is read and the question queued with mutations held back, so
    * both describe the same point of the journal. Only differences that survive that check are reported.
+   * `inCopy`: the initial copy's own verify, whose differences are changes made while it copied (no drift).
    */
-  private async verifyNow(repair: boolean): Promise<VerifyReport> {
+  private async verifyNow(repair: boolean, inCopy = false): Promise<VerifyReport> {
     const t0 = Date.now();
     const { root, locked } = this.deps;
     const [backup, primary] = await Promise.all([
@@ -201,6 +202,7 @@ export class Resync {
     this.lastVerify = report;
     const summary = { entries: report.entries, differences: differences.length, repaired: report.repaired, ms: report.durationMs };
     if (report.identical) this.deps.events.emit('verify', 'verify: primary and backup are identical', summary);
+    else if (inCopy) this.deps.log.info({ ...summary, first: differences.slice(0, 10) }, 'initial copy: changes made during the copy copied again');
     else this.deps.events.emit('drift', `verify: ${differences.length} difference(s) found${repair ? ' and repaired' : ''}`, { ...summary, first: differences.slice(0, 10) }, 'warn');
     return report;
   }
