@@ -14,7 +14,8 @@ import { stampsOf } from '../journal/stamps.js';
 
 export async function recoverInFlight(journal: Journal, realDir: string, log: Logger): Promise<void> {
   if (!journal.uncleanStop) return;
-  if (journal.redo.length) await redoCaptured(journal.redo, realDir, log);
+  const captured = journal.takeRedo();
+  if (captured.length) await redoCaptured(captured, realDir, log);
   for (const entry of journal.inDoubt()) await redo(journal, entry, realDir, log);
 }
 

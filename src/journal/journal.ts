@@ -37,11 +37,8 @@ export class Journal extends EventEmitter {
   ackedSeq: number;
   /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
   readonly uncleanStop: boolean;
-  /**
-   * After an unclean stop: captured entries whose data a power cut may have kept from their files (written again,
-   * in order, before the mount comes back; see framesToRedo).
-   */
-  redo: JournalEntry[] = [];
+  /** After an unclean stop: captured entries whose data a power cut may have kept from their files (framesToRedo). */
+  private redo: JournalEntry[] = [];
   private readonly env: RootDatabase;
   private flushRunning = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -306,6 +303,13 @@ export class Journal extends EventEmitter {
   /** A database of its own beside the entries, for state that must change atomically with them (appendWith). */
   store<V>(name: string): Database<V, Key[]> {
     return this.env.openDB<V, Key[]>({ name });
+  }
+
+  /** The captured entries to write again after an unclean stop, in order (once: they can be many). */
+  takeRedo(): JournalEntry[] {
+    const redo = this.redo;
+    this.redo = [];
+    return redo;
   }
 
   /** Entries whose operation may have been in flight at an unclean stop (recovery redoes them). */
