@@ -742,22 +742,29 @@ static void unmount_complete(napi_env env, napi_status status, void *data) {
   free(w);
 }
 
+// Queues `data`'s work on libuv's pool; the promise returned is settled by `done` through `*deferred`.
+static napi_value queue_work(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback done,
+                             void *data, napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, name;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, done, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
 // unmount(session) -> Promise: JavaScript stays free meanwhile to answer requests still in flight. The session
 // stays (its captured entries can still be taken) until release(session).
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], promise, name;
+  napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   struct session *s = NULL;
   if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s || !s->loop_running) THROW(env, "unmount: not mounted");
   s->loop_running = 0;
   struct unmount_work *w = calloc(1, sizeof *w);
   w->s = s;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "drms-unmount", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, unmount_execute, unmount_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "drms-unmount", unmount_execute, unmount_complete, w, &w->deferred, &w->work);
 }
 
 // An Error whose errno is -e, as the FUSE bindings' callers expect.
@@ -958,18 +965,14 @@ static void checkpoint_complete(napi_env env, napi_status status, void *data) {
 // capture log (see capture_checkpoint), else nothing is written there.
 static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], promise, name;
+  napi_value argv[2];
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
   struct checkpoint_work *w = calloc(1, sizeof *w);
   w->c = c;
   w->logged = true;
   if (argc >= 2) napi_get_value_bool(env, argv[1], &w->logged);
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "drms-checkpoint", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, checkpoint_execute, checkpoint_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "drms-checkpoint", checkpoint_execute, checkpoint_complete, w, &w->deferred, &w->work);
 }
 
 // wantsCheckpoint(session) -> whether an fdatasync had to flush its file (see capture_wants_checkpoint).
