@@ -162,7 +162,7 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
   const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
   const workers = Array.from({ length: c.writers }, (_, id) =>
-    run(process.execPath, [WORKER, c.workload, t.dir, String(SECONDS), String(id)], { maxBuffer: 64 * 2 ** 20 }).then((r) => JSON.parse(r.stdout) as WorkerResult),
+    runWorker(c.workload, t.dir, id),
   );
   const out = await Promise.all(workers);
   const lagMs = await lag?.stop();
@@ -171,8 +171,8 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
   const ops = out.reduce((n, o) => n + o.ops, 0);
   const bytes = out.reduce((n, o) => n + o.bytes, 0);
   const lat = out.flatMap((o) => o.latUs ?? []).sort((a, b) => a - b);
-  // Remove what the run wrote (through the target, so drms journals it too), then let the backup catch up.
-  for (const name of fs.readdirSync(t.dir)) if (name !== READ_FILE) fs.rmSync(path.join(t.dir, name), { recursive: true, force: true });
+  // Remove what the run wrote, then let the backup catch up: this run's shipping must not load the next.
+  removeRunFiles(t.dir);
   await drained(t);
   return {
     value: c.unit === 'MB/s' ? bytes / seconds / 1e6 : ops / seconds,
@@ -180,6 +180,17 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
     ...(t.procs.length && { cpuSeconds: cpu }),
     ...(lagMs?.length && { lagP50Ms: pct(lagMs, 0.5), lagP99Ms: pct(lagMs, 0.99) }),
   };
+}
+
+/** One worker process running `workload` on `dir` for SECONDS. */
+async function runWorker(workload: Workload, dir: string, id: number): Promise<WorkerResult> {
+  const r = await run(process.execPath, [WORKER, workload, dir, String(SECONDS), String(id)], { maxBuffer: 64 * 2 ** 20 });
+  return JSON.parse(r.stdout) as WorkerResult;
+}
+
+/** Removes what a run wrote (through the target, so drms journals it too); the read workloads' file stays. */
+function removeRunFiles(dir: string): void {
+  for (const name of fs.readdirSync(dir)) if (name !== READ_FILE) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
 }
 
 /** Replication lag sampled every 20 ms from the primary's status: the age of its oldest unacknowledged entry. */
@@ -224,7 +235,6 @@ async function backlogPhase(base: string, secret: string, targets: Target[]): Pr
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
   const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
   const flushesPerFsync = await flushesPerFsyncOf([...targets.filter((t) => !t.state), { name: 'drms-primary', dir }]);
-  for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   const t0 = Date.now();
   await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
   const writeSeconds = (Date.now() - t0) / 1000;
@@ -251,9 +261,9 @@ async function flushesPerFsyncOf(dirs: Array<{ name: string; dir: string }>): Pr
   for (let round = 0; round < 2; round++) {
     for (const { name, dir } of round ? [...dirs].reverse() : dirs) {
       const before = flushes();
-      const r = JSON.parse((await run(process.execPath, [WORKER, 'txn', dir, String(SECONDS), '0'], { maxBuffer: 64 * 2 ** 20 })).stdout) as WorkerResult;
+      const r = await runWorker('txn', dir, 0);
       (per[name] ??= []).push((flushes() - before) / r.ops);
-      for (const f of fs.readdirSync(dir)) if (f !== READ_FILE) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+      removeRunFiles(dir);
     }
   }
   return Object.fromEntries(Object.entries(per).map(([name, xs]) => [name, median(xs)]));
