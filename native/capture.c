@@ -525,6 +525,7 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
     rc = syncfs_of(c->root_fd);
     pthread_mutex_lock(&c->lock);
     if (rc == 0) rc = append_checkpoint(c);
+    if (rc != 0) c->fast_acked = 1; // still owed: the next frame of JavaScript's tries again
   }
   if (rc == 0) rc = append(c, &b);
   uint64_t target = c->appended;
