@@ -24,8 +24,11 @@ async function probe(dir: string): Promise<unknown[]> {
   const part = async (name: string) => JSON.parse((await run(process.execPath, [PROBE, dir, '--', name])).stdout) as unknown[];
   const root = [...await part('root'), ...(NATIVE ? await part('native') : [])];
   // The permission checks run as nobody: the kernel's checks through the mount (default_permissions) must match.
+  // The test's directory (mkdtemp: 0700) must let nobody through, or every check would answer EACCES on both sides.
+  fs.chmodSync(path.dirname(dir), 0o755);
   fs.chmodSync(dir, 0o755);
-  const other = JSON.parse((await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, PROBE, dir, '--', 'other'])).stdout) as unknown[];
+  const other = JSON.parse((await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, PROBE, dir, '--', 'other'])).stdout) as Array<[string, unknown]>;
+  if (other.find(([label]) => label === 'create in a 0777 dir')?.[1] !== 'ok') throw new Error(`the checks as nobody did not reach ${dir}: ${JSON.stringify(other)}`);
   return [...root, ...other];
 }
 
