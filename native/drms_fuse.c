@@ -3,6 +3,8 @@
 // there too (capture.c), and hands every other mutation to JavaScript, which journals it.
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <node_api.h>
 
 #include "capture.h"
@@ -19,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,7 +59,8 @@ struct session {
   pthread_mutex_t nocap_lock;
 };
 
-// The kernel asks for security.capability before every write. A path found without one is remembered for a
+// The kernel asks for security.capability before a write (before every write unless the connection has
+// FUSE_HANDLE_KILLPRIV_V2, see dev_read; then once per file). A path found without one is remembered for a
 // second (a change beneath the mount shows within that), and forgotten at once by any operation that could give a
 // path one: a new name (create, mkdir, symlink, link, rename) or an xattr set.
 #define NOCAP_SLOTS 1024
@@ -82,6 +86,10 @@ struct request {
   int done;
   pthread_mutex_t lock; pthread_cond_t cond;
 };
+
+// Set by dev_read for the request this thread serves next (libfuse's workers read a request and serve it):
+// the kernel asks the server to clear set-user-ID and set-group-ID (kill_suidgid).
+static __thread int request_kills_suidgid;
 
 // The JavaScript reply function's link to its request; cut once answered (a second answer is ignored).
 struct ticket { struct request *req; };
@@ -153,6 +161,32 @@ static int dispatch(struct request *r) {
   pthread_cond_destroy(&r->cond);
   if (names) nocap_forget(s);
   return r->result;
+}
+
+// Whether the requester is in group `gid` (its own group or a supplementary one).
+static int requester_in_group(gid_t gid) {
+  if (fuse_get_context()->gid == gid) return 1;
+  gid_t groups[256];
+  int n = fuse_getgroups(256, groups);
+  for (int i = 0; i < n && i < 256; i++) if (groups[i] == gid) return 1;
+  return 0;
+}
+
+// With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing set-user-ID and set-group-ID to the server when a user
+// without CAP_FSETID writes, truncates or O_TRUNC-opens a file. drms runs as root, whose own writes keep the bits:
+// it clears them itself, through JavaScript's chmod, so that the backup's copy changes too. The VFS's rule
+// (setattr_should_drop_sgid): set-group-ID goes from a group-executable file, or when the requester is not in its group.
+static int kill_suidgid(const char *path, int fd) {
+  if (!request_kills_suidgid) return 0;
+  request_kills_suidgid = 0;
+  struct stat st;
+  if ((fd >= 0 ? fstat(fd, &st) : fstatat(current()->root_fd, rel(path), &st, AT_SYMLINK_NOFOLLOW)) != 0) return -errno;
+  mode_t mode = st.st_mode & 07777, kept = mode & ~S_ISUID;
+  if ((kept & S_ISGID) && ((kept & S_IXGRP) || !requester_in_group(st.st_gid))) kept &= ~S_ISGID;
+  if (kept == mode || !S_ISREG(st.st_mode)) return 0;
+  if (path == NULL) return fchmod(fd, kept) == 0 ? 0 : -errno;
+  struct request r = { .op = OP_CHMOD, .path = path, .mode = kept };
+  return dispatch(&r);
 }
 
 // ---- JavaScript side of a request ----
@@ -386,11 +420,13 @@ static int op_listxattr(const char *path, char *list, size_t size) {
 // ---- Operations answered in JavaScript (an unlinked open file, path NULL, is not mirrored: served here) ----
 
 static int op_open(const char *path, struct fuse_file_info *fi) {
+  int rc = kill_suidgid(path, -1);
+  if (rc != 0) return rc;
   int flags = fi->flags;
   // With the writeback cache the kernel may read back pages of a file opened write-only.
   if (current()->writeback && (flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
   struct request r = { .op = OP_OPEN, .path = path, .flags = flags };
-  int rc = dispatch(&r);
+  rc = dispatch(&r);
   if (rc == 0) fi->fh = r.out_fh;
   return rc;
 }
@@ -403,6 +439,8 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 }
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  int killed = kill_suidgid(path, (int)fi->fh);
+  if (killed != 0) return killed;
   int mode = capture_mode(current()->capture, fi->fh);
   if (path == NULL || mode == H_PLAIN) {
     ssize_t n = pwrite((int)fi->fh, buf, size, off);
@@ -440,6 +478,8 @@ static int op_release(const char *path, struct fuse_file_info *fi) {
 }
 
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+  int rc = kill_suidgid(path, fi ? (int)fi->fh : -1);
+  if (rc != 0) return rc;
   if (path == NULL) return ftruncate((int)fi->fh, size) == 0 ? 0 : -errno;
   struct request r = { .op = fi ? OP_FTRUNCATE : OP_TRUNCATE, .path = path, .offset = size, .fh = fi ? fi->fh : 0 };
   return dispatch(&r);
@@ -542,6 +582,79 @@ static const struct fuse_operations OPERATIONS = {
   .removexattr = op_removexattr,
   .fallocate = op_fallocate,
 };
+
+// ---- The kernel connection ----
+// As root drms opens /dev/fuse and mounts it itself (libfuse does the same for root) and reads and answers the
+// kernel through dev_read/dev_writev, to accept FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for. With it
+// the kernel stops asking for security.capability before every write (one FUSE round trip of three per record
+// appended with fdatasync) and flags the requests that must clear set-user-ID and set-group-ID instead.
+
+// The INIT request this thread answers next, and whether the kernel offered KILLPRIV_V2 in it.
+static __thread uint64_t init_unique;
+static __thread int init_offers_killpriv;
+
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
+  ssize_t n = read(fd, buf, len);
+  request_kills_suidgid = 0;
+  if (n < (ssize_t)sizeof(struct fuse_in_header)) return n;
+  const struct fuse_in_header *h = buf;
+  const void *arg = h + 1;
+  size_t size = (size_t)n - sizeof *h;
+  switch (h->opcode) {
+    case FUSE_INIT:
+      if (size >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
+        init_unique = h->unique;
+        init_offers_killpriv = (((const struct fuse_init_in *)arg)->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+      }
+      break;
+    case FUSE_WRITE:
+      if (size >= offsetof(struct fuse_write_in, lock_owner))
+        request_kills_suidgid = (((const struct fuse_write_in *)arg)->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      break;
+    case FUSE_SETATTR: {
+      // A chown asks too, but the chown itself clears the bits, here and on the backup.
+      const struct fuse_setattr_in *in = arg;
+      request_kills_suidgid = size >= sizeof *in && (in->valid & FATTR_KILL_SUIDGID) && (in->valid & FATTR_SIZE);
+      break;
+    }
+    case FUSE_OPEN:
+      if (size >= sizeof(struct fuse_open_in)) request_kills_suidgid = (((const struct fuse_open_in *)arg)->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+      break;
+    default: break;
+  }
+  return n;
+}
+
+static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  if (init_unique && count > 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
+    const struct fuse_out_header *h = iov[0].iov_base;
+    if (h->unique == init_unique) {
+      if (h->error == 0 && init_offers_killpriv && iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t))
+        ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+      init_unique = 0;
+    }
+  }
+  return writev(fd, iov, count);
+}
+
+static const struct fuse_custom_io DEVICE_IO = { .read = dev_read, .writev = dev_writev };
+
+// Opens /dev/fuse and mounts it at `mountpoint` with the options libfuse would use; -1 (errno set) if this process
+// may not mount (not root), and libfuse mounts instead.
+static int mount_device(const char *mountpoint, const char *fsname, mode_t rootmode) {
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char opts[128], type[64];
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=%o,user_id=%u,group_id=%u,default_permissions,allow_other", fd, rootmode & S_IFMT, getuid(), getgid());
+  snprintf(type, sizeof type, "fuse.%s", fsname);
+  if (mount(fsname, mountpoint, type, MS_NOSUID | MS_NODEV, opts) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
 
 // ---- Mount and unmount ----
 
@@ -676,24 +789,37 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     THROW(env, "mount: cannot create the dispatch queue");
   }
 
+  // The options are libfuse's to mount with when this process may not mount itself.
   char opts[512];
   snprintf(opts, sizeof opts, "allow_other,default_permissions,fsname=%s,subtype=%s", fsname, fsname);
-  free(fsname);
   char *args_v[] = { "drms", "-o", opts, NULL };
   struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
   s->fuse = fuse_new(&args, &OPERATIONS, sizeof OPERATIONS, s);
   if (!s->fuse) {
+    free(fsname);
     release_session(env, s);
     THROW(env, "mount: fuse_new failed (see stderr)");
   }
-  if (fuse_mount(s->fuse, s->mountpoint) != 0) {
+  int devfd = mount_device(s->mountpoint, fsname, st.st_mode);
+  free(fsname);
+  if (devfd >= 0 && fuse_session_custom_io(fuse_get_session(s->fuse), &DEVICE_IO, devfd) != 0) {
+    umount2(s->mountpoint, MNT_DETACH);
+    close(devfd);
+    devfd = -1;
+    errno = EINVAL;
+  }
+  if (devfd < 0 && (errno != EPERM || fuse_mount(s->fuse, s->mountpoint) != 0)) {
+    int e = errno;
     fuse_destroy(s->fuse);
     release_session(env, s);
-    THROW(env, "mount: fuse_mount failed (see stderr)");
+    char msg[160];
+    snprintf(msg, sizeof msg, "mount: cannot mount /dev/fuse: %s", strerror(e));
+    THROW(env, msg);
   }
   // Never stat the mount from here: its requests are not served until the loop runs.
   s->dev = mount_dev(s->mountpoint);
   if (pthread_create(&s->loop, NULL, loop_main, s) != 0) {
+    umount2(s->mountpoint, MNT_DETACH);
     fuse_unmount(s->fuse);
     fuse_destroy(s->fuse);
     release_session(env, s);
