@@ -63,7 +63,7 @@ export class PathCopier {
   }
 
   private async stampNow(rel: string): Promise<void> {
-    this.journal.append({ op: 'times', path: rel }, await stampsOf(this.root, [rel]));
+    this.journal.append({ op: 'times', path: rel }, stampsOf(this.root, [rel]));
   }
 
   /**

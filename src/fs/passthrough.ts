@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { constants as C } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { getAttribute, getAttributeSync, listAttributesSync, removeAttribute, setAttribute } from 'fs-xattr';
+import { getAttributeSync, listAttributesSync, removeAttributeSync, setAttributeSync } from 'fs-xattr';
 import { codeOf, errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
@@ -77,7 +77,14 @@ const CAPABILITY = 'security.capability';
 const errno = osConstants.errno;
 const fail = (message: string, code: number) => Object.assign(new Error(message), { errno: -code });
 
-const lstat = (p: string) => fs.promises.lstat(p, { bigint: true });
+/** lstat of the real directory, on this thread: see operations(). undefined when the path cannot be examined. */
+const lstatQuietly = (p: string): fs.BigIntStats | undefined => {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch {
+    return undefined;
+  }
+};
 
 export class Passthrough {
   private readonly serial = new Serializer();
@@ -363,12 +370,12 @@ export class Passthrough {
   private record(op: Op & { path: string }, stampPaths: string[], handle?: Handle): Promise<void> {
     if (this.readOnly || !this.mirrored(op.path)) return Promise.resolve();
     return this.serial.run(async () => {
-      const seq = this.journal.append(op, await this.stamps(stampPaths));
+      const seq = this.journal.append(op, this.stamps(stampPaths));
       if (handle) handle.lastSeq = seq;
     });
   }
 
-  private stamps(paths: string[]): Promise<Stamp[]> {
+  private stamps(paths: string[]): Stamp[] {
     return stampsOf(this.root, paths);
   }
 
@@ -411,8 +418,9 @@ export class Passthrough {
     const reply = <T>(cb: Reply, work: Promise<T>, ok: (v: T) => unknown[] = () => []) => {
       work.then((v) => cb(0, ...ok(v)), (err) => cb(errnoOf(err)));
     };
-    // Metadata reads are answered on this thread: a few microseconds in the kernel, less than a trip through
-    // libuv's pool. Safe because they touch the real directory, never the mount.
+    // Metadata reads and changes run on this thread: a few microseconds in the kernel, less than a trip through
+    // libuv's pool (two thread wake-ups), and mutations run one at a time anyway. Safe because they touch the real
+    // directory, never the mount.
     const now = <T>(cb: Reply, work: () => T, ok: (v: T) => unknown[]) => {
       let v: T;
       try {
@@ -423,8 +431,10 @@ export class Passthrough {
       }
       cb(0, ...ok(v));
     };
-    const done = <T>(value: T, stampPaths: string[] = [], final?: Op) =>
-      this.stamps(stampPaths).then((stamps): Outcome<T> => ({ value, stamps: stamps.length ? stamps : undefined, final }));
+    const done = <T>(value: T, stampPaths: string[] = [], final?: Op): Outcome<T> => {
+      const stamps = this.stamps(stampPaths);
+      return { value, stamps: stamps.length ? stamps : undefined, final };
+    };
     const a = (p: string) => this.abs(p);
     const ops = {
       getattr: (p: string, cb: Reply) => now(cb, () => fs.lstatSync(a(p), { bigint: true }), (st) => [st]),
@@ -456,31 +466,31 @@ export class Passthrough {
 
       release: (_p: string, fd: number, cb: Reply) => {
         this.handles.delete(fd);
-        fs.close(fd, (err) => cb(err ? errnoOf(err) : 0));
+        now(cb, () => fs.closeSync(fd), () => []);
       },
 
       truncate: (p: string, size: number, cb: Reply) =>
         reply(cb, this.mutate(() => this.truncateIntent(p, size, () => fs.statSync(a(p)).size), async () => {
-          await fs.promises.truncate(a(p), size);
+          fs.truncateSync(a(p), size);
           return done(undefined, [p]);
         })),
 
       ftruncate: (p: string, fd: number, size: number, cb: Reply) =>
         reply(cb, this.mutate(() => this.truncateIntent(p, size, () => fs.fstatSync(fd).size), async () => {
-          await new Promise<void>((res, rej) => fs.ftruncate(fd, size, (e) => (e ? rej(e) : res())));
+          fs.ftruncateSync(fd, size);
           return done(undefined, [p]);
         }, this.handles.get(fd))),
 
       chmod: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'chmod', path: p, mode: mode & 0o7777 }, async () => {
-          await fs.promises.chmod(a(p), mode);
+          fs.chmodSync(a(p), mode);
           return done(undefined);
         })),
 
       chown: (p: string, uid: number, gid: number, cb: Reply) => {
         const [u, g] = [uid === NO_ID ? -1 : uid, gid === NO_ID ? -1 : gid];
         reply(cb, this.mutate({ op: 'chown', path: p, uid: u, gid: g }, async () => {
-          await fs.promises.lchown(a(p), u, g);
+          fs.lchownSync(a(p), u, g);
           return done(undefined);
         }));
       },
@@ -492,39 +502,39 @@ export class Passthrough {
 
       unlink: (p: string, cb: Reply) =>
         reply(cb, this.mutate(this.namespaceIntent({ op: 'unlink', path: p }, p), async () => {
-          await fs.promises.unlink(a(p));
+          fs.unlinkSync(a(p));
           return done(undefined, [parentOf(p)]);
         })),
 
       rmdir: (p: string, cb: Reply) =>
         reply(cb, this.mutate(this.namespaceIntent({ op: 'rmdir', path: p }, p), async () => {
-          await fs.promises.rmdir(a(p));
+          fs.rmdirSync(a(p));
           return done(undefined, [parentOf(p)]);
         })),
 
       mkdir: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'mkdir', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
-          await fs.promises.mkdir(a(p), mode);
-          const st = await lstat(a(p));
+          fs.mkdirSync(a(p), mode);
+          const st = fs.lstatSync(a(p), { bigint: true });
           return done(undefined, [parentOf(p), p], { op: 'mkdir', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) });
         })),
 
       rename: (p: string, to: string, cb: Reply) =>
         reply(cb, this.crossing({ op: 'rename', path: p, to }, async () => {
-          await fs.promises.rename(a(p), a(to));
+          fs.renameSync(a(p), a(to));
           return done(undefined, [parentOf(p), parentOf(to), to]);
         })),
 
       symlink: (target: string, p: string, cb: Reply) =>
         reply(cb, this.mutate({ op: 'symlink', path: p, target, uid: -1, gid: -1 }, async () => {
-          await fs.promises.symlink(target, a(p));
-          const st = await lstat(a(p));
+          fs.symlinkSync(target, a(p));
+          const st = fs.lstatSync(a(p), { bigint: true });
           return done(undefined, [parentOf(p), p], { op: 'symlink', path: p, target, uid: Number(st.uid), gid: Number(st.gid) });
         })),
 
       link: (p: string, to: string, cb: Reply) =>
         reply(cb, this.crossing({ op: 'link', path: p, to }, async () => {
-          await fs.promises.link(a(p), a(to));
+          fs.linkSync(a(p), a(to));
           return done(undefined, [parentOf(to)]);
         })),
 
@@ -542,7 +552,7 @@ export class Passthrough {
           this.forget(p);
           return { op: 'removexattr', path: p, name };
         }), async () => {
-          await removeAttribute(a(p), name);
+          removeAttributeSync(a(p), name);
           return done(undefined);
         }))),
     };
@@ -565,10 +575,10 @@ export class Passthrough {
       }
       const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
         this.forget(p);
-        const fd = await fsOpen(a(p), C.O_CREAT | C.O_RDWR, mode);
+        const fd = fs.openSync(a(p), C.O_CREAT | C.O_RDWR, mode);
         this.opened(p, fd, { dirty: false, lastSeq: 0, syncWrites: false });
-        const st = await lstat(a(p));
-        const stamps = await this.stamps([parentOf(p), p]);
+        const st = fs.fstatSync(fd, { bigint: true });
+        const stamps = this.stamps([parentOf(p), p]);
         return { value: fd, stamps, final: { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) } };
       });
       const { cls } = this.opts.policy.place(p, false);
@@ -578,7 +588,7 @@ export class Passthrough {
         if (cls.recordSize) attrs.push([XATTR_RECORD_SIZE, String(cls.recordSize)]);
         for (const [name, value] of attrs) {
           await this.mutateNow({ op: 'setxattr', path: p, name, value: Buffer.from(value) }, async () => {
-            await setAttribute(a(p), name, value);
+            setAttributeSync(a(p), name, value);
             this.forget(p);
             return { value: undefined };
           });
@@ -598,13 +608,13 @@ export class Passthrough {
     const held = op.op === 'rename' ? [op.path, op.to] : [op.path];
     if (this.opts.policy.mirrorsAll) return this.mutate(this.namespaceIntent(op, ...held), run);
     return this.serial.run(async () => {
-      const st = await lstat(this.abs(op.path)).catch(() => undefined);
+      const st = lstatQuietly(this.abs(op.path));
       const kind = st?.isDirectory() ? 'dir' : 'file';
       const from = this.mirrored(op.path, kind);
       const was = (to: string) => op.path + to.slice(op.to.length);
       // A record file keeps its organization under the new name.
       const into = this.mirroredAfterMove(op.to, kind, from && kind === 'file' && this.rules.isRecordFile(op.path));
-      const replaced = op.to !== op.path && (await lstat(this.abs(op.to)).then(() => this.mirrored(op.to), () => false));
+      const replaced = op.to !== op.path && lstatQuietly(this.abs(op.to)) !== undefined && this.mirrored(op.to);
       const intent = this.namespaceIntent(op, ...held);
       if (from && into) {
         await this.mutateNow(intent, run);
@@ -671,13 +681,13 @@ export class Passthrough {
     if (this.readOnly && ((flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0)) throw this.refusedReadOnly(p);
     // The kernel computes append offsets; the journal must record where bytes really landed.
     const truncates = (flags & C.O_TRUNC) !== 0;
-    const fd = await fsOpen(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
+    const fd = fs.openSync(this.abs(p), flags & ~(C.O_APPEND | C.O_TRUNC | C.O_CREAT | C.O_EXCL));
     const h: Handle = { dirty: false, lastSeq: 0, syncWrites: (flags & (C.O_SYNC | C.O_DSYNC)) !== 0 };
     this.opened(p, fd, h);
     if (truncates) {
       await this.mutate(() => this.truncateIntent(p, 0, () => fs.fstatSync(fd).size), async () => {
-        await new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
-        return { value: undefined, stamps: await this.stamps([p]) };
+        fs.ftruncateSync(fd, 0);
+        return { value: undefined, stamps: this.stamps([p]) };
       }, h);
     }
     return fd;
@@ -722,7 +732,7 @@ export class Passthrough {
 
   /** The intent carries the times asked for (resolved), so a redo after a crash sets the same. */
   private async utimens(p: string, atime: TimeArg, mtime: TimeArg): Promise<void> {
-    const current = atime === 'omit' || mtime === 'omit' ? await lstat(this.abs(p)) : undefined;
+    const current = atime === 'omit' || mtime === 'omit' ? fs.lstatSync(this.abs(p), { bigint: true }) : undefined;
     const resolve = (v: TimeArg, currentNs: bigint | undefined): Timestamp => {
       if (v === 'now') return nsToTimestamp(BigInt(Date.now()) * 1_000_000n);
       if (v === 'omit') return nsToTimestamp(currentNs!);
@@ -732,7 +742,7 @@ export class Passthrough {
     const intent: Op = { op: 'times', path: p };
     await this.mutate(intent, async () => {
       setTimes(this.abs(p), at, mt);
-      return { value: undefined, stamps: await this.stamps([p]) };
+      return { value: undefined, stamps: this.stamps([p]) };
     }, undefined, [[p, at, mt]]);
   }
 
@@ -744,7 +754,7 @@ export class Passthrough {
     if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) return Promise.reject(fail('fallocate mode not supported', errno.EOPNOTSUPP));
     const allocate = async (): Promise<Outcome<void>> => {
       nativeAddon().fallocate(fd, mode, offset, length);
-      return { value: undefined, stamps: await this.stamps([p]) };
+      return { value: undefined, stamps: this.stamps([p]) };
     };
     const h = this.handles.get(fd);
     if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
@@ -795,11 +805,16 @@ export class Passthrough {
     });
     return this.declaring(p, name, () => this.mutateNow(intent, async () => {
       if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
-        const exists = await getAttribute(this.abs(p), name).then(() => true, () => false);
+        let exists = true;
+        try {
+          getAttributeSync(this.abs(p), name);
+        } catch {
+          exists = false;
+        }
         if (flags & XATTR_CREATE && exists) throw Object.assign(new Error('exists'), { errno: -osConstants.errno.EEXIST });
         if (flags & XATTR_REPLACE && !exists) throw Object.assign(new Error('no such attribute'), { errno: -osConstants.errno.ENODATA });
       }
-      await setAttribute(this.abs(p), name, value);
+      setAttributeSync(this.abs(p), name, value);
       return { value: undefined };
     }));
   }
@@ -843,7 +858,7 @@ export class Passthrough {
       this.txns.rollback(id);
     }
     const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths: mirrored } : { op: 'txn-abort', txn: id },
-      await this.stamps(mirrored), () => this.txns.end(id));
+      this.stamps(mirrored), () => this.txns.end(id));
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
   }
@@ -870,6 +885,3 @@ function parentOf(p: string): string {
   return path.posix.dirname(p);
 }
 
-function fsOpen(p: string, flags: number, mode?: number): Promise<number> {
-  return new Promise((res, rej) => fs.open(p, flags, mode, (e, fd) => (e ? rej(e) : res(fd))));
-}

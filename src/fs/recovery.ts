@@ -43,7 +43,7 @@ async function redo(journal: Journal, last: JournalEntry, realDir: string, log: 
     log.warn(where, 'recovery: the operation in flight at the crash had failed; its entry is withdrawn');
     return;
   }
-  journal.complete(last.seq, { op: await outcome(last, realDir), stamps: await touchedStamps(last, realDir) });
+  journal.complete(last.seq, { op: await outcome(last, realDir), stamps: touchedStamps(last, realDir) });
   log.warn(where, 'recovery: redid the operation in flight at the crash');
 }
 
@@ -59,7 +59,7 @@ async function outcome(e: JournalEntry, root: string): Promise<Op> {
 }
 
 /** Times of every path the operation touched, as they are on disk now. */
-async function touchedStamps(e: JournalEntry, root: string): Promise<Stamp[] | undefined> {
+function touchedStamps(e: JournalEntry, root: string): Stamp[] | undefined {
   if (!('path' in e)) return undefined;
   const paths = [e.path, path.posix.dirname(e.path)];
   if ('to' in e) paths.push(e.to, path.posix.dirname(e.to));

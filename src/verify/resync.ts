@@ -143,7 +143,7 @@ export class Resync {
       const batch = dirs.slice(i, i + STAMP_BATCH);
       await this.deps.locked(async () => {
         for (const d of batch) {
-          const stamps = await stampsOf(this.deps.root, [d]);
+          const stamps = stampsOf(this.deps.root, [d]);
           if (stamps.length && this.deps.mirrored(d, 'dir')) this.deps.journal.append({ op: 'times', path: d }, stamps);
         }
       });

@@ -160,7 +160,7 @@ export async function rollbackOpenTransactions(journal: Journal, root: string, l
   const table = new TransactionTable(journal, (p) => root + p);
   for (const id of table.openIds()) {
     const paths = table.rollback(id);
-    journal.appendWith({ op: 'txn-abort', txn: id }, await stampsOf(root, paths), () => table.end(id));
+    journal.appendWith({ op: 'txn-abort', txn: id }, stampsOf(root, paths), () => table.end(id));
     log.warn({ txn: id, paths }, 'recovery: rolled back a transaction left open by the previous run');
   }
 }
