@@ -1,9 +1,10 @@
 // The durable, ordered journal of captured operations (lmdb under --state).
-// Journal first: begin() commits an entry before its operation runs, complete() releases it to the shipper,
-// retract() drops it if the operation failed. Commits are synchronous (they survive a crash of the process);
-// flushed() makes them survive a power cut, as a group commit, and an idle timer bounds the exposure.
-// With the native binding, seqs come from its Sequencer and every entry is also appended to its capture log (the
-// write-ahead log it makes writes durable with); entries it captured itself are taken in by ingest().
+// Journal first: begin() records an entry before its operation runs, complete() releases it to the shipper,
+// retract() drops it if the operation failed. Records survive a crash of the process; flushed() makes them
+// survive a power cut, as a group commit, and an idle timer bounds the exposure.
+// With the native binding, seqs come from its Sequencer and every entry is appended to its capture log (the
+// write-ahead log it makes writes durable with) when it is recorded; lmdb takes it in the next ingest()'s
+// transaction, with the entries the binding captured itself. Without it, every record is an lmdb commit.
 import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -165,6 +166,7 @@ export class Journal extends EventEmitter {
     } else {
       this.voidEntry(seq);
     }
+    this.ingest();
     this.settleReady();
   }
 
@@ -176,26 +178,32 @@ export class Journal extends EventEmitter {
   private settleReady(): void {
     let lowest = this.untaken ? framesOf(this.untaken).next().value!.seq : Infinity;
     for (const seq of this.pending) lowest = Math.min(lowest, seq);
+    for (const seq of this.unstored.keys()) lowest = Math.min(lowest, seq);
     this.readySeq = lowest === Infinity ? this.last : lowest - 1;
   }
 
   /** Captured frames lmdb could not take yet (a full disk): they are retried, and nothing after them ships. */
   private untaken: Buffer | undefined;
+  /** Entries of ours in the capture log that lmdb has not taken yet (see put()), by seq. */
+  private readonly unstored = new Map<number, Buffer>();
 
   /**
-   * Takes what the native binding captured (writes, their times, fsync markers) into the journal. Never throws:
-   * what lmdb refuses stays in memory (and in the capture log), 'ingest-failed' says why, the next call retries.
+   * Takes what the native binding captured (writes, their times, fsync markers) and the entries recorded here
+   * since into lmdb, in one transaction. Never throws: what lmdb refuses stays in memory (and in the capture log),
+   * 'ingest-failed' says why, the next call retries.
    */
   ingest(): void {
     const taken = this.sequencer?.take();
-    if (!taken && !this.untaken) return;
-    const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken)!;
-    const frames = [...framesOf(all)];
+    if (!taken && !this.untaken && this.unstored.size === 0) return;
+    const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
+    const frames = all ? [...framesOf(all)] : [];
     try {
       this.env.transactionSync(() => {
         for (const f of frames) void this.entries.put(f.seq, f.body);
+        for (const [seq, bytes] of this.unstored) void this.entries.put(seq, bytes);
       });
       this.untaken = undefined;
+      this.unstored.clear();
     } catch (err) {
       this.untaken = all;
       this.settleReady();
@@ -208,7 +216,7 @@ export class Journal extends EventEmitter {
       if (this.observer) this.observer(f.seq, decodeEntry(f.body));
     }
     this.settleReady();
-    this.emit('ingested', all.length);
+    if (all) this.emit('ingested', all.length);
     this.emit('committed', this.readySeq);
     this.checkpointIfWanted();
   }
@@ -316,7 +324,7 @@ export class Journal extends EventEmitter {
   inDoubt(): JournalEntry[] {
     const out: JournalEntry[] = [];
     for (const seq of [...this.pending].sort((a, b) => a - b)) {
-      const bytes = this.entries.get(seq);
+      const bytes = this.entry(seq);
       const e = bytes ? decodeEntry(bytes) : undefined;
       if (e && !e.done) out.push(e);
       else this.complete(seq);
@@ -324,10 +332,19 @@ export class Journal extends EventEmitter {
     return out;
   }
 
+  /**
+   * Records an entry. With the native binding the capture log's frame is the record (it survives a crash of the
+   * process; recovery reads it back) and lmdb takes it with the next ingest(): one lmdb commit per operation
+   * instead of one at its beginning and one at its end. Without it, an lmdb commit.
+   */
   private put(seq: number, op: Op, stamps?: Stamp[], done?: boolean): void {
     const bytes = this.encode(seq, op, stamps, done);
-    this.entries.putSync(seq, bytes);
-    this.sequencer?.logFrame(FrameKind.Entry, seq, bytes);
+    if (this.sequencer) {
+      this.sequencer.logFrame(FrameKind.Entry, seq, bytes);
+      this.unstored.set(seq, bytes);
+    } else {
+      this.entries.putSync(seq, bytes);
+    }
     this.unflushed = true;
   }
 
@@ -380,14 +397,20 @@ export class Journal extends EventEmitter {
 
   /** The first seq still held (older ones were trimmed after the backup applied them). */
   firstSeq(): number {
+    const last = this.lastSeq; // takes in what lmdb has not yet
     for (const key of this.entries.getKeys({ limit: 1 })) return key;
-    return this.lastSeq + 1;
+    return last + 1;
   }
 
   /** Capture time of the oldest entry the backup has not acknowledged. */
   oldestUnackedTs(): number | undefined {
-    const value = this.entries.get(this.ackedSeq + 1);
+    const value = this.entry(this.ackedSeq + 1);
     return value ? decodeEntry(value).ts : undefined;
+  }
+
+  /** An entry's bytes, also one lmdb has not taken yet. */
+  private entry(seq: number): Buffer | undefined {
+    return this.unstored.get(seq) ?? this.entries.get(seq);
   }
 
   /** Records the backup's applied seq and trims what it no longer needs. */
