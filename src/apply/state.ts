@@ -79,7 +79,7 @@ class AppliedRecord {
   }
 
   async write(s: AppliedState): Promise<void> {
-    const counter = this.counter + 1;
+    const counter = ++this.counter; // taken now: a save begun meanwhile writes the other slot
     const json = Buffer.from(JSON.stringify({ counter, ...s }));
     const slot = Buffer.alloc(SLOT);
     slot.writeUInt32LE(json.length, 0);
@@ -87,7 +87,6 @@ class AppliedRecord {
     json.copy(slot, 8);
     fs.writeSync(this.fd, slot, 0, SLOT, (counter % 2) * SLOT);
     await new Promise<void>((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
-    this.counter = counter;
     this.state = s;
   }
 
