@@ -8,6 +8,7 @@
 #include <node_api.h>
 
 #include "capture.h"
+#include "uring.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -47,6 +48,8 @@ struct session {
   int loop_running;
   int root_fd;
   int writeback;
+  int io_uring;        // asked for: served over io_uring if the kernel offers it
+  struct uring *uring; // started once the kernel took the INIT reply
   unsigned max_write;
   dev_t dev;
   char *mountpoint;
@@ -90,6 +93,9 @@ struct request {
 // Set by dev_read for the request this thread serves next (libfuse's workers read a request and serve it):
 // the kernel asks the server to clear set-user-ID and set-group-ID (kill_suidgid).
 static __thread int request_kills_suidgid;
+
+// Set by op_init on the thread that answers INIT, for dev_writev, which starts the session's ring.
+static __thread struct session *init_session;
 
 // The JavaScript reply function's link to its request; cut once answered (a second answer is ignored).
 struct ticket { struct request *req; };
@@ -349,6 +355,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   // Every change passes through the mount, so cached pages stay valid; libfuse3's default would ask for the
   // attributes before each cached read (with no attribute caching: a request per read).
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  init_session = s;
   return s;
 }
 
@@ -591,20 +598,23 @@ static const struct fuse_operations OPERATIONS = {
 
 // The INIT request this thread answers next, and whether the kernel offered KILLPRIV_V2 in it.
 static __thread uint64_t init_unique;
-static __thread int init_offers_killpriv;
+static __thread int init_offers_killpriv, init_offers_uring;
 
-static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
-  ssize_t n = read(fd, buf, len);
+// Notes what the request this thread serves next asks of the server beyond its operation.
+static void note_request(const void *buf, size_t n) {
   request_kills_suidgid = 0;
-  if (n < (ssize_t)sizeof(struct fuse_in_header)) return n;
+  if (n < sizeof(struct fuse_in_header)) return;
   const struct fuse_in_header *h = buf;
   const void *arg = h + 1;
-  size_t size = (size_t)n - sizeof *h;
+  size_t size = n - sizeof *h;
   switch (h->opcode) {
     case FUSE_INIT:
       if (size >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
+        const struct fuse_init_in *in = arg;
         init_unique = h->unique;
-        init_offers_killpriv = (((const struct fuse_init_in *)arg)->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+        init_offers_killpriv = (in->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+        init_offers_uring = size >= offsetof(struct fuse_init_in, flags2) + sizeof(uint32_t) && (in->flags & FUSE_INIT_EXT) &&
+                            (in->flags2 & URING_INIT_FLAG2);
       }
       break;
     case FUSE_WRITE:
@@ -622,19 +632,63 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
       break;
     default: break;
   }
+}
+
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
+  ssize_t n = read(fd, buf, len);
+  note_request(buf, n > 0 ? (size_t)n : 0);
   return n;
 }
 
+static void serve_ring_request(void *ctx, const void *request, size_t size) {
+  struct session *s = ctx;
+  note_request(request, size);
+  struct fuse_buf buf = { .size = size, .mem = (void *)request };
+  fuse_session_process_buf(fuse_get_session(s->fuse), &buf);
+}
+
+// Ring entries per CPU: each blocks while it serves, and fsyncs of many writers on one CPU must meet in one flush.
+static int ring_entries_per_cpu(void) {
+  int cpus = uring_cpus();
+  return cpus >= 8 ? 2 : 16 / (cpus > 0 ? cpus : 1);
+}
+
+// The payload buffer a ring entry needs: the kernel's max(FUSE_MIN_READ_BUFFER, max_write, max_pages pages).
+static size_t ring_payload_size(const struct fuse_init_out *out) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 8192;
+  if (out->max_write > size) size = out->max_write;
+  if ((out->flags & FUSE_MAX_PAGES) && out->max_pages * page > size) size = out->max_pages * page;
+  return size;
+}
+
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  ssize_t ring = uring_reply(iov, count);
+  if (ring >= 0) return ring;
+  struct session *starts_ring = NULL;
+  struct fuse_init_out *init = NULL;
   if (init_unique && count > 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
     const struct fuse_out_header *h = iov[0].iov_base;
     if (h->unique == init_unique) {
-      if (h->error == 0 && init_offers_killpriv && iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t))
-        ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+      if (h->error == 0 && iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+        init = iov[1].iov_base;
+        if (init_offers_killpriv) init->flags |= FUSE_HANDLE_KILLPRIV_V2;
+        if (init_offers_uring && init_session && init_session->io_uring) {
+          init->flags |= FUSE_INIT_EXT;
+          init->flags2 |= URING_INIT_FLAG2;
+          starts_ring = init_session;
+        }
+      }
       init_unique = 0;
+      init_session = NULL;
     }
   }
-  return writev(fd, iov, count);
+  ssize_t n = writev(fd, iov, count);
+  // The kernel has taken the INIT reply: entries can register.
+  if (n >= 0 && starts_ring) {
+    struct uring *u = uring_start(fd, ring_payload_size(init), ring_entries_per_cpu(), serve_ring_request, starts_ring);
+    __atomic_store_n(&starts_ring->uring, u, __ATOMIC_RELEASE);
+  }
+  return n;
 }
 
 static const struct fuse_custom_io DEVICE_IO = { .read = dev_read, .writev = dev_writev };
@@ -763,6 +817,10 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_get_named_property(env, argv[3], "writeback", &v);
   napi_get_value_bool(env, v, &b);
   s->writeback = b;
+  b = false;
+  napi_get_named_property(env, argv[3], "ioUring", &v);
+  napi_get_value_bool(env, v, &b);
+  s->io_uring = b;
   uint32_t mw = 131072;
   napi_get_named_property(env, argv[3], "maxWrite", &v);
   napi_get_value_uint32(env, v, &mw);
@@ -841,6 +899,8 @@ static void abort_connection(dev_t dev) {
   close(fd);
 }
 
+static void abort_session(void *s) { abort_connection(((struct session *)s)->dev); }
+
 struct unmount_work { struct session *s; napi_async_work work; napi_deferred deferred; };
 
 static void unmount_execute(napi_env env, void *data) {
@@ -855,6 +915,8 @@ static void unmount_execute(napi_env env, void *data) {
     abort_connection(s->dev);
     pthread_join(s->loop, NULL);
   }
+  struct uring *u = __atomic_exchange_n(&s->uring, NULL, __ATOMIC_ACQ_REL);
+  if (u) uring_stop(u, abort_session, s);
   fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);
 }
@@ -1102,6 +1164,18 @@ static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
 }
 
 // wantsCheckpoint(session) -> whether an fdatasync had to flush its file (see capture_wants_checkpoint).
+// ringEntries(session) -> the io_uring entries serving the mount (0: served through /dev/fuse).
+static napi_value js_ring_entries(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct session *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s) THROW(env, "ringEntries: not a session");
+  struct uring *u = __atomic_load_n(&s->uring, __ATOMIC_ACQUIRE);
+  napi_create_int32(env, u ? uring_ready(u) : 0, &out);
+  return out;
+}
+
 static napi_value js_wants_checkpoint(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
@@ -1130,6 +1204,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
     { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
     { "checkpoint", NULL, js_checkpoint, NULL, NULL, NULL, napi_default, NULL },
+    { "ringEntries", NULL, js_ring_entries, NULL, NULL, NULL, napi_default, NULL },
     { "wantsCheckpoint", NULL, js_wants_checkpoint, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

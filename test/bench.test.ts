@@ -18,7 +18,7 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   const report = JSON.parse(fs.readFileSync(path.join(out, json!), 'utf8'));
   t.equal(report.cases.length, 8, 'eight workloads');
   for (const c of report.cases) {
-    t.same(Object.keys(c.median).sort(), ['bindfs', 'drms-async', 'drms-async-fuse-native', 'drms-async-wb', 'drms-sync', 'ext4'], `${c.name}: every target measured`);
+    t.same(Object.keys(c.median).sort(), ['bindfs', 'drms-async', 'drms-async-devfuse', 'drms-async-fuse-native', 'drms-async-wb', 'drms-sync', 'ext4'], `${c.name}: every target measured`);
     t.ok(Object.values(c.median).every((v) => typeof v === 'number' && v > 0), `${c.name}: positive figures`);
     t.equal(c.ratioToExt4.ext4, 1);
   }

@@ -55,6 +55,7 @@ withConsole(program.command('primary'))
   .option('--listen <host:port>', 'where this site serves as the backup after a planned switchover (drms switchover)')
   .addOption(new Option('--binding <name>', 'FUSE binding: native (drms\'s libfuse3 addon) or fuse-native (libfuse2)').choices([...BINDINGS]))
   .option('--writeback-cache', 'native binding: the kernel buffers small writes and sends them in large ones (captured at flush, fsync and close)')
+  .option('--no-io-uring', 'native binding: serve every request through /dev/fuse, not over io_uring on the requester\'s CPU (Linux 6.14+)')
   .action((o) => runPrimary(o));
 
 withConsole(program.command('backup'))

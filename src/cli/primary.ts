@@ -40,6 +40,8 @@ export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   /** The FUSE binding (native or fuse-native); mount-time only. */
   binding?: string;
   writebackCache?: boolean | string;
+  /** Native binding: serve over io_uring when the kernel offers it (the default; --no-io-uring). */
+  ioUring?: boolean | string;
 }
 
 /** What the flags (or a config set) say, checked; everything but mount, state and the console can change on SIGHUP. */
@@ -56,6 +58,7 @@ interface Settings {
   listen?: { host: string; port: number };
   binding: BindingName;
   writebackCache: boolean;
+  ioUring: boolean;
 }
 
 export function settingsOf(args: PrimaryArgs): Settings {
@@ -75,6 +78,7 @@ export function settingsOf(args: PrimaryArgs): Settings {
     credentials: loadCredentials(args),
     binding: parseBinding(args.binding),
     writebackCache: flag(args.writebackCache, '--writeback-cache'),
+    ioUring: flag(args.ioUring ?? true, 'ioUring'),
   };
 }
 
@@ -132,7 +136,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
     return {
       role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode: settings.mode, syncDegraded: mounted?.syncDegraded,
       epoch: generation.epoch, peerEpoch: shipper?.peerEpoch, readOnly: mounted?.readOnlyReason, superseded: generation.superseded,
-      backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull,
+      backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull, binding: settings.binding, ringEntries: mounted?.ringEntries,
       connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
       reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
       journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
@@ -157,8 +161,8 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.
   // Then transactions the crashed run left open are rolled back, as VOS recovery does.
-  const { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, binding, writebackCache } = settings;
-  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, events, log, binding, writebackCache }, async (root) => {
+  const { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, binding, writebackCache, ioUring } = settings;
+  mounted = await mountOver(mountArg, journal, { mode, syncTimeoutMs, onSyncTimeout, maxBacklogBytes, policy, events, log, binding, writebackCache, ioUring }, async (root) => {
     await recoverInFlight(j0, root, log);
     await rollbackOpenTransactions(j0, root, log);
   }).catch((err: NodeJS.ErrnoException) => {
@@ -231,7 +235,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
       return;
     }
-    const restartOnly = (['mount', 'state', 'binding', 'writebackCache', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
+    const restartOnly = (['mount', 'state', 'binding', 'writebackCache', 'ioUring', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
       .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
     if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
     const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery', 'listen'] as const)

@@ -26,6 +26,10 @@ export interface NodeReport {
   syncDegraded?: boolean;
   backlogBytes?: number;
   backlogFull?: boolean;
+  /** The FUSE binding serving the mount (primary). */
+  binding?: string;
+  /** io_uring entries that have served the mount's requests (primary, native binding). */
+  ringEntries?: number;
   target?: string;
   listen?: string;
   journalId?: string;
@@ -112,6 +116,7 @@ export function formatReport(r: NodeReport): string {
     ['state', r.state],
     ['running', r.running ? `yes (pid ${r.pid}, since ${r.startedAt})` : 'no'],
     ['mount', r.mount],
+    ['FUSE', r.binding && `${r.binding}${r.ringEntries ? `, requests over io_uring (${r.ringEntries} ring entries in use)` : ', requests through /dev/fuse'}`],
     ['mode', r.mode && (r.syncDegraded ? `${r.mode} (DEGRADED to async: backup not acknowledging)` : r.mode)],
     ['target', r.target],
     ['listen', r.listen],

@@ -17,6 +17,8 @@ export interface BindingOptions {
   binding: BindingName;
   /** Native only: the kernel buffers small writes and sends them in large ones (capture at flush, fsync, close). */
   writebackCache: boolean;
+  /** Native only: requests are served over io_uring when the kernel offers it (see enableFuseIoUring). */
+  ioUring: boolean;
 }
 
 /** How a file handle's writes are served (native binding with capture): in JS, captured natively, or passed through. */
@@ -46,12 +48,31 @@ export interface FuseSession {
    * journal). `settled`: every captured write is in its file, so the journal may empty the capture log.
    */
   unmount(beforeRelease?: (settled: boolean) => void): Promise<void>;
+  /** io_uring entries that have served requests (0: every request came through /dev/fuse). */
+  ringEntries(): number;
 }
 
 /** The mount's fsname and subtype: /proc/self/mountinfo shows it as fuse.drms. */
 export const FS_NAME = 'drms';
 /** Largest write request the native binding asks the kernel for. */
 const MAX_WRITE = 1024 * 1024;
+
+const FUSE_URING_PARAM = '/sys/module/fuse/parameters/enable_uring';
+
+/**
+ * FUSE over io_uring (Linux 6.14+) is off until the kernel's fuse.enable_uring is set; it lets a FUSE server ask
+ * for it at INIT, so servers that do not ask are unaffected. drms sets it (as root) and says what it found.
+ */
+export function enableFuseIoUring(): 'on' | 'turned on' | string {
+  try {
+    if (fs.readFileSync(FUSE_URING_PARAM, 'utf8').trim() === 'Y') return 'on';
+    fs.writeFileSync(FUSE_URING_PARAM, 'Y');
+    return 'turned on';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'unavailable: this kernel has no FUSE over io_uring' : `unavailable: ${FUSE_URING_PARAM}: ${code}`;
+  }
+}
 
 export function parseBinding(v: string | undefined): BindingName {
   const b = v ?? DEFAULT_BINDING;
@@ -63,7 +84,7 @@ export function parseBinding(v: string | undefined): BindingName {
 export async function serve(dir: string, rootFd: number, ops: Operations, opts: BindingOptions & { capture?: CaptureOptions }): Promise<FuseSession> {
   if (opts.binding === 'native') {
     const a = nativeAddon();
-    const session = a.mount(dir, rootFd, ops, { writeback: opts.writebackCache, maxWrite: MAX_WRITE, fsname: FS_NAME, capture: opts.capture });
+    const session = a.mount(dir, rootFd, ops, { writeback: opts.writebackCache, ioUring: opts.ioUring, maxWrite: MAX_WRITE, fsname: FS_NAME, capture: opts.capture });
     const capture: Capture | undefined = opts.capture && {
       sequencer: {
         reserve: () => a.reserve(session),
@@ -80,6 +101,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
     };
     return {
       capture,
+      ringEntries: () => a.ringEntries(session),
       async unmount(beforeRelease) {
         await a.unmount(session);
         // Writes answered by the capture log alone reach their files before the journal may empty it. Nothing is
@@ -104,7 +126,10 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
     subtype: FS_NAME,
   });
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
-  return { unmount: () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve()))) };
+  return {
+    unmount: () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve()))),
+    ringEntries: () => 0,
+  };
 }
 
 /** Sentinels the patched fuse-native uses for UTIME_NOW and UTIME_OMIT (high word 0xFFFFFFFF / 0xFFFFFFFE). */

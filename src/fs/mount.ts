@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
 import type { Journal } from '../journal/journal.js';
 import type { Logger } from '../log.js';
-import { FS_NAME, serve, type BindingOptions } from './binding.js';
+import { enableFuseIoUring, FS_NAME, serve, type BindingOptions } from './binding.js';
 import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
@@ -22,6 +22,8 @@ export interface Mounted {
   readonly syncDegraded: boolean;
   /** Writers are held at the --max-backlog cap. */
   readonly backlogFull: boolean;
+  /** io_uring entries that have served the mount's requests (0: all came through /dev/fuse). */
+  readonly ringEntries: number;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of a file. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** New replication settings or policy (configuration reload); mutations already running keep the old. */
@@ -110,6 +112,10 @@ export async function mountOver(
     }, INGEST_DELAY_MS);
   };
   const capture = opts.binding === 'native' && journal.captureLogs ? { ...journal.captureLogs, nextSeq: journal.lastSeq + 1, onCaptured } : undefined;
+  if (opts.binding === 'native' && opts.ioUring) {
+    const uring = enableFuseIoUring();
+    if (uring !== 'on') opts.log.info({ path: dir, fuseIoUring: uring }, uring === 'turned on' ? 'FUSE over io_uring turned on (fuse.enable_uring=Y)' : 'FUSE over io_uring unavailable: requests go through /dev/fuse');
+  }
   const session = await serve(dir, dirFd, passthrough.operations(), { ...opts, capture });
   journal.attach(session.capture?.sequencer);
   passthrough.capture = session.capture;
@@ -132,6 +138,9 @@ export async function mountOver(
     },
     get backlogFull() {
       return passthrough.backlogFull;
+    },
+    get ringEntries() {
+      return session.ringEntries();
     },
     async unmount() {
       if (down) return;

@@ -6,6 +6,8 @@ import type { Timestamp } from '../journal/entry.js';
 
 export interface NativeMountOptions {
   writeback: boolean;
+  /** Served over io_uring (per-CPU queues) when the kernel offers it. */
+  ioUring: boolean;
   maxWrite: number;
   fsname: string;
   capture?: { logFds: [number, number]; active: number; generation: number; nextSeq: number; onCaptured: () => void };
@@ -25,6 +27,7 @@ export interface NativeAddon {
   rotate(session: unknown): number;
   checkpoint(session: unknown, logged: boolean): Promise<void>;
   wantsCheckpoint(session: unknown): boolean;
+  ringEntries(session: unknown): number;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }

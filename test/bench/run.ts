@@ -53,10 +53,11 @@ const ALL_CASES: Case[] = [
 const CASES = args.only ? ALL_CASES.filter((c) => args.only!.split(',').includes(c.name)) : ALL_CASES;
 if (CASES.length === 0) throw new Error(`--only names none of: ${ALL_CASES.map((c) => c.name).join(', ')}`);
 
-/** drms targets: the default (native binding) in both modes, with the writeback cache, and on fuse-native. */
+/** drms targets: the default (native binding, over io_uring) in both modes, through /dev/fuse, with the writeback cache, and on fuse-native. */
 const DRMS_TARGETS = [
   { name: 'drms-async', mode: 'async', flags: ['--binding', 'native'] },
   { name: 'drms-sync', mode: 'sync', flags: ['--binding', 'native'] },
+  { name: 'drms-async-devfuse', mode: 'async', flags: ['--binding', 'native', '--no-io-uring'] },
   { name: 'drms-async-wb', mode: 'async', flags: ['--binding', 'native', '--writeback-cache'] },
   { name: 'drms-async-fuse-native', mode: 'async', flags: ['--binding', 'fuse-native'] },
 ] as const;
@@ -350,15 +351,15 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const lines = [
     `drms benchmark, ${r.date}: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memGiB} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}; median of ${r.rounds} alternating runs of ${r.secondsPerRun} s.`,
     '',
-    'drms async and sync: the native binding (the default); +wb: with --writeback-cache; fuse-native: the fallback binding.',
+    'drms async and sync: the native binding (the default), requests over io_uring; /dev/fuse: with --no-io-uring; +wb: with --writeback-cache; fuse-native: the fallback binding.',
     '',
-    '| workload | unit | ext4 | bindfs | drms async | drms sync | async +wb | async fuse-native | async / ext4 | async / bindfs | sync / ext4 | +wb / ext4 | fuse-native / ext4 |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| workload | unit | ext4 | bindfs | drms async | drms sync | async /dev/fuse | async +wb | async fuse-native | async / ext4 | async / bindfs | sync / ext4 | /dev/fuse / ext4 | +wb / ext4 | fuse-native / ext4 |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const c of r.cases) {
     const [m, x] = [c.median, c.ratioToExt4];
-    lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(m['drms-async-wb'])} | ${f(m['drms-async-fuse-native'])} | `
-      + `${f(x['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(x['drms-sync'], 2)} | ${f(x['drms-async-wb'], 2)} | ${f(x['drms-async-fuse-native'], 2)} |`);
+    lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(m['drms-async-devfuse'])} | ${f(m['drms-async-wb'])} | ${f(m['drms-async-fuse-native'])} | `
+      + `${f(x['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(x['drms-sync'], 2)} | ${f(x['drms-async-devfuse'], 2)} | ${f(x['drms-async-wb'], 2)} | ${f(x['drms-async-fuse-native'], 2)} |`);
   }
   const drms = DRMS_TARGETS.map((d) => d.name);
   lines.push('', `| transaction workload | ext4 | bindfs | ${drms.join(' | ')} |`, `|---|---|---|${drms.map(() => '---|').join('')}`);
