@@ -22,7 +22,7 @@ t.test('planned switchover under a running workload: nothing acknowledged is los
   t.equal((await drms(['sync', '--state', pstate])).code, 0);
 
   const acks = path.join(dir, 'acks');
-  const writer = spawn(process.execPath, [path.resolve(import.meta.dirname, 'fixtures/moving-writer.mjs'), `${prod},${dr}`, 'txn.log', acks, '800'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const writer = spawn(process.execPath, [path.resolve(import.meta.dirname, 'fixtures/moving-writer.mjs'), `${prod},${dr}`, 'txn.log', acks, '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => writer.kill('SIGKILL'));
   let writerOut = '';
   writer.stdout.on('data', (d) => (writerOut += d));
@@ -43,7 +43,7 @@ t.test('planned switchover under a running workload: nothing acknowledged is los
 
   const acked = lines(acks).map(Number);
   const onNew = lines(path.join(dr, 'txn.log'));
-  t.equal(acked.length, 800);
+  t.same(acked, Array.from({ length: Number(/done at (\d+)/.exec(writerOut)?.[1]) }, (_, i) => i + 1), 'every record acknowledged once');
   t.same(onNew, acked.map((n) => `rec ${n}`), 'every acknowledged record exactly once, in order, on the new primary');
   t.same(lines(path.join(prod, 'txn.log')), onNew, 'and on the old primary, now its backup');
 
