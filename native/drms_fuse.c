@@ -746,6 +746,7 @@ static char *get_string(napi_env env, napi_value v) {
 static void release_session(napi_env env, struct session *s) {
   for (int i = 0; i < OP_COUNT; i++) if (s->ops[i]) napi_delete_reference(env, s->ops[i]);
   if (s->capture) capture_free(s->capture);
+  if (s->uring) uring_free(s->uring);
   if (s->captured) napi_release_threadsafe_function(s->captured, napi_tsfn_release);
   if (s->tsfn) napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   free(s->nocap);
@@ -915,7 +916,7 @@ static void unmount_execute(napi_env env, void *data) {
     abort_connection(s->dev);
     pthread_join(s->loop, NULL);
   }
-  struct uring *u = __atomic_exchange_n(&s->uring, NULL, __ATOMIC_ACQ_REL);
+  struct uring *u = __atomic_load_n(&s->uring, __ATOMIC_ACQUIRE);
   if (u) uring_stop(u, abort_session, s);
   fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);

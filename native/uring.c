@@ -213,11 +213,7 @@ static void *entry_main(void *arg) {
     if (res != -EAGAIN || tries == 1000) break;
     usleep(1000);
   }
-  if (res == 0) {
-    pthread_mutex_lock(&u->lock);
-    u->ready++;
-    pthread_mutex_unlock(&u->lock);
-  }
+  if (res == 0) __atomic_add_fetch(&u->ready, 1, __ATOMIC_RELAXED);
   while (res == 0) {
     serve_entry(e);
     uint64_t commit_id = e->unique;
@@ -284,12 +280,7 @@ struct uring *uring_start(int fd, size_t payload_size, int per_cpu, uring_serve_
   return u;
 }
 
-int uring_ready(const struct uring *u) {
-  pthread_mutex_lock((pthread_mutex_t *)&u->lock);
-  int n = u->ready;
-  pthread_mutex_unlock((pthread_mutex_t *)&u->lock);
-  return n;
-}
+int uring_ready(const struct uring *u) { return __atomic_load_n(&u->ready, __ATOMIC_RELAXED); }
 
 void uring_stop(struct uring *u, void (*abort_connection)(void *), void *arg) {
   struct timespec deadline;
@@ -308,7 +299,11 @@ void uring_stop(struct uring *u, void (*abort_connection)(void *), void *arg) {
   for (int i = 0; i < u->count; i++) {
     pthread_join(u->entries[i].thread, NULL);
     free(u->entries[i].header);
+    u->entries[i].header = NULL;
   }
+}
+
+void uring_free(struct uring *u) {
   pthread_mutex_destroy(&u->lock);
   pthread_cond_destroy(&u->ended_cond);
   free(u);

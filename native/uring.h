@@ -26,8 +26,9 @@ int uring_cpus(void);
 int uring_ready(const struct uring *u);
 
 // Waits for the threads, which end when the connection does; `abort_connection` is called if they are not gone
-// within two seconds.
+// within two seconds. uring_ready still answers until uring_free.
 void uring_stop(struct uring *u, void (*abort_connection)(void *), void *arg);
+void uring_free(struct uring *u);
 
 // The reply to the request this thread serves from a ring goes into its entry: returns its length, or -1 if this
 // reply is not for a ring (it goes to /dev/fuse).

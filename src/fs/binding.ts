@@ -99,9 +99,12 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
       resetHandles: () => a.resetHandles(session),
       hold: (on) => a.hold(session, on),
     };
+    // Asked by status at any time, also once the session is released: the last count then.
+    let released = false;
+    let ringEntries = 0;
     return {
       capture,
-      ringEntries: () => a.ringEntries(session),
+      ringEntries: () => (released ? ringEntries : (ringEntries = a.ringEntries(session))),
       async unmount(beforeRelease) {
         await a.unmount(session);
         // Writes answered by the capture log alone reach their files before the journal may empty it. Nothing is
@@ -110,6 +113,8 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         try {
           beforeRelease?.(settled);
         } finally {
+          ringEntries = a.ringEntries(session);
+          released = true;
           a.release(session);
         }
       },
