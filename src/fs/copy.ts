@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { codeOf } from '../errors.js';
-import { nsToTimestamp, type Op } from '../journal/entry.js';
+import { nsToTimestamp, type Op, type Stamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
 import { blockDigest, type BlockSums, type TreeEntry } from '../verify/manifest.js';
@@ -58,12 +58,15 @@ export class PathCopier {
     return rel === '/' ? this.root + '/' : this.root + rel;
   }
 
-  private append(op: Op): number {
-    return this.journal.append(op);
+  /** Journaled at once, not with the next batch: the copy appends in a loop, and its throttle counts what lmdb holds. */
+  private append(op: Op, stamps?: Stamp[]): number {
+    const seq = this.journal.append(op, stamps);
+    this.journal.commitNow();
+    return seq;
   }
 
   private async stampNow(rel: string): Promise<void> {
-    this.journal.append({ op: 'times', path: rel }, stampsOf(this.root, [rel]));
+    this.append({ op: 'times', path: rel }, stampsOf(this.root, [rel]));
   }
 
   /**
@@ -153,7 +156,7 @@ export class PathCopier {
           this.append({ op: 'chmod', path: rel, mode: Number(st.mode) & 0o7777 });
           this.append({ op: 'chown', path: rel, uid: Number(st.uid), gid: Number(st.gid) });
           this.copyXattrs(rel, target.backup);
-          this.journal.append({ op: 'times', path: rel }, [[rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
+          this.append({ op: 'times', path: rel }, [[rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
           return 'done';
         });
         // Renamed or replaced while copying: its new name is settled by the next verify.

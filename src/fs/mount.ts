@@ -11,9 +11,6 @@ import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
 const run = promisify(execFile);
 
-/** How long captured entries may wait to be taken into the journal (and shipped): bounds the lag it adds. */
-const INGEST_DELAY_MS = 2;
-
 export interface Mounted {
   readonly dir: string;
   /** The real directory under the mount, reachable without going through it (append a path starting with '/'). */
@@ -102,15 +99,9 @@ export async function mountOver(
   await beforeServe(root);
   const passthrough = new Passthrough(root, journal, opts);
   // The native binding journals plain writes itself, taking seqs in the journal's order. Its entries are taken in
-  // batches, a few milliseconds apart: one wake-up and one lmdb commit for many (lastSeq, flushes and completions
-  // take them at once when they need them).
-  let ingestTimer: NodeJS.Timeout | undefined;
-  const onCaptured = () => {
-    ingestTimer ??= setTimeout(() => {
-      ingestTimer = undefined;
-      journal.ingest();
-    }, INGEST_DELAY_MS);
-  };
+  // batches, a few milliseconds apart: one wake-up and one lmdb commit for many (lastSeq and flushes take them at
+  // once when they need them).
+  const onCaptured = () => journal.ingestSoon();
   const capture = opts.binding === 'native' && journal.captureLogs ? { ...journal.captureLogs, nextSeq: journal.lastSeq + 1, onCaptured } : undefined;
   if (opts.binding === 'native' && opts.ioUring) {
     const uring = enableFuseIoUring();
@@ -146,7 +137,6 @@ export async function mountOver(
       if (down) return;
       down = true;
       await session.unmount((settled) => journal.attach(undefined, settled));
-      clearTimeout(ingestTimer);
       passthrough.capture = undefined;
       fs.closeSync(dirFd);
     },

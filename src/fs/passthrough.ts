@@ -576,6 +576,7 @@ export class Passthrough {
       const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
         this.forget(p);
         const fd = fs.openSync(a(p), C.O_CREAT | C.O_RDWR, mode);
+        this.rules.created(p);
         this.opened(p, fd, { dirty: false, lastSeq: 0, syncWrites: false });
         const st = fs.fstatSync(fd, { bigint: true });
         const stamps = this.stamps([parentOf(p), p]);

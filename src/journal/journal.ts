@@ -15,6 +15,8 @@ import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
+/** How long entries may wait to be taken into lmdb (and shipped) with others: bounds the lag it adds. */
+const INGEST_DELAY_MS = 2;
 /** The capture log in use is swapped for the other one past this size (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 
@@ -112,7 +114,7 @@ export class Journal extends EventEmitter {
    * captured is taken in on `ingest()`. Detached (undefined) when it unmounts.
    */
   attach(sequencer: Sequencer | undefined, settled = true): void {
-    this.ingest();
+    this.commitNow();
     this.sequencer = sequencer;
     if (!settled) this.logsSettled = false;
   }
@@ -141,13 +143,34 @@ export class Journal extends EventEmitter {
     return seq;
   }
 
-  /** The operation of an entry completed; `final` replaces the entry when the outcome added facts. */
+  /**
+   * The operation of an entry completed; `final` replaces the entry when the outcome added facts. It ships with
+   * the next batch (see ingestSoon).
+   */
   complete(seq: number, final?: { op: Op; stamps?: Stamp[] }): void {
     if (final) this.put(seq, final.op, final.stamps);
     if (this.pending.delete(seq)) this.sequencer?.logFrame(FrameKind.Done, seq);
     const op = final?.op ?? this.inflight;
     this.inflight = undefined;
     if (op) this.observer?.(seq, op);
+    this.ingestSoon();
+  }
+
+  private ingestTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * With the native binding, what was captured or completed is taken into lmdb a few milliseconds from now with
+   * whatever arrives meanwhile: one lmdb commit for many operations (their capture-log frames are their record).
+   */
+  ingestSoon(): void {
+    if (this.sequencer) this.ingestTimer ??= setTimeout(() => this.commitNow(), INGEST_DELAY_MS);
+    else this.commitNow();
+  }
+
+  /** Takes everything in now and tells the shipper how far it may send. */
+  commitNow(): void {
+    clearTimeout(this.ingestTimer);
+    this.ingestTimer = undefined;
     this.ingest();
     this.settleReady();
     this.emit('committed', this.readySeq);
@@ -436,6 +459,7 @@ export class Journal extends EventEmitter {
   /** Resolves once the backup has applied `seq`; rejects after `timeoutMs`. */
   waitAcked(seq: number, timeoutMs: number): Promise<void> {
     if (this.ackedSeq >= seq) return Promise.resolve();
+    if (this.ingestTimer) this.commitNow(); // a waiter (sync mode) does not wait for the batch
     return new Promise((resolve, reject) => {
       const onAck = (acked: number) => {
         if (acked < seq) return;

@@ -26,6 +26,11 @@ export class RecordRules {
     else this.known.delete(p);
   }
 
+  /** `p` was just created: it has no attributes yet, so no format (nothing to read). */
+  created(p: string): void {
+    this.known.set(p, { fmt: undefined });
+  }
+
   /** The file declares a VOS organization (cached). */
   isRecordFile(p: string): boolean {
     return this.lookup(p).fmt !== undefined;
