@@ -140,7 +140,9 @@ static int ring_command(struct entry *e, uint32_t op, uint64_t commit_id) {
       return res;
     }
     long n = syscall(__NR_io_uring_enter, e->ring_fd, to_submit, 1, IORING_ENTER_GETEVENTS, NULL, 0);
-    if (n < 0 && errno != EINTR) return -errno;
+    // Retried, not given up: a registered entry whose thread has gone would take a request no one serves.
+    if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) return -errno;
+    if (n < 0 && errno != EINTR) usleep(100);
     if (n > 0) to_submit = 0;
   }
 }
