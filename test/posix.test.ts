@@ -38,7 +38,8 @@ async function probe(dir: string): Promise<unknown[]> {
 }
 
 /** The native binding serves requests over io_uring when the kernel offers it (Linux 6.14+), else through /dev/fuse. */
-const URING = NATIVE && fs.existsSync('/sys/module/fuse/parameters/enable_uring');
+const URING_PARAM = '/sys/module/fuse/parameters/enable_uring';
+const URING = NATIVE && fs.existsSync(URING_PARAM);
 const PATHS = NATIVE ? [{ name: 'over io_uring', extra: [] as string[], skip: URING ? false : 'this kernel has no FUSE over io_uring' }, { name: 'through /dev/fuse', extra: ['--no-io-uring'], skip: false }] : [{ name: '', extra: [], skip: false }];
 
 for (const requests of PATHS) t.test(`the same POSIX operations give the same results on ext4 and through drms ${requests.name}`, { skip: requests.skip }, async (t) => {
@@ -47,12 +48,17 @@ for (const requests of PATHS) t.test(`the same POSIX operations give the same re
   fs.mkdirSync(plain);
   const expected = await probe(plain);
   const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, extra: requests.extra });
+  // The kernel's switch starts off (as on a new machine): drms turns it on itself.
+  if (URING && !requests.extra.length) fs.writeFileSync(URING_PARAM, 'N');
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret, extra: requests.extra });
   const actual = await probe(prod);
   if (NATIVE) {
     const status = JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout) as { ringEntries: number };
     if (requests.extra.length) t.equal(status.ringEntries, 0, 'every request came through /dev/fuse');
-    else t.ok(status.ringEntries > 0, `requests were served over io_uring (${status.ringEntries} ring entries in use)`);
+    else {
+      t.ok(primary.logs.some((l) => l.fuseIoUring === 'turned on'), 'drms turned fuse.enable_uring on, and said so');
+      t.ok(status.ringEntries > 0, `requests were served over io_uring (${status.ringEntries} ring entries in use)`);
+    }
   }
   const labels = expected.map((e) => (e as [string])[0]);
   t.equal(actual.length, expected.length, 'every operation ran');

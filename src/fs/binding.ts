@@ -63,7 +63,7 @@ const FUSE_URING_PARAM = '/sys/module/fuse/parameters/enable_uring';
  * FUSE over io_uring (Linux 6.14+) is off until the kernel's fuse.enable_uring is set; it lets a FUSE server ask
  * for it at INIT, so servers that do not ask are unaffected. drms sets it (as root) and says what it found.
  */
-export function enableFuseIoUring(): 'on' | 'turned on' | string {
+export function enableFuseIoUring(): string {
   try {
     if (fs.readFileSync(FUSE_URING_PARAM, 'utf8').trim() === 'Y') return 'on';
     fs.writeFileSync(FUSE_URING_PARAM, 'Y');
