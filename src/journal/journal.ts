@@ -215,7 +215,7 @@ export class Journal extends EventEmitter {
    * since into lmdb, in one transaction. Never throws: what lmdb refuses stays in memory (and in the capture log),
    * 'ingest-failed' says why, the next call retries.
    */
-  ingest(): void {
+  private ingest(): void {
     const taken = this.sequencer?.take();
     if (!taken && !this.untaken && this.unstored.size === 0) return;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
