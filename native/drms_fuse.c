@@ -1164,7 +1164,6 @@ static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
   return queue_work(env, "drms-checkpoint", checkpoint_execute, checkpoint_complete, w, &w->deferred, &w->work);
 }
 
-// wantsCheckpoint(session) -> whether an fdatasync had to flush its file (see capture_wants_checkpoint).
 // ringEntries(session) -> the io_uring entries serving the mount (0: served through /dev/fuse).
 static napi_value js_ring_entries(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1177,6 +1176,7 @@ static napi_value js_ring_entries(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// wantsCheckpoint(session) -> whether an fdatasync had to flush its file (see capture_wants_checkpoint).
 static napi_value js_wants_checkpoint(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;

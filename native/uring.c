@@ -69,9 +69,6 @@ struct uring {
   void *ctx;
   int count;
   int ready;
-  pthread_mutex_t lock;
-  pthread_cond_t ended_cond;
-  int ended;
   struct entry entries[];
 };
 
@@ -223,10 +220,6 @@ static void *entry_main(void *arg) {
   }
   // -ENOTCONN: the connection ended. Anything else: the kernel serves through /dev/fuse.
   ring_close(e);
-  pthread_mutex_lock(&u->lock);
-  u->ended++;
-  pthread_cond_signal(&u->ended_cond);
-  pthread_mutex_unlock(&u->lock);
   return NULL;
 }
 
@@ -254,8 +247,6 @@ struct uring *uring_start(int fd, size_t payload_size, int per_cpu, uring_serve_
   u->payload_size = payload_size;
   u->serve = serve;
   u->ctx = ctx;
-  pthread_mutex_init(&u->lock, NULL);
-  pthread_cond_init(&u->ended_cond, NULL);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   for (int i = 0; i < cpus * per_cpu; i++) {
     struct entry *e = &u->entries[i];
@@ -288,25 +279,17 @@ void uring_stop(struct uring *u, void (*abort_connection)(void *), void *arg) {
   struct timespec deadline;
   clock_gettime(CLOCK_REALTIME, &deadline);
   deadline.tv_sec += 2;
-  pthread_mutex_lock(&u->lock);
-  while (u->ended < u->count) {
-    if (pthread_cond_timedwait(&u->ended_cond, &u->lock, &deadline) == ETIMEDOUT) {
-      pthread_mutex_unlock(&u->lock);
-      abort_connection(arg);
-      pthread_mutex_lock(&u->lock);
-      deadline.tv_sec += 3600;
-    }
-  }
-  pthread_mutex_unlock(&u->lock);
+  int aborted = 0;
   for (int i = 0; i < u->count; i++) {
-    pthread_join(u->entries[i].thread, NULL);
-    free(u->entries[i].header);
-    u->entries[i].header = NULL;
+    struct entry *e = &u->entries[i];
+    if (aborted || pthread_timedjoin_np(e->thread, NULL, &deadline) != 0) {
+      if (!aborted) abort_connection(arg);
+      aborted = 1;
+      pthread_join(e->thread, NULL);
+    }
+    free(e->header);
+    e->header = NULL;
   }
 }
 
-void uring_free(struct uring *u) {
-  pthread_mutex_destroy(&u->lock);
-  pthread_cond_destroy(&u->ended_cond);
-  free(u);
-}
+void uring_free(struct uring *u) { free(u); }
