@@ -1,10 +1,13 @@
-// The backup goes away twice during a workload (SIGTERM, then SIGKILL) and comes back: no gap, no duplicate.
+// The backup goes away twice during a workload (SIGTERM, then SIGKILL) and comes back: no gap, no duplicate. After a
+// power cut it applies again what it acknowledged through its redo log alone.
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drms, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { BackupState } from '../dist/apply/state.js';
+import { drms, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
+import { appendSynced } from './helpers/workload.js';
 
 const RECORDS = 1500;
 
@@ -51,4 +54,37 @@ t.test('backup stopped and restarted during a workload converges with no gap or 
   t.same(mtimeDrift(p, b), []);
   const problems = [first, second, third].flatMap((n) => n.logs).filter((l) => /gap|undecodable|failed on the backup/.test(JSON.stringify(l)));
   t.same(problems, [], 'no sequence gap or apply failure was logged');
+});
+
+t.test('power cut on the backup: writes it acknowledged through its redo log alone are applied again at restart', async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const first = await startBackup(t, { target: dr, state: bstate, secret });
+  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${first.port}`, secret });
+  const RECORDS = 300;
+  await appendSynced(path.join(prod, 'ledger.log'), RECORDS);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0, 'the backup acknowledged every record: the primary trimmed them');
+  first.proc.kill('SIGKILL');
+  await first.exited;
+
+  // What only the redo log made durable: the ledger's appends since the backup last flushed its files.
+  const state = BackupState.open(bstate);
+  const redo = state.takeRedo();
+  await state.close();
+  t.ok(redo.length > RECORDS / 2, `${redo.length} entries were acknowledged through the redo log`);
+  t.ok(redo.every((e) => (e.op === 'write' || e.op === 'fsync') && e.path === '/ledger.log'), 'all of them plain writes and fsync markers of the ledger');
+  const wanted = fs.readFileSync(path.join(prod, 'ledger.log'), 'utf8');
+  t.equal(fs.readFileSync(path.join(dr, 'ledger.log'), 'utf8'), wanted, 'before the "power cut": the killed backup\'s files have everything');
+  // The power cut, as the backup's files see it: the writes after its last flush never reached the disk.
+  const flushedAt = Math.min(...redo.flatMap((e) => (e.op === 'write' ? [e.offset] : [])));
+  fs.truncateSync(path.join(dr, 'ledger.log'), flushedAt);
+
+  const second = await startBackup(t, { target: dr, state: bstate, secret, port: first.port });
+  const again = await second.waitFor('entries of the redo log applied again');
+  t.equal(again.count, redo.length, 'the restarted backup applied them again before it listened');
+  t.equal(fs.readFileSync(path.join(dr, 'ledger.log'), 'utf8'), wanted, 'every acknowledged record is back in the backup\'s file');
+  await second.waitFor('primary authenticated');
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'trees identical');
+  t.same(mtimeDrift(p, b), []);
 });

@@ -1,10 +1,12 @@
-// The backup's applied state: its own small file of two checksummed slots (one fdatasync a batch), read back after
-// a restart, the other slot when the newest is torn, and taken over from lmdb where an older version kept it.
+// The backup's applied state: its own small file of two checksummed slots (one fdatasync a checkpoint), read back after
+// a restart, the other slot when the newest is torn, and taken over from lmdb where an older version kept it; the
+// redo log beside it, which acknowledges batches of plain writes without flushing their files.
 import t from 'tap';
 import { open } from 'lmdb';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BackupState } from '../dist/apply/state.js';
+import { encodeEntry } from '../dist/journal/entry.js';
 import { tmpdir } from './helpers/cluster.js';
 
 const ID = '6f1c0b6e-3d0e-4a53-9d1e-2b8f0e6c4a11';
@@ -61,5 +63,56 @@ t.test('staged transaction writes are durable with the applied seq that covers t
   s = BackupState.open(dir);
   t.same(s.staging().entries('t1').map((e) => e.seq), [7], 'the staged write is back after a restart');
   t.equal(s.get().appliedSeq, 7);
+  await s.close();
+});
+
+const OTHER = '0b7e9a52-5c1d-4f0e-8a3b-7d2c6e9f1a20';
+const write = (seq: number, text: string) => encodeEntry({ op: 'write', path: '/ledger', offset: seq * 8, data: Buffer.from(text), seq, ts: 1 });
+const seqs = (s: BackupState) => s.takeRedo().map((e) => e.seq);
+
+t.test('the redo log: what it acknowledged comes back after a restart, until a checkpoint covers it', async (t) => {
+  const dir = tmpdir(t);
+  let s = BackupState.open(dir);
+  t.notOk(await s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(1, 'a'), write(2, 'b')]), 'not before the applied record names the journal: the first batch is a checkpoint');
+  await s.save({ journalId: ID, appliedSeq: 2, resyncing: false });
+  t.ok(await s.logged({ journalId: ID, appliedSeq: 4, resyncing: false }, [write(3, 'c'), write(4, 'd')]));
+  t.ok(await s.logged({ journalId: ID, appliedSeq: 5, resyncing: false }, [write(5, 'e')]));
+  t.notOk(await s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'x'.repeat(70 * 1024))]), 'a large batch: flushing its file costs less');
+  t.notOk(await s.logged({ journalId: OTHER, appliedSeq: 1, resyncing: false }, [write(1, 'a')]), 'another journal: a checkpoint');
+  t.equal(s.get().appliedSeq, 5, 'what it holds counts as applied');
+  await s.close();
+
+  s = BackupState.open(dir);
+  t.same(s.get(), { journalId: ID, appliedSeq: 5, resyncing: false }, 'after a restart: the applied record and the redo log beyond it');
+  t.same(seqs(s), [3, 4, 5], 'the entries to apply again, in order');
+  t.same(seqs(s), [], 'once');
+  await s.save({ journalId: ID, appliedSeq: 5, resyncing: false });
+  t.ok(await s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'f')]), 'the log starts over after a checkpoint');
+  await s.close();
+
+  s = BackupState.open(dir);
+  t.same(seqs(s), [6], 'the records the checkpoint covered, still behind the new one in the file, are not applied again');
+  t.equal(s.get().appliedSeq, 6);
+  await s.close();
+});
+
+t.test('the redo log ends at a torn record', async (t) => {
+  const dir = tmpdir(t);
+  let s = BackupState.open(dir);
+  await s.save({ journalId: ID, appliedSeq: 0, resyncing: false });
+  t.ok(await s.logged({ journalId: ID, appliedSeq: 1, resyncing: false }, [write(1, 'a')]));
+  t.ok(await s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(2, 'b')]));
+  await s.close();
+  // The second record's last byte never reached the disk (its fdatasync did not return: it was never acknowledged).
+  const file = path.join(dir, 'backup', 'redo');
+  const buf = fs.readFileSync(file);
+  const second = 8 + buf.readUInt32LE(0);
+  const end = second + 8 + buf.readUInt32LE(second);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.from([buf[end - 1]! ^ 0xff]), 0, 1, end - 1);
+  fs.closeSync(fd);
+  s = BackupState.open(dir);
+  t.same(seqs(s), [1]);
+  t.equal(s.get().appliedSeq, 1, 'the primary sends the rest again');
   await s.close();
 });

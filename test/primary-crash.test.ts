@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { drms, isMounted, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
+import { appendSynced } from './helpers/workload.js';
 
 const run = promisify(execFile);
 const JOURNAL = path.resolve(import.meta.dirname, '../dist/journal/journal.js');
@@ -172,18 +173,6 @@ t.test('capture log (native binding): after a crash its entries reach the journa
 });
 
 /** Appends `n` records of 64 bytes to `file` (through the mount), each followed by fdatasync. */
-async function appendSynced(file: string, n: number, then = ''): Promise<void> {
-  const script = `
-    const fs = require('node:fs');
-    const fd = fs.openSync(${JSON.stringify(file)}, 'a');
-    for (let i = 0; i < ${n}; i++) {
-      fs.writeSync(fd, ('record ' + i).padEnd(63) + '\\n');
-      fs.fdatasyncSync(fd);
-    }
-    ${then}`;
-  await run(process.execPath, ['-e', script]);
-}
-
 interface LoggedFrame {
   kind: number;
   op?: string;

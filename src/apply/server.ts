@@ -16,6 +16,7 @@ import { quarantineDivergence } from '../failover/quarantine.js';
 import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
+import { redoable } from './redo-log.js';
 import { BackupState, type AppliedState } from './state.js';
 
 export interface BackupOptions {
@@ -101,7 +102,8 @@ export class BackupServer {
     return this.active?.peer;
   }
 
-  listen(): Promise<net.AddressInfo> {
+  async listen(): Promise<net.AddressInfo> {
+    await this.redo();
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve(this.server.address() as net.AddressInfo));
@@ -111,7 +113,7 @@ export class BackupServer {
   async close(): Promise<void> {
     this.active?.close();
     await new Promise((r) => this.server.close(r));
-    await this.batches.run(async () => undefined);
+    await this.flushed();
     await this.applier.close();
     await this.state.close();
   }
@@ -211,6 +213,7 @@ export class BackupServer {
     const answer = (body: Omit<Promoted, 'id' | 'epoch'>) => conn.send(FrameType.Promoted, { id: req.id, epoch: req.epoch, ...body });
     if (req.epoch !== this.generation.epoch + 1) return answer({ error: `asked to take over at epoch ${req.epoch}, but this site is at epoch ${this.generation.epoch}` });
     try {
+      await this.checkpoint();
       answer(await this.opts.onPromote(req.epoch));
     } catch (err) {
       this.opts.log.error({ err, epoch: req.epoch }, 'switchover: could not take over');
@@ -222,11 +225,33 @@ export class BackupServer {
    * Applies a batch and every batch already queued behind it (up to GROUP_BYTES), then makes them durable,
    * records and acknowledges them once: a group commit, so catching up after an outage is not one flush per batch.
    */
+  /** Flushes the target's files and records the applied seq they hold: the redo log starts over. */
+  private async checkpoint(): Promise<void> {
+    await this.applier.sync();
+    await this.state.save(this.applied);
+  }
+
+  /** Everything applied is in the target's files on stable storage (before this site takes over as primary). */
+  flushed(): Promise<void> {
+    return this.batches.run(() => this.checkpoint());
+  }
+
+  /** Applies again what only the redo log held (a power cut may have kept it from the files), then flushes them. */
+  private async redo(): Promise<void> {
+    const entries = this.state.takeRedo();
+    if (entries.length === 0) return;
+    for (const e of entries) await this.applier.apply(e);
+    await this.checkpoint();
+    this.opts.log.info({ seq: this.applied.appliedSeq, count: entries.length }, 'entries of the redo log applied again');
+  }
+
   private async applyBatches(first: Frame, journalId: string, conn: PeerConnection): Promise<void> {
     let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
     const start = applied;
     this.applyingSince = Date.now();
     let whole = false;
+    /** What was applied, for the redo log while every entry is redoable() (undefined: the files must be flushed). */
+    let logged: Buffer[] | undefined = [];
     try {
       let bytes = 0;
       for (let frame: Frame | undefined = first; frame; frame = bytes < GROUP_BYTES ? conn.poll(FrameType.Batch) : undefined) {
@@ -243,6 +268,8 @@ export class BackupServer {
           if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
           const ok = await this.applier.apply(entry);
           applied = entry.seq;
+          if (logged && redoable(entry)) logged.push(raw);
+          else logged = undefined;
           const p = 'path' in entry ? entry.path : undefined;
           this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
           if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
@@ -250,12 +277,12 @@ export class BackupServer {
       }
       whole = true;
     } finally {
-      // Whatever was applied is made durable and recorded, even when a batch stopped part way. Every whole batch
-      // is answered, also one that held only entries applied already: the primary waits for the answer.
+      // Whatever was applied is made durable and recorded, even when a batch stopped part way: plain writes in the
+      // redo log, anything else by flushing the files. Every whole batch is answered, also one that held only
+      // entries applied already: the primary waits for the answer.
       if (applied !== start) {
-        await this.applier.sync();
         this.applied = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
-        await this.state.save(this.applied);
+        if (!whole || !logged || !(await this.state.logged(this.applied, logged))) await this.checkpoint();
       }
       if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });
       this.applyingSince = 0;

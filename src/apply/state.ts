@@ -1,9 +1,11 @@
-// The backup's durable record of what it has applied: which journal, up to which seq. Kept under --state, never in the target.
+// The backup's durable record of what it has applied: which journal, up to which seq (the applied record, and the
+// redo log beyond it). Kept under --state, never in the target.
 import { open, type Database, type RootDatabase } from 'lmdb';
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { decodeEntry, encodeEntry, type JournalEntry } from '../journal/entry.js';
+import { RedoLog } from './redo-log.js';
 
 export interface AppliedState {
   journalId: string | undefined;
@@ -12,10 +14,31 @@ export interface AppliedState {
   resyncing: boolean;
 }
 
+/** The redo log covers at most this much time and this many entry bytes a batch; past them the files are flushed. */
+const REDO_SPAN_MS = 1000;
+const REDO_BATCH_BYTES = 64 * 1024;
+
 export class BackupState {
   private staged: StagedTransactions | undefined;
+  /** The applied record advanced by what the redo log holds. */
+  private current: AppliedState;
+  private redo: JournalEntry[] = [];
+  private savedAt = Date.now();
 
-  private constructor(private readonly db: RootDatabase, private readonly record: AppliedRecord) {}
+  private constructor(private readonly db: RootDatabase, private readonly record: AppliedRecord, private readonly redoLog: RedoLog) {
+    let seq = record.state.appliedSeq;
+    for (const r of redoLog.records()) {
+      if (r.journalId !== record.state.journalId) continue; // another journal's, covered long ago
+      for (const raw of r.entries) {
+        const e = decodeEntry(raw);
+        if (e.seq <= seq) continue; // covered by the applied record
+        if (e.seq !== seq + 1) break;
+        this.redo.push(e);
+        seq = e.seq;
+      }
+    }
+    this.current = { ...record.state, appliedSeq: seq };
+  }
 
   static open(stateDir: string): BackupState {
     const dir = path.join(stateDir, 'backup');
@@ -26,14 +49,25 @@ export class BackupState {
       appliedSeq: (db.get('appliedSeq') as number | undefined) ?? 0,
       resyncing: db.get('resyncing') === true,
     });
-    return new BackupState(db, AppliedRecord.open(dir, inLmdb));
+    return new BackupState(db, AppliedRecord.open(dir, inLmdb), RedoLog.open(dir));
   }
 
+  /** What is applied and on stable storage, in the target's files or in the redo log. */
   get(): AppliedState {
-    return this.record.state;
+    return this.current;
   }
 
-  /** Records progress and waits until it is on stable storage: staged writes first (lmdb), then the applied seq. */
+  /** Entries acknowledged through the redo log alone: the target's files may lack them until they are applied again (once). */
+  takeRedo(): JournalEntry[] {
+    const redo = this.redo;
+    this.redo = [];
+    return redo;
+  }
+
+  /**
+   * A checkpoint: the caller has flushed the target's files. Records progress and waits until it is on stable
+   * storage: staged writes first (lmdb), then the applied seq; the redo log starts over.
+   */
   async save(s: AppliedState): Promise<void> {
     if (this.staged?.changed) {
       this.staged.changed = false;
@@ -41,6 +75,22 @@ export class BackupState {
       await this.db.flushed;
     }
     await this.record.write(s);
+    this.redoLog.reset();
+    this.current = s;
+    this.savedAt = Date.now();
+  }
+
+  /**
+   * Records progress through the redo log: `entries` (all redoable()) are durable once it resolves true, while the
+   * files they were applied to are not flushed. False (nothing recorded): a checkpoint is due, save() instead.
+   */
+  async logged(s: AppliedState, entries: Buffer[]): Promise<boolean> {
+    const r = this.record.state;
+    if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing || Date.now() - this.savedAt > REDO_SPAN_MS) return false;
+    if (entries.reduce((n, e) => n + e.length, 0) > REDO_BATCH_BYTES) return false; // one flush of the file costs less
+    if (!(await this.redoLog.append(s.journalId, entries))) return false;
+    this.current = s;
+    return true;
   }
 
   /** The transactions whose writes are staged here until their commit. */
@@ -51,6 +101,7 @@ export class BackupState {
 
   async close(): Promise<void> {
     this.record.close();
+    this.redoLog.close();
     await this.db.close();
   }
 }

@@ -110,7 +110,10 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
     status,
     classify: (p) => classes.place(p, false).cls.name,
     commands: {
-      promote: (req) => takeOver(undefined, { to: req.to, mount: req.mount }),
+      promote: async (req) => {
+        await s.flushed(); // the redo log is the backup's: the primary's mount must find everything in the files
+        return takeOver(undefined, { to: req.to, mount: req.mount });
+      },
     },
     async stop() {
       await s.close();

@@ -1,4 +1,8 @@
-// The mirror workload: every mutating operation drms captures, run by bash in a child process.
+// The mirror workload: every mutating operation drms captures, run by bash in a child process; a ledger appended
+// with fdatasync per record.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
 export const FULL_WORKLOAD = `
 mkdir -p logs data/deep/deeper scratch
 # appends, with a record count we can check later
@@ -43,3 +47,16 @@ rmdir scratch
 rmdir staging
 rm -f pre/remove-me.txt
 `;
+
+/** Appends `n` 64-byte records to `file` from a child process, each followed by fdatasync; then runs `then`. */
+export async function appendSynced(file: string, n: number, then = ''): Promise<void> {
+  const script = `
+    const fs = require('node:fs');
+    const fd = fs.openSync(${JSON.stringify(file)}, 'a');
+    for (let i = 0; i < ${n}; i++) {
+      fs.writeSync(fd, ('record ' + i).padEnd(63) + '\\n');
+      fs.fdatasyncSync(fd);
+    }
+    ${then}`;
+  await promisify(execFile)(process.execPath, ['-e', script]);
+}

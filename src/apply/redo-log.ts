@@ -1,0 +1,97 @@
+// The backup's redo log (`redo` beside the applied record): entries acknowledged since the target's files were last
+// flushed. A batch of plain writes is made durable by one append here instead of a flush of every file it wrote.
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { JournalEntry } from '../journal/entry.js';
+import { decodeBatch, encodeBatch } from '../wire/frame.js';
+
+/** The log's size, written once in full: a record's fdatasync is then an overwrite, with no metadata to commit. */
+export const REDO_BYTES = 8 * 2 ** 20;
+/** [u32 body length][u32 CRC-32 of the body], then the body: [u8 id length][journal id][batch body]. */
+const HEADER = 8;
+
+export interface RedoRecord {
+  journalId: string;
+  entries: Buffer[];
+}
+
+export class RedoLog {
+  /** Where the next record goes: records before it are not covered by the applied record yet. */
+  private at = 0;
+
+  private constructor(private readonly fd: number) {}
+
+  static open(dir: string): RedoLog {
+    const fd = fs.openSync(path.join(dir, 'redo'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    const size = fs.fstatSync(fd).size;
+    if (size < REDO_BYTES) {
+      fs.writeSync(fd, Buffer.alloc(REDO_BYTES - size), 0, REDO_BYTES - size, size);
+      fs.fdatasyncSync(fd);
+    }
+    return new RedoLog(fd);
+  }
+
+  /**
+   * The records from the start of the log up to the first torn one. Records that a later checkpoint covered follow
+   * the newest ones where the log was reused: the reader tells them by their seqs.
+   */
+  records(): RedoRecord[] {
+    const buf = Buffer.alloc(REDO_BYTES);
+    const n = fs.readSync(this.fd, buf, 0, REDO_BYTES, 0);
+    const out: RedoRecord[] = [];
+    for (let at = 0; at + HEADER <= n;) {
+      const len = buf.readUInt32LE(at);
+      if (len === 0 || at + HEADER + len > n) break;
+      const body = buf.subarray(at + HEADER, at + HEADER + len);
+      if (crc32(body) !== buf.readUInt32LE(at + 4)) break;
+      const idLen = body[0]!;
+      out.push({ journalId: body.subarray(1, 1 + idLen).toString(), entries: decodeBatch(body.subarray(1 + idLen)) });
+      at += HEADER + len;
+    }
+    return out;
+  }
+
+  /** Writes a record and resolves once it is on stable storage; false (nothing written) when it does not fit. */
+  async append(journalId: string, entries: Buffer[]): Promise<boolean> {
+    const id = Buffer.from(journalId);
+    const body = Buffer.concat([Buffer.from([id.length]), id, ...encodeBatch(entries)]);
+    const at = this.at;
+    if (at + HEADER + body.length > REDO_BYTES) return false;
+    const header = Buffer.alloc(HEADER);
+    header.writeUInt32LE(body.length, 0);
+    header.writeUInt32LE(crc32(body), 4);
+    this.at += HEADER + body.length;
+    fs.writeSync(this.fd, Buffer.concat([header, body]), 0, HEADER + body.length, at);
+    await new Promise<void>((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    return true;
+  }
+
+  /** The files hold everything logged and the applied record covers it: the log starts over. */
+  reset(): void {
+    this.at = 0;
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * Whether applying `e` again, in order with the others logged since the last flush, over files that may already
+ * have some of them gives the same result: plain writes and size changes, times, markers. Namespace changes and
+ * transactions are not (a rename done twice fails): a batch with one flushes the files as before.
+ */
+export function redoable(e: JournalEntry): boolean {
+  switch (e.op) {
+    case 'write':
+    case 'truncate':
+      return e.txn === undefined;
+    case 'times':
+    case 'fsync':
+    case 'none':
+      return true;
+    default:
+      return false;
+  }
+}
