@@ -359,8 +359,9 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   ssize_t written;
   pthread_mutex_lock(&c->lock);
   while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
-  // Still capture mode? A handle turned back to JavaScript while this writer waited goes there.
-  if (capture_mode(c, (uint64_t)fd) != H_CAPTURE) {
+  // Still captured? A handle turned back to JavaScript while this writer waited goes there.
+  int mode = capture_mode(c, (uint64_t)fd);
+  if (mode != H_CAPTURE && mode != H_SYNC) {
     pthread_mutex_unlock(&c->lock);
     return -EAGAIN;
   }
@@ -402,8 +403,9 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   return (int)written;
 }
 
-// Journals `op` (times, fsync) for the file, with its times if it was written through capture since (lock held).
-static int mark(struct capture *c, struct buf *b, const char *op, const char *path, int fd, int *notify) {
+// Journals `op` (times, fsync) for the file, with its times if it was written through capture since (lock held);
+// its seq goes to `marked`.
+static int mark(struct capture *c, struct buf *b, const char *op, const char *path, int fd, int *notify, uint64_t *marked) {
   int stamped = c->dirty[fd];
   struct stat st;
   if (stamped && fstat(fd, &st) != 0) return -errno;
@@ -421,28 +423,30 @@ static int mark(struct capture *c, struct buf *b, const char *op, const char *pa
   frame_end(b, FRAME_CAPTURED, seq);
   int rc = append(c, b);
   if (rc != 0) return rc;
-  c->next_seq++;
+  *marked = c->next_seq++;
   c->dirty[fd] = 0;
   *notify |= hand_over(c, b);
   return 0;
 }
 
-int capture_flush(struct capture *c, const char *path, int fd) {
+int capture_flush(struct capture *c, const char *path, int fd, uint64_t *marked) {
   struct buf b = { 0 };
   int notify = 0, rc = 0;
+  *marked = 0;
   pthread_mutex_lock(&c->lock);
-  if (c->dirty[fd]) rc = mark(c, &b, "times", path, fd, &notify);
+  if (c->dirty[fd]) rc = mark(c, &b, "times", path, fd, &notify, marked);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
   return rc;
 }
 
-int capture_fsync(struct capture *c, const char *path, int fd, int datasync) {
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync, uint64_t *marked) {
   struct buf b = { 0 };
   int notify = 0;
+  *marked = 0;
   pthread_mutex_lock(&c->lock);
-  int rc = mark(c, &b, "fsync", path, fd, &notify);
+  int rc = mark(c, &b, "fsync", path, fd, &notify, marked);
   uint64_t target = c->appended;
   // fsync (not fdatasync) also promises the times, which a redo does not bring back: it flushes the file too.
   int fast = rc == 0 && datasync && c->fast;

@@ -6,8 +6,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-// How a file handle's writes are served: in JavaScript (the default), captured here, or passed through unjournaled.
-enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2 };
+// How a file handle's writes are served: in JavaScript (the default), captured here, or passed through unjournaled;
+// H_SYNC: captured here, and its fsync and close then wait in JavaScript until the backup has applied them (sync mode).
+enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2, H_SYNC = 3 };
 
 // Capture log frames: [u32 body length][u8 kind][u64 seq][u32 crc32][body], little-endian header, msgpack body.
 // The crc32 (zlib's) covers the log's generation (u64), the header before it, and the body.
@@ -37,8 +38,9 @@ void capture_hold(struct capture *c, int on);
 // Bytes written, -errno, or -EAGAIN: not captured (the handle went back to JavaScript, or the log is full), serve
 // it in JavaScript.
 int capture_write(struct capture *c, const char *path, int fd, const char *buf, size_t size, off_t off);
-int capture_flush(struct capture *c, const char *path, int fd);
-int capture_fsync(struct capture *c, const char *path, int fd, int datasync);
+// `marked`: the seq of the entry they journaled (0: none, a flush of a file not written since).
+int capture_flush(struct capture *c, const char *path, int fd, uint64_t *marked);
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync, uint64_t *marked);
 
 uint64_t capture_reserve(struct capture *c);
 // Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.

@@ -31,12 +31,12 @@
 enum op {
   OP_OPEN, OP_CREATE, OP_WRITE, OP_FLUSH, OP_FSYNC, OP_RELEASE, OP_TRUNCATE, OP_FTRUNCATE, OP_CHMOD, OP_CHOWN,
   OP_UTIMENS, OP_UNLINK, OP_RMDIR, OP_MKDIR, OP_RENAME, OP_SYMLINK, OP_LINK, OP_SETXATTR, OP_GETXATTR,
-  OP_REMOVEXATTR, OP_FALLOCATE, OP_COUNT
+  OP_REMOVEXATTR, OP_FALLOCATE, OP_REPLICATED, OP_COUNT
 };
 static const char *const OP_NAMES[OP_COUNT] = {
   "open", "create", "write", "flush", "fsync", "release", "truncate", "ftruncate", "chmod", "chown",
   "utimens", "unlink", "rmdir", "mkdir", "rename", "symlink", "link", "setxattr", "getxattr",
-  "removexattr", "fallocate"
+  "removexattr", "fallocate", "replicated"
 };
 
 // Attributes drms answers itself (user.drms.txn): they go to JavaScript, every other read is native.
@@ -84,6 +84,7 @@ struct request {
   off_t offset, length;
   mode_t mode; int flags; uid_t uid; gid_t gid;
   uint64_t fh; int datasync;
+  uint64_t seq;                    // replicated: the entry the backup must have applied
   struct timespec tv[2];
   int result; uint64_t out_fh;
   int done;
@@ -292,6 +293,7 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     }
     case OP_FLUSH: case OP_RELEASE: argv[argc++] = num(env, (double)r->fh); break;
     case OP_FSYNC: argv[argc++] = num(env, r->datasync); argv[argc++] = num(env, (double)r->fh); break;
+    case OP_REPLICATED: argv[argc++] = num(env, (double)r->seq); break;
     case OP_TRUNCATE: argv[argc++] = num(env, (double)r->offset); break;
     case OP_FTRUNCATE: argv[argc++] = num(env, (double)r->fh); argv[argc++] = num(env, (double)r->offset); break;
     case OP_CHMOD: case OP_MKDIR: argv[argc++] = num(env, r->mode); break;
@@ -453,7 +455,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
     ssize_t n = pwrite((int)fi->fh, buf, size, off);
     return n < 0 ? -errno : (int)n;
   }
-  if (mode == H_CAPTURE) {
+  if (mode == H_CAPTURE || mode == H_SYNC) {
     int rc = capture_write(current()->capture, path, (int)fi->fh, buf, size, off);
     if (rc != -EAGAIN) return rc;
   }
@@ -461,17 +463,32 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
   return dispatch(&r);
 }
 
+// Sync mode: the caller waits until the backup has applied `seq` (JavaScript answers on its acknowledgement).
+static int replicated(const char *path, int mode, uint64_t seq) {
+  if (mode != H_SYNC || seq == 0) return 0;
+  struct request r = { .op = OP_REPLICATED, .path = path, .seq = seq };
+  return dispatch(&r);
+}
+
 static int op_flush(const char *path, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
   if (path == NULL || mode == H_PLAIN) return 0;
-  if (mode == H_CAPTURE) return capture_flush(current()->capture, path, (int)fi->fh);
+  if (mode == H_CAPTURE || mode == H_SYNC) {
+    uint64_t seq;
+    int rc = capture_flush(current()->capture, path, (int)fi->fh, &seq);
+    return rc == 0 ? replicated(path, mode, seq) : rc;
+  }
   struct request r = { .op = OP_FLUSH, .path = path, .fh = fi->fh };
   return dispatch(&r);
 }
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
-  if (mode == H_CAPTURE && path) return capture_fsync(current()->capture, path, (int)fi->fh, datasync);
+  if ((mode == H_CAPTURE || mode == H_SYNC) && path) {
+    uint64_t seq;
+    int rc = capture_fsync(current()->capture, path, (int)fi->fh, datasync, &seq);
+    return rc == 0 ? replicated(path, mode, seq) : rc;
+  }
   if (path == NULL || mode == H_PLAIN) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
   struct request r = { .op = OP_FSYNC, .path = path, .datasync = datasync, .fh = fi->fh };
   return dispatch(&r);
@@ -1081,7 +1098,7 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// setHandle(session, fh, mode): how the handle's writes are served (H_JS, H_CAPTURE, H_PLAIN).
+// setHandle(session, fh, mode): how the handle's writes are served (H_JS, H_CAPTURE, H_PLAIN, H_SYNC).
 static napi_value js_set_handle(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];

@@ -21,8 +21,11 @@ export interface BindingOptions {
   ioUring: boolean;
 }
 
-/** How a file handle's writes are served (native binding with capture): in JS, captured natively, or passed through. */
-export const HandleMode = { js: 0, capture: 1, plain: 2 } as const;
+/**
+ * How a file handle's writes are served (native binding with capture): in JS, captured natively, passed through, or
+ * captured natively with fsync and close waiting for the backup (sync mode; `replicated` in JS).
+ */
+export const HandleMode = { js: 0, capture: 1, plain: 2, sync: 3 } as const;
 export type HandleMode = (typeof HandleMode)[keyof typeof HandleMode];
 
 /** The native binding's capture, for the journal (its Sequencer) and the passthrough (handle modes). */

@@ -208,14 +208,15 @@ export class Passthrough {
   capture: Capture | undefined;
 
   /**
-   * How a newly opened file's writes are served: captured natively when nothing but order and durability is
-   * asked of them (an async, mirrored, plain file); passed through when it is not mirrored; else here.
+   * How a newly opened file's writes are served: captured natively when nothing but order, durability and (sync
+   * mode) the backup's acknowledgement is asked of them (a mirrored, plain file); passed through when it is not
+   * mirrored; else here.
    */
   private handleMode(p: string, h: Handle): HandleMode {
     if (this.readOnly || this.backlogFull || h.syncWrites) return HandleMode.js;
     if (!this.mirrored(p, 'file')) return HandleMode.plain;
-    const sync = (this.opts.policy.place(p, false).cls.sync ?? this.opts.mode) === 'sync';
-    return sync || this.rules.isRecordFile(p) || this.txns.txnOf(p) ? HandleMode.js : HandleMode.capture;
+    if (this.rules.isRecordFile(p) || this.txns.txnOf(p)) return HandleMode.js;
+    return (this.opts.policy.place(p, false).cls.sync ?? this.opts.mode) === 'sync' ? HandleMode.sync : HandleMode.capture;
   }
 
   private opened(p: string, fd: number, h: Handle): void {
@@ -499,6 +500,9 @@ export class Passthrough {
 
       fallocate: (p: string, fd: number, mode: number, offset: number, length: number, cb: Reply) =>
         reply(cb, this.fallocate(p, fd, mode, offset, length)),
+
+      /** Native binding, sync mode: a captured fsync or close waits here for the backup to apply `seq`. */
+      replicated: (p: string, seq: number, cb: Reply) => reply(cb, this.replicated(seq, p)),
 
       unlink: (p: string, cb: Reply) =>
         reply(cb, this.mutate(this.namespaceIntent({ op: 'unlink', path: p }, p), async () => {

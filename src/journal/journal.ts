@@ -459,7 +459,7 @@ export class Journal extends EventEmitter {
   /** Resolves once the backup has applied `seq`; rejects after `timeoutMs`. */
   waitAcked(seq: number, timeoutMs: number): Promise<void> {
     if (this.ackedSeq >= seq) return Promise.resolve();
-    if (this.ingestTimer) this.commitNow(); // a waiter (sync mode) does not wait for the batch
+    if (seq > this.readySeq) this.commitNow(); // a waiter (sync mode) does not wait for the batch
     return new Promise((resolve, reject) => {
       const onAck = (acked: number) => {
         if (acked < seq) return;
