@@ -212,7 +212,7 @@ export class PathCopier {
   /** Waits while the backup is behind by more than COPY_BACKLOG_BYTES. */
   private async roomInJournal(): Promise<void> {
     while (this.journal.backlogBytes() > COPY_BACKLOG_BYTES) {
-      await new Promise((resolve) => this.journal.once('acked', resolve));
+      await new Promise((resolve) => this.journal.once('trimmed', resolve));
     }
   }
 }

@@ -334,10 +334,10 @@ export class Passthrough {
     await new Promise<void>((resolve) => {
       const check = () => {
         if (this.journal.backlogBytes() >= cap * 0.9) return;
-        this.journal.off('acked', check);
+        this.journal.off('trimmed', check);
         resolve();
       };
-      this.journal.on('acked', check);
+      this.journal.on('trimmed', check);
     });
     this.backlogFull = false;
     this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');

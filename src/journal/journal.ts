@@ -38,6 +38,8 @@ export class Journal extends EventEmitter {
   /** The last entry whose operation completed: the shipper reads up to here. */
   readySeq: number;
   ackedSeq: number;
+  /** Entries up to here are removed from lmdb (ackedSeq as lmdb records it). */
+  private trimmedSeq: number;
   /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
   readonly uncleanStop: boolean;
   /** After an unclean stop: captured entries whose data a power cut may have kept from their files (framesToRedo). */
@@ -66,6 +68,7 @@ export class Journal extends EventEmitter {
     this.id = existing ?? randomUUID();
     if (!existing && !readOnly) this.meta.putSync('journalId', this.id);
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
+    this.trimmedSeq = this.ackedSeq;
     this.last = this.ackedSeq;
     for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) this.last = Math.max(this.last, key);
     this.uncleanStop = this.meta.get('running') === true;
@@ -217,13 +220,18 @@ export class Journal extends EventEmitter {
    */
   private ingest(): void {
     const taken = this.sequencer?.take();
-    if (!taken && !this.untaken && this.unstored.size === 0) return;
+    const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
+    if (!taken && !this.untaken && this.unstored.size === 0 && !trim) return;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
     try {
+      // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
       this.env.transactionSync(() => {
         for (const f of frames) void this.entries.put(f.seq, f.body);
         for (const [seq, bytes] of this.unstored) void this.entries.put(seq, bytes);
+        if (!trim) return;
+        void this.meta.put('ackedSeq', trim);
+        for (let s = this.trimmedSeq + 1; s <= trim; s++) void this.entries.remove(s);
       });
       this.untaken = undefined;
       this.unstored.clear();
@@ -234,6 +242,10 @@ export class Journal extends EventEmitter {
       return;
     }
     this.unflushed = true;
+    if (trim) {
+      this.trimmedSeq = trim;
+      this.emit('trimmed'); // listeners may measure the backlog
+    }
     for (const f of frames) {
       this.last = Math.max(this.last, f.seq);
       if (this.observer) this.observer(f.seq, decodeEntry(f.body));
@@ -436,18 +448,15 @@ export class Journal extends EventEmitter {
     return this.unstored.get(seq) ?? this.entries.get(seq);
   }
 
-  /** Records the backup's applied seq and trims what it no longer needs. */
+  /**
+   * Records the backup's applied seq: waiters go on at once; what it no longer needs is trimmed (and the seq
+   * recorded) with the next batch taken into lmdb, then 'trimmed'. A restart before that resends a little more.
+   */
   setAcked(seq: number): void {
     if (seq <= this.ackedSeq) return;
-    const from = this.ackedSeq + 1;
-    // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
-    this.env.transactionSync(() => {
-      void this.meta.put('ackedSeq', seq);
-      for (let s = from; s <= seq; s++) void this.entries.remove(s);
-    });
     this.ackedSeq = seq;
-    this.unflushed = true;
-    this.emit('acked', seq); // after the trim: listeners may measure the backlog
+    this.emit('acked', seq);
+    this.ingestSoon();
   }
 
   /** Bytes the journal's entries occupy (lmdb pages in use), i.e. the backlog the backup has not applied. */
