@@ -429,24 +429,25 @@ static int mark(struct capture *c, struct buf *b, const char *op, const char *pa
   return 0;
 }
 
-int capture_flush(struct capture *c, const char *path, int fd, uint64_t *marked) {
+int capture_flush(struct capture *c, const char *path, int fd, capture_marked_fn marked, void *arg) {
   struct buf b = { 0 };
   int notify = 0, rc = 0;
-  *marked = 0;
+  uint64_t seq = 0;
   pthread_mutex_lock(&c->lock);
-  if (c->dirty[fd]) rc = mark(c, &b, "times", path, fd, &notify, marked);
+  if (c->dirty[fd]) rc = mark(c, &b, "times", path, fd, &notify, &seq);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
+  if (seq && marked) marked(arg, seq);
   return rc;
 }
 
-int capture_fsync(struct capture *c, const char *path, int fd, int datasync, uint64_t *marked) {
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg) {
   struct buf b = { 0 };
   int notify = 0;
-  *marked = 0;
+  uint64_t seq = 0;
   pthread_mutex_lock(&c->lock);
-  int rc = mark(c, &b, "fsync", path, fd, &notify, marked);
+  int rc = mark(c, &b, "fsync", path, fd, &notify, &seq);
   uint64_t target = c->appended;
   // fsync (not fdatasync) also promises the times, which a redo does not bring back: it flushes the file too.
   int fast = rc == 0 && datasync && c->fast;
@@ -456,6 +457,7 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, uin
   free(b.p);
   if (notify) c->notify(c->notify_arg);
   if (rc != 0) return rc;
+  if (marked) marked(arg, seq);
   if (fast) return log_durable(c, target);
   // The file flushes on this thread while the syncer flushes the log: the device can merge the two.
   pthread_mutex_lock(&c->sync_lock);

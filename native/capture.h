@@ -38,9 +38,11 @@ void capture_hold(struct capture *c, int on);
 // Bytes written, -errno, or -EAGAIN: not captured (the handle went back to JavaScript, or the log is full), serve
 // it in JavaScript.
 int capture_write(struct capture *c, const char *path, int fd, const char *buf, size_t size, off_t off);
-// `marked`: the seq of the entry they journaled (0: none, a flush of a file not written since).
-int capture_flush(struct capture *c, const char *path, int fd, uint64_t *marked);
-int capture_fsync(struct capture *c, const char *path, int fd, int datasync, uint64_t *marked);
+// `marked` (if given) is called with the seq of the entry they journal, once it is in the log and before the log is
+// flushed; not called when there is none (a flush of a file not written since).
+typedef void (*capture_marked_fn)(void *arg, uint64_t seq);
+int capture_flush(struct capture *c, const char *path, int fd, capture_marked_fn marked, void *arg);
+int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg);
 
 uint64_t capture_reserve(struct capture *c);
 // Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.

@@ -149,25 +149,35 @@ static void nocap_forget(struct session *s) {
   pthread_mutex_unlock(&s->nocap_lock);
 }
 
-static int dispatch(struct request *r) {
-  struct session *s = current();
-  // Before and after: libfuse's path locks already keep a lookup of these paths from running in between.
-  int names = r->op == OP_CREATE || r->op == OP_MKDIR || r->op == OP_SYMLINK || r->op == OP_LINK || r->op == OP_RENAME || r->op == OP_SETXATTR;
-  if (names) nocap_forget(s);
+// Hands `r` to JavaScript; dispatch_wait() then waits for its answer (the caller may work meanwhile).
+static void dispatch_start(struct session *s, struct request *r) {
   r->done = 0;
   pthread_mutex_init(&r->lock, NULL);
   pthread_cond_init(&r->cond, NULL);
   if (napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
     r->result = -EIO;
-  } else {
-    pthread_mutex_lock(&r->lock);
-    while (!r->done) pthread_cond_wait(&r->cond, &r->lock);
-    pthread_mutex_unlock(&r->lock);
+    r->done = 1;
   }
+}
+
+static int dispatch_wait(struct request *r) {
+  pthread_mutex_lock(&r->lock);
+  while (!r->done) pthread_cond_wait(&r->cond, &r->lock);
+  pthread_mutex_unlock(&r->lock);
   pthread_mutex_destroy(&r->lock);
   pthread_cond_destroy(&r->cond);
-  if (names) nocap_forget(s);
   return r->result;
+}
+
+static int dispatch(struct request *r) {
+  struct session *s = current();
+  // Before and after: libfuse's path locks already keep a lookup of these paths from running in between.
+  int names = r->op == OP_CREATE || r->op == OP_MKDIR || r->op == OP_SYMLINK || r->op == OP_LINK || r->op == OP_RENAME || r->op == OP_SETXATTR;
+  if (names) nocap_forget(s);
+  dispatch_start(s, r);
+  int rc = dispatch_wait(r);
+  if (names) nocap_forget(s);
+  return rc;
 }
 
 // Whether the requester is in group `gid` (its own group or a supplementary one).
@@ -463,20 +473,22 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
   return dispatch(&r);
 }
 
-// Sync mode: the caller waits until the backup has applied `seq` (JavaScript answers on its acknowledgement).
-static int replicated(const char *path, int mode, uint64_t seq) {
-  if (mode != H_SYNC || seq == 0) return 0;
-  struct request r = { .op = OP_REPLICATED, .path = path, .seq = seq };
-  return dispatch(&r);
+// Sync mode: JavaScript answers a 'replicated' request for an entry once the backup has applied it. Started as soon
+// as the entry is in the capture log, so that it ships while the log is flushed here.
+static void replicate(void *arg, uint64_t seq) {
+  struct request *r = arg;
+  r->seq = seq;
+  dispatch_start(current(), r);
 }
 
 static int op_flush(const char *path, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
   if (path == NULL || mode == H_PLAIN) return 0;
   if (mode == H_CAPTURE || mode == H_SYNC) {
-    uint64_t seq;
-    int rc = capture_flush(current()->capture, path, (int)fi->fh, &seq);
-    return rc == 0 ? replicated(path, mode, seq) : rc;
+    struct request r = { .op = OP_REPLICATED, .path = path };
+    int rc = capture_flush(current()->capture, path, (int)fi->fh, mode == H_SYNC ? replicate : NULL, &r);
+    int wait = r.seq ? dispatch_wait(&r) : 0;
+    return rc != 0 ? rc : wait;
   }
   struct request r = { .op = OP_FLUSH, .path = path, .fh = fi->fh };
   return dispatch(&r);
@@ -485,9 +497,10 @@ static int op_flush(const char *path, struct fuse_file_info *fi) {
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
   if ((mode == H_CAPTURE || mode == H_SYNC) && path) {
-    uint64_t seq;
-    int rc = capture_fsync(current()->capture, path, (int)fi->fh, datasync, &seq);
-    return rc == 0 ? replicated(path, mode, seq) : rc;
+    struct request r = { .op = OP_REPLICATED, .path = path };
+    int rc = capture_fsync(current()->capture, path, (int)fi->fh, datasync, mode == H_SYNC ? replicate : NULL, &r);
+    int wait = r.seq ? dispatch_wait(&r) : 0;
+    return rc != 0 ? rc : wait;
   }
   if (path == NULL || mode == H_PLAIN) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
   struct request r = { .op = OP_FSYNC, .path = path, .datasync = datasync, .fh = fi->fh };

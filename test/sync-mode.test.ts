@@ -1,10 +1,11 @@
-// Sync mode: fdatasync through the mount returns only once the backup has the record; without a backup it fails.
+// Sync mode: fdatasync and close through the mount return only once the backup has the record; without a backup it fails.
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { drms, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
+import { FaultProxy } from './helpers/fault-proxy.js';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -38,6 +39,23 @@ t.test('fdatasync waits for the backup, and fails with EIO when it does not answ
   t.ok(Number(ms) >= 1900, `after the sync timeout (${ms} ms)`);
   const logged = await primary.waitFor(/sync mode: the backup did not acknowledge in time; failing/);
   t.match(logged.path, '/txn.log');
+});
+
+t.test('a close without fsync waits for the backup too', async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  // 150 ms each way: a close that did not wait would return long before its record reached the backup.
+  const proxy = await FaultProxy.start(backup.port);
+  t.teardown(() => proxy.close());
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${proxy.port}`, secret, mode: 'sync' });
+  await primary.waitFor('connected to backup; shipping');
+  proxy.delayMs = 150;
+  for (let i = 1; i <= 3; i++) {
+    const started = Date.now();
+    await run(process.execPath, ['-e', `require('node:fs').appendFileSync(${JSON.stringify(path.join(prod, 'closed.log'))}, 'closed ${i}\\n')`]);
+    const onBackup = fs.readFileSync(path.join(dr, 'closed.log'), 'utf8').split('\n').filter(Boolean).pop();
+    t.equal(onBackup, `closed ${i}`, `record ${i} on the backup when close returned (${Date.now() - started} ms)`);
+  }
 });
 
 t.test('by default, a silent backup degrades sync mode to async, loudly, until it catches up', async (t) => {
