@@ -88,7 +88,7 @@ export class BackupState {
     const r = this.record.state;
     if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing || Date.now() - this.savedAt > REDO_SPAN_MS) return false;
     if (entries.reduce((n, e) => n + e.length, 0) > REDO_BATCH_BYTES) return false; // one flush of the file costs less
-    if (!(await this.redoLog.append(s.journalId, entries))) return false;
+    if (!this.redoLog.append(s.journalId, entries)) return false;
     this.current = s;
     return true;
   }
