@@ -1,7 +1,7 @@
 // The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
 import net from 'node:net';
 import tls from 'node:tls';
-import { AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
+import { ApplyError, AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
 import type { Activity } from '../admin/activity.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
@@ -102,8 +102,7 @@ export class BackupServer {
     return this.active?.peer;
   }
 
-  async listen(): Promise<net.AddressInfo> {
-    await this.redo();
+  listen(): Promise<net.AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve(this.server.address() as net.AddressInfo));
@@ -221,14 +220,10 @@ export class BackupServer {
     }
   }
 
-  /**
-   * Applies a batch and every batch already queued behind it (up to GROUP_BYTES), then makes them durable,
-   * records and acknowledges them once: a group commit, so catching up after an outage is not one flush per batch.
-   */
-  /** Flushes the target's files and records the applied seq they hold: the redo log starts over. */
-  private async checkpoint(): Promise<void> {
+  /** Flushes the target's files and records `s`, the applied state they hold: the redo log starts over. */
+  private async checkpoint(s = this.applied): Promise<void> {
     await this.applier.sync();
-    await this.state.save(this.applied);
+    await this.state.save(s);
   }
 
   /** Everything applied is in the target's files on stable storage (before this site takes over as primary). */
@@ -236,15 +231,27 @@ export class BackupServer {
     return this.batches.run(() => this.checkpoint());
   }
 
-  /** Applies again what only the redo log held (a power cut may have kept it from the files), then flushes them. */
-  private async redo(): Promise<void> {
+  /**
+   * Applies again what only the redo log held (a power cut may have kept it from the files), then flushes them.
+   * A backup calls it before it listens.
+   */
+  async recover(): Promise<void> {
     const entries = this.state.takeRedo();
     if (entries.length === 0) return;
-    for (const e of entries) await this.applier.apply(e);
+    for (const e of entries) {
+      await this.applier.apply(e).catch((err: Error) => {
+        const p = 'path' in e ? e.path : undefined;
+        throw new ApplyError(`seq ${e.seq} of the redo log (${e.op} ${p ?? ''}) could not be applied again: ${err.message}; the backup holds it acknowledged and starts once it can`, { seq: e.seq, path: p });
+      });
+    }
     await this.checkpoint();
     this.opts.log.info({ seq: this.applied.appliedSeq, count: entries.length }, 'entries of the redo log applied again');
   }
 
+  /**
+   * Applies a batch and every batch already queued behind it (up to GROUP_BYTES), then makes them durable,
+   * records and acknowledges them once: a group commit, so catching up after an outage is not one flush per batch.
+   */
   private async applyBatches(first: Frame, journalId: string, conn: PeerConnection): Promise<void> {
     let applied = this.applied.journalId === journalId ? this.applied.appliedSeq : 0;
     const start = applied;
@@ -281,8 +288,9 @@ export class BackupServer {
       // redo log, anything else by flushing the files. Every whole batch is answered, also one that held only
       // entries applied already: the primary waits for the answer.
       if (applied !== start) {
-        this.applied = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
-        if (!whole || !logged || !(await this.state.logged(this.applied, logged))) await this.checkpoint();
+        const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
+        if (!whole || !logged || !(await this.state.logged(next, logged))) await this.checkpoint(next);
+        this.applied = next; // only once durable: the next session's welcome tells the primary where to resume
       }
       if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });
       this.applyingSince = 0;

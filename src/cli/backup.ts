@@ -100,6 +100,7 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
 
   process.umask(0);
   server = new BackupServer({ listen, target, stateDir, ...credentials, activity, events, log, onPromote: (epoch) => takeOver(epoch, {}) });
+  await server.recover();
   const addr = await server.listen().catch((err: Error) => {
     throw new ConfigError(`cannot listen on ${args.listen}: ${err.message}`);
   });
