@@ -15,8 +15,11 @@ import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
-/** How long entries may wait to be taken into lmdb (and shipped) with others: bounds the lag it adds. */
-const INGEST_DELAY_MS = 2;
+/**
+ * How long entries may wait to be taken into lmdb (and shipped) with others: bounds the lag it adds. 1 ms against 2:
+ * lag p50 2 ms instead of 3 and 8 writers about 10% faster, metadata about 10% slower (more, smaller lmdb commits).
+ */
+const INGEST_DELAY_MS = 1;
 /** The capture log in use is swapped for the other one past this size (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 
