@@ -366,8 +366,7 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   pthread_mutex_lock(&c->lock);
   while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
   // Still captured? A handle turned back to JavaScript while this writer waited goes there.
-  int mode = capture_mode(c, (uint64_t)fd);
-  if (mode != H_CAPTURE && mode != H_SYNC) {
+  if (!captured(capture_mode(c, (uint64_t)fd))) {
     pthread_mutex_unlock(&c->lock);
     return -EAGAIN;
   }

@@ -9,6 +9,7 @@
 // How a file handle's writes are served: in JavaScript (the default), captured here, or passed through unjournaled;
 // H_SYNC: captured here, and its fsync and close then wait in JavaScript until the backup has applied them (sync mode).
 enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2, H_SYNC = 3 };
+static inline int captured(int mode) { return mode == H_CAPTURE || mode == H_SYNC; }
 
 // Capture log frames: [u32 body length][u8 kind][u64 seq][u32 crc32][body], little-endian header, msgpack body.
 // The crc32 (zlib's) covers the log's generation (u64), the header before it, and the body.

@@ -465,7 +465,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
     ssize_t n = pwrite((int)fi->fh, buf, size, off);
     return n < 0 ? -errno : (int)n;
   }
-  if (mode == H_CAPTURE || mode == H_SYNC) {
+  if (captured(mode)) {
     int rc = capture_write(current()->capture, path, (int)fi->fh, buf, size, off);
     if (rc != -EAGAIN) return rc;
   }
@@ -481,14 +481,18 @@ static void replicate(void *arg, uint64_t seq) {
   dispatch_start(current(), r);
 }
 
+// The answer of a captured flush or fsync: its own failure first, else the 'replicated' wait it started, if any.
+static int replicated(int rc, struct request *r) {
+  int wait = r->seq ? dispatch_wait(r) : 0;
+  return rc != 0 ? rc : wait;
+}
+
 static int op_flush(const char *path, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
   if (path == NULL || mode == H_PLAIN) return 0;
-  if (mode == H_CAPTURE || mode == H_SYNC) {
+  if (captured(mode)) {
     struct request r = { .op = OP_REPLICATED, .path = path };
-    int rc = capture_flush(current()->capture, path, (int)fi->fh, mode == H_SYNC ? replicate : NULL, &r);
-    int wait = r.seq ? dispatch_wait(&r) : 0;
-    return rc != 0 ? rc : wait;
+    return replicated(capture_flush(current()->capture, path, (int)fi->fh, mode == H_SYNC ? replicate : NULL, &r), &r);
   }
   struct request r = { .op = OP_FLUSH, .path = path, .fh = fi->fh };
   return dispatch(&r);
@@ -496,11 +500,9 @@ static int op_flush(const char *path, struct fuse_file_info *fi) {
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   int mode = capture_mode(current()->capture, fi->fh);
-  if ((mode == H_CAPTURE || mode == H_SYNC) && path) {
+  if (captured(mode) && path) {
     struct request r = { .op = OP_REPLICATED, .path = path };
-    int rc = capture_fsync(current()->capture, path, (int)fi->fh, datasync, mode == H_SYNC ? replicate : NULL, &r);
-    int wait = r.seq ? dispatch_wait(&r) : 0;
-    return rc != 0 ? rc : wait;
+    return replicated(capture_fsync(current()->capture, path, (int)fi->fh, datasync, mode == H_SYNC ? replicate : NULL, &r), &r);
   }
   if (path == NULL || mode == H_PLAIN) return (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) == 0 ? 0 : -errno;
   struct request r = { .op = OP_FSYNC, .path = path, .datasync = datasync, .fh = fi->fh };
