@@ -73,12 +73,12 @@ const seqs = (s: BackupState) => s.takeRedo().map((e) => e.seq);
 t.test('the redo log: what it acknowledged comes back after a restart, until a checkpoint covers it', async (t) => {
   const dir = tmpdir(t);
   let s = BackupState.open(dir);
-  t.notOk(await s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(1, 'a'), write(2, 'b')]), 'not before the applied record names the journal: the first batch is a checkpoint');
+  t.notOk(s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(1, 'a'), write(2, 'b')]), 'not before the applied record names the journal: the first batch is a checkpoint');
   await s.save({ journalId: ID, appliedSeq: 2, resyncing: false });
-  t.ok(await s.logged({ journalId: ID, appliedSeq: 4, resyncing: false }, [write(3, 'c'), write(4, 'd')]));
-  t.ok(await s.logged({ journalId: ID, appliedSeq: 5, resyncing: false }, [write(5, 'e')]));
-  t.notOk(await s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'x'.repeat(70 * 1024))]), 'a large batch: flushing its file costs less');
-  t.notOk(await s.logged({ journalId: OTHER, appliedSeq: 1, resyncing: false }, [write(1, 'a')]), 'another journal: a checkpoint');
+  t.ok(s.logged({ journalId: ID, appliedSeq: 4, resyncing: false }, [write(3, 'c'), write(4, 'd')]));
+  t.ok(s.logged({ journalId: ID, appliedSeq: 5, resyncing: false }, [write(5, 'e')]));
+  t.notOk(s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'x'.repeat(70 * 1024))]), 'a large batch: flushing its file costs less');
+  t.notOk(s.logged({ journalId: OTHER, appliedSeq: 1, resyncing: false }, [write(1, 'a')]), 'another journal: a checkpoint');
   t.equal(s.get().appliedSeq, 5, 'what it holds counts as applied');
   await s.close();
 
@@ -87,7 +87,7 @@ t.test('the redo log: what it acknowledged comes back after a restart, until a c
   t.same(seqs(s), [3, 4, 5], 'the entries to apply again, in order');
   t.same(seqs(s), [], 'once');
   await s.save({ journalId: ID, appliedSeq: 5, resyncing: false });
-  t.ok(await s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'f')]), 'the log starts over after a checkpoint');
+  t.ok(s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'f')]), 'the log starts over after a checkpoint');
   await s.close();
 
   s = BackupState.open(dir);
@@ -100,8 +100,8 @@ t.test('the redo log ends at a torn record', async (t) => {
   const dir = tmpdir(t);
   let s = BackupState.open(dir);
   await s.save({ journalId: ID, appliedSeq: 0, resyncing: false });
-  t.ok(await s.logged({ journalId: ID, appliedSeq: 1, resyncing: false }, [write(1, 'a')]));
-  t.ok(await s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(2, 'b')]));
+  t.ok(s.logged({ journalId: ID, appliedSeq: 1, resyncing: false }, [write(1, 'a')]));
+  t.ok(s.logged({ journalId: ID, appliedSeq: 2, resyncing: false }, [write(2, 'b')]));
   await s.close();
   // The second record's last byte never reached the disk (its fdatasync did not return: it was never acknowledged).
   const file = path.join(dir, 'backup', 'redo');

@@ -289,7 +289,7 @@ export class BackupServer {
       // entries applied already: the primary waits for the answer.
       if (applied !== start) {
         const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
-        if (!whole || !logged || !(await this.state.logged(next, logged))) await this.checkpoint(next);
+        if (!whole || !logged || !this.state.logged(next, logged)) await this.checkpoint(next);
         this.applied = next; // only once durable: the next session's welcome tells the primary where to resume
       }
       if (applied !== start || whole) conn.send(FrameType.Ack, { appliedSeq: applied });

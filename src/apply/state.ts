@@ -81,10 +81,10 @@ export class BackupState {
   }
 
   /**
-   * Records progress through the redo log: `entries` (all redoable()) are durable once it resolves true, while the
+   * Records progress through the redo log: `entries` (all redoable()) are durable once it returns true, while the
    * files they were applied to are not flushed. False (nothing recorded): a checkpoint is due, save() instead.
    */
-  async logged(s: AppliedState, entries: Buffer[]): Promise<boolean> {
+  logged(s: AppliedState, entries: Buffer[]): boolean {
     const r = this.record.state;
     if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing || Date.now() - this.savedAt > REDO_SPAN_MS) return false;
     if (entries.reduce((n, e) => n + e.length, 0) > REDO_BATCH_BYTES) return false; // one flush of the file costs less
