@@ -12,7 +12,9 @@ enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2, H_SYNC = 3 };
 static inline int captured(int mode) { return mode == H_CAPTURE || mode == H_SYNC; }
 
 // Capture log frames: [u32 body length][u8 kind][u64 seq][u32 crc32][body], little-endian header, msgpack body.
-// The crc32 (zlib's) covers the log's generation (u64), the header before it, and the body.
+// The crc32 (zlib's) covers the log's key (u64), the header before it, and the body. A log starts with its
+// generation frame (sealed with the generation itself), whose body is a random u64 salt: the key of its other
+// frames is generation ^ salt, so what an older generation left behind in the file never reads as a frame.
 enum frame_kind {
   FRAME_ENTRY = 0,    // an entry journaled by JavaScript (begun, final form, or complete with `done`)
   FRAME_DONE = 1,     // JavaScript's operation for that seq completed (no body)
@@ -22,10 +24,13 @@ enum frame_kind {
 };
 #define FRAME_CRC_AT 13
 #define FRAME_HEADER 17
+#define GENERATION_FRAME (FRAME_HEADER + 8)
 
 struct capture;
 
-struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint64_t generation, uint64_t next_seq, void (*notify)(void *), void *notify_arg);
+// The logs as the journal starts them: the active one holds its generation frame alone, sealing with `key`.
+// `flush_fd`: a file never written, whose fdatasync flushes the disk's cache (see flush_overwritten).
+struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint64_t generation, uint64_t key, int flush_fd, uint64_t next_seq, void (*notify)(void *), void *notify_arg);
 void capture_free(struct capture *c);
 
 int capture_mode(struct capture *c, uint64_t fh);
@@ -50,7 +55,10 @@ uint64_t capture_reserve(struct capture *c);
 int capture_unreserve(struct capture *c, uint64_t seq);
 int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len);
 char *capture_take(struct capture *c, size_t *len);
+// 0 or -errno.
 int capture_rotate(struct capture *c);
+// Bytes of frames in the active log (JavaScript rotates past 64 MiB).
+uint64_t capture_log_bytes(struct capture *c);
 // Syncs the mirrored tree and, if JavaScript appended no frame meanwhile, appends a checkpoint frame and lets
 // fdatasyncs flush only the log again. JavaScript calls it with no operation of its own in flight.
 int capture_checkpoint(struct capture *c);

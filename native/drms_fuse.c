@@ -791,8 +791,8 @@ static void notify_captured(void *arg) {
   napi_call_threadsafe_function(((struct session *)arg)->captured, NULL, napi_tsfn_nonblocking);
 }
 
-// options.capture = { logFds: [a, b], active, generation, nextSeq, onCaptured }: writes of handles set to capture
-// mode are journaled here. Absent: none are.
+// options.capture = { logFds: [a, b], active, generation, key, flushFd, nextSeq, onCaptured }: writes of handles
+// set to capture mode are journaled here. Absent: none are.
 static int start_capture(napi_env env, struct session *s, napi_value options) {
   bool has = false;
   napi_has_named_property(env, options, "capture", &has);
@@ -803,8 +803,10 @@ static int start_capture(napi_env env, struct session *s, napi_value options) {
   napi_typeof(env, cap, &type);
   if (type == napi_undefined) return 0;
   int fd[2];
-  int32_t active;
+  int32_t active, flush_fd;
   int64_t generation, next_seq;
+  uint64_t key;
+  bool lossless;
   napi_get_named_property(env, cap, "logFds", &fds);
   for (uint32_t i = 0; i < 2; i++) {
     if (napi_get_element(env, fds, i, &v) != napi_ok || napi_get_value_int32(env, v, &fd[i]) != napi_ok) return -1;
@@ -813,13 +815,17 @@ static int start_capture(napi_env env, struct session *s, napi_value options) {
   if (napi_get_value_int32(env, v, &active) != napi_ok) return -1;
   napi_get_named_property(env, cap, "generation", &v);
   if (napi_get_value_int64(env, v, &generation) != napi_ok) return -1;
+  napi_get_named_property(env, cap, "key", &v);
+  if (napi_get_value_bigint_uint64(env, v, &key, &lossless) != napi_ok) return -1;
+  napi_get_named_property(env, cap, "flushFd", &v);
+  if (napi_get_value_int32(env, v, &flush_fd) != napi_ok) return -1;
   napi_get_named_property(env, cap, "nextSeq", &v);
   if (napi_get_value_int64(env, v, &next_seq) != napi_ok) return -1;
   napi_get_named_property(env, cap, "onCaptured", &fn);
   napi_create_string_utf8(env, "drms-captured", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, fn, NULL, name, 0, 1, NULL, NULL, NULL, NULL, &s->captured) != napi_ok) return -1;
   napi_unref_threadsafe_function(env, s->captured);
-  s->capture = capture_new(s->root_fd, fd, active, (uint64_t)generation, (uint64_t)next_seq, notify_captured, s);
+  s->capture = capture_new(s->root_fd, fd, active, (uint64_t)generation, key, flush_fd, (uint64_t)next_seq, notify_captured, s);
   return s->capture ? 0 : -1;
 }
 
@@ -870,7 +876,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (start_capture(env, s, argv[3]) != 0) {
     free(fsname);
     release_session(env, s);
-    THROW(env, "mount: bad capture options (logFds, active, generation, nextSeq, onCaptured)");
+    THROW(env, "mount: bad capture options (logFds, active, generation, key, flushFd, nextSeq, onCaptured)");
   }
   napi_value name;
   napi_create_string_utf8(env, "drms-fuse", NAPI_AUTO_LENGTH, &name);
@@ -1147,19 +1153,25 @@ static napi_value js_reset_handles(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// rotate(session) -> the log now active (0 or 1).
-static napi_value js_rotate(napi_env env, napi_callback_info info) {
+// logBytes(session) -> bytes of frames in the active log.
+static napi_value js_log_bytes(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
-  int rc = capture_rotate(c);
-  if (rc < 0) {
-    throw_errno(env, -rc);
-    return NULL;
-  }
-  napi_create_int32(env, rc, &out);
+  napi_create_double(env, (double)capture_log_bytes(c), &out);
   return out;
+}
+
+// rotate(session): the other log takes the frames from now on (see capture_rotate).
+static napi_value js_rotate(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int rc = capture_rotate(c);
+  if (rc < 0) throw_errno(env, -rc);
+  return NULL;
 }
 
 struct checkpoint_work { struct capture *c; bool logged; int rc; napi_async_work work; napi_deferred deferred; };
@@ -1236,6 +1248,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
     { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
+    { "logBytes", NULL, js_log_bytes, NULL, NULL, NULL, napi_default, NULL },
     { "checkpoint", NULL, js_checkpoint, NULL, NULL, NULL, napi_default, NULL },
     { "ringEntries", NULL, js_ring_entries, NULL, NULL, NULL, napi_default, NULL },
     { "wantsCheckpoint", NULL, js_wants_checkpoint, NULL, NULL, NULL, napi_default, NULL },

@@ -97,6 +97,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         rotate: () => a.rotate(session),
         checkpoint: () => a.checkpoint(session, true),
         wantsCheckpoint: () => a.wantsCheckpoint(session),
+        logBytes: () => a.logBytes(session),
       },
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
       resetHandles: () => a.resetHandles(session),

@@ -10,7 +10,7 @@ export interface NativeMountOptions {
   ioUring: boolean;
   maxWrite: number;
   fsname: string;
-  capture?: { logFds: [number, number]; active: number; generation: number; nextSeq: number; onCaptured: () => void };
+  capture?: { logFds: [number, number]; active: number; generation: number; key: bigint; flushFd: number; nextSeq: number; onCaptured: () => void };
 }
 
 export interface NativeAddon {
@@ -24,7 +24,8 @@ export interface NativeAddon {
   setHandle(session: unknown, fh: number, mode: number): void;
   resetHandles(session: unknown): void;
   hold(session: unknown, on: boolean): void;
-  rotate(session: unknown): number;
+  rotate(session: unknown): void;
+  logBytes(session: unknown): number;
   checkpoint(session: unknown, logged: boolean): Promise<void>;
   wantsCheckpoint(session: unknown): boolean;
   ringEntries(session: unknown): number;

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
-import { FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
+import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
 
 /** Unflushed entries are flushed at least this often. */
@@ -20,7 +20,7 @@ const FLUSH_INTERVAL_MS = 1000;
  * lag p50 2 ms instead of 3 and 8 writers about 10% faster, metadata about 10% slower (more, smaller lmdb commits).
  */
 const INGEST_DELAY_MS = 1;
-/** The capture log in use is swapped for the other one past this size (checked with the flush). */
+/** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 
 export interface EncodedEntry {
@@ -86,7 +86,7 @@ export class Journal extends EventEmitter {
     this.captureLogs = startCaptureLogs(dir, generation + 1);
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
-      if (this.sequencer && !this.rotating && fs.fstatSync(this.captureLogs!.logFds[this.activeLog]!).size > ROTATE_BYTES) void this.rotate().catch((err) => this.emit('error', err));
+      if (this.sequencer && !this.rotating && this.sequencer.logBytes() > ROTATE_BYTES) void this.rotate().catch((err) => this.emit('error', err));
       else if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
     }, FLUSH_INTERVAL_MS);
     this.flushTimer.unref();
@@ -330,15 +330,13 @@ export class Journal extends EventEmitter {
     return { doubts, generation };
   }
 
-  private activeLog = 0;
-
   /** Swaps capture logs; the old one's frames are in lmdb, on stable storage, before the next swap empties it. */
   private async rotate(): Promise<void> {
     this.rotating = true;
     try {
       await this.sequencer!.checkpoint();
       if (!this.sequencer) return; // unmounted meanwhile
-      this.activeLog = this.sequencer.rotate();
+      this.sequencer.rotate();
       this.ingest();
       await this.flushed();
     } finally {
@@ -498,10 +496,7 @@ export class Journal extends EventEmitter {
       await this.flushed();
       fs.closeSync(this.dataFd);
       // Everything they held is in lmdb, on stable storage: a journal removed later leaves nothing to read back.
-      for (const fd of this.captureLogs!.logFds) {
-        if (settled) fs.ftruncateSync(fd, 0);
-        fs.closeSync(fd);
-      }
+      closeCaptureLogs(this.captureLogs!, settled);
     }
     await this.env.close();
   }
