@@ -7,21 +7,16 @@
 // by a checkpoint. JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries
 // take their seqs here too, so the journal has one order.
 #include "capture.h"
+#include "flush.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/fs.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +37,7 @@ struct capture {
   off_t log_size;            // where the active log's frames end
   off_t file_end[2];         // each log file's size: every block below it was written (frames overwrite them)
   off_t ready[2];            // how far each log's blocks and size are on stable storage (a full flush covered them)
-  int flush_fd;              // for flush_overwritten; -1 where it is not sound (see overwrite_flushable)
+  int flush_fd;              // for flush_overwritten (flush.h); -1 where it is not sound
   uint64_t appended;         // bytes appended since start, never decreasing (atomic: read by the syncer)
   char *pending;
   size_t pending_len, pending_cap;
@@ -272,38 +267,6 @@ static int hand_over(struct capture *c, const struct buf *frame) {
   if (c->notify_queued) return 0;
   c->notify_queued = 1;
   return 1;
-}
-
-// Makes frames that overwrote ready blocks durable: their pages written out, then the disk's cache flushed
-// through a file that is never written, whose fdatasync commits nothing. The log's own fdatasync would commit
-// its mtime, which changes on almost every write once anything on the machine stats a file (Linux 6.13+
-// multigrain timestamps): measured here, 3 disk writes and 187 µs a 256-byte record against 2 and 135 µs.
-static int flush_overwritten(int fd, int flush_fd) {
-  if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) return -1;
-  return fdatasync(flush_fd);
-}
-
-// Whether flush_overwritten is sound for the log `fd`: on ext4, whose fdatasync of a clean file flushes the disk's
-// cache, and where data does not go through its journal (data=journal, or chattr +j).
-static int overwrite_flushable(int fd) {
-  struct statfs sf;
-  struct stat st;
-  int flags = 0;
-  if (fstatfs(fd, &sf) != 0 || sf.f_type != 0xEF53 || fstat(fd, &st) != 0) return 0;
-  if (ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0 || (flags & FS_JOURNAL_DATA_FL)) return 0;
-  FILE *f = fopen("/proc/self/mountinfo", "r");
-  if (!f) return 0;
-  char line[4096];
-  int found = 0, journaled = 0;
-  while (fgets(line, sizeof line, f)) {
-    unsigned maj, min;
-    if (sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 || makedev(maj, min) != st.st_dev) continue;
-    const char *super = strstr(line, " - ");
-    found = 1;
-    journaled |= super && strstr(super, "data=journal") != NULL;
-  }
-  fclose(f);
-  return found && !journaled;
 }
 
 // One flush of the log (sync_lock held, dropped while it runs): every frame appended before it is then durable.

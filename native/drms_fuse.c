@@ -8,6 +8,7 @@
 #include <node_api.h>
 
 #include "capture.h"
+#include "flush.h"
 #include "uring.h"
 
 #include <dirent.h>
@@ -1033,6 +1034,29 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// overwriteFlushable(fd) -> whether flushOverwritten is sound for the file's filesystem (flush.h).
+static napi_value js_overwrite_flushable(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_boolean(env, overwrite_flushable(fd), &out);
+  return out;
+}
+
+// flushOverwritten(fd, flushFd): the file's overwrites made durable (flush.h); throws an errno-carrying error.
+static napi_value js_flush_overwritten(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1, flush_fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_int32(env, argv[1], &flush_fd);
+  if (flush_overwritten(fd, flush_fd) != 0) throw_errno(env, errno);
+  return NULL;
+}
+
 // lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): times to the nanosecond, which Node's utimes rounds
 // to the microsecond. Throws an errno-carrying error.
 static napi_value js_lutimens(napi_env env, napi_callback_info info) {
@@ -1239,6 +1263,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL },
     { "release", NULL, js_release, NULL, NULL, NULL, napi_default, NULL },
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL },
+    { "overwriteFlushable", NULL, js_overwrite_flushable, NULL, NULL, NULL, napi_default, NULL },
+    { "flushOverwritten", NULL, js_flush_overwritten, NULL, NULL, NULL, napi_default, NULL },
     { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_default, NULL },
     { "reserve", NULL, js_reserve, NULL, NULL, NULL, napi_default, NULL },
     { "unreserve", NULL, js_unreserve, NULL, NULL, NULL, napi_default, NULL },

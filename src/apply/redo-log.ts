@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { overwriteFlusher, type OverwriteFlusher } from '../fs/native.js';
 import type { JournalEntry } from '../journal/entry.js';
 import { decodeBatch, encodeBatch } from '../wire/frame.js';
 
@@ -20,7 +21,10 @@ export class RedoLog {
   /** Where the next record goes: records before it are not covered by the applied record yet. */
   private at = 0;
 
-  private constructor(private readonly fd: number) {}
+  private constructor(
+    private readonly fd: number,
+    private readonly flusher: OverwriteFlusher,
+  ) {}
 
   static open(dir: string): RedoLog {
     const fd = fs.openSync(path.join(dir, 'redo'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
@@ -29,7 +33,7 @@ export class RedoLog {
       fs.writeSync(fd, Buffer.alloc(REDO_BYTES - size), 0, REDO_BYTES - size, size);
       fs.fdatasyncSync(fd);
     }
-    return new RedoLog(fd);
+    return new RedoLog(fd, overwriteFlusher(fd, path.join(dir, 'redo.flush')));
   }
 
   /**
@@ -64,7 +68,7 @@ export class RedoLog {
     this.at += HEADER + body.length;
     fs.writeSync(this.fd, Buffer.concat([header, body]), 0, HEADER + body.length, at);
     // On this thread: a trip through libuv's pool costs two thread wake-ups, and the batch waits for it anyway.
-    fs.fdatasyncSync(this.fd);
+    this.flusher.flush();
     return true;
   }
 
@@ -74,6 +78,7 @@ export class RedoLog {
   }
 
   close(): void {
+    this.flusher.close();
     fs.closeSync(this.fd);
   }
 }

@@ -1,0 +1,12 @@
+// Flushing a file whose writes only overwrite blocks already on stable storage (the capture logs, the backup's
+// redo log) without committing anything in the filesystem's journal (see flush.c).
+#ifndef DRMS_FLUSH_H
+#define DRMS_FLUSH_H
+
+// Whether flush_overwritten is sound for `fd`'s filesystem.
+int overwrite_flushable(int fd);
+// 0, or -1 with errno: `fd`'s dirty pages written out, then the disk's cache flushed through `flush_fd`, a file
+// that is never written.
+int flush_overwritten(int fd, int flush_fd);
+
+#endif
