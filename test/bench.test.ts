@@ -24,6 +24,10 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   }
   t.ok(report.cases[0].lagMs['drms-async'], 'replication lag sampled under the transaction workload');
   t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
+  const alone = report.backlog.alone as Record<string, { opsPerSec: number; flushes: number; writes: number }>;
+  t.same(Object.keys(alone).sort(), ['bindfs', 'drms-primary', 'ext4'], 'the primary alone measured beside ext4 and bindfs');
+  t.ok(Object.values(alone).every((a) => a.opsPerSec > 0 && a.flushes > 0 && a.writes > 0), 'with its disk flushes and writes');
+  t.match(stdout, /with no backup on this machine .*drms-primary \d+ ops\/s \(\d\.\d\dx ext4\)/, 'and reported');
   t.match(stdout, /\| 1 writer, 256 B append \+ fdatasync \| ops\/s \|/, 'the Markdown table is printed');
   t.equal(fs.readFileSync(path.join(out, 'latest.md'), 'utf8'), stdout, 'and saved');
   const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');

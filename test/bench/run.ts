@@ -214,9 +214,16 @@ function sampleLag(state: string): { stop(): Promise<number[]> } {
   };
 }
 
+/** The 1-writer transaction workload with no backup on this machine (drms: its primary alone, as with its backup at a DR site). */
+interface AloneResult {
+  opsPerSec: number;
+  /** Disk cache flushes and writes per fdatasync, from the disk's counters. */
+  flushes: number;
+  writes: number;
+}
+
 interface BacklogResult {
-  /** Disk cache flushes per fdatasync (1 writer, 256 B records), drms as its primary alone (no backup on this disk). */
-  flushesPerFsync?: Record<string, number>;
+  alone?: Record<string, AloneResult>;
   mib: number;
   writeSeconds: number;
   primaryRssMiB: number;
@@ -226,8 +233,8 @@ interface BacklogResult {
 }
 
 /**
- * With no backup yet: disk flushes per fdatasync on ext4, bindfs and the drms primary; then RSS of the primary
- * holding a large backlog, and how fast a backup drains it.
+ * With no backup yet: the 1-writer workload and its disk operations on ext4, bindfs and the drms primary; then RSS
+ * of the primary holding a large backlog, and how fast a backup drains it.
  */
 async function backlogPhase(base: string, secret: string, targets: Target[]): Promise<BacklogResult> {
   const dir = mk(base, 'backlog');
@@ -235,7 +242,7 @@ async function backlogPhase(base: string, secret: string, targets: Target[]): Pr
   const port = 20000 + Math.floor(Math.random() * 20000);
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
   const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
-  const flushesPerFsync = await flushesPerFsyncOf([...targets.filter((t) => !t.state), { name: 'drms-primary', dir }]);
+  const alone = await aloneOf([...targets.filter((t) => !t.state), { name: 'drms-primary', dir }]);
   const t0 = Date.now();
   await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
   const writeSeconds = (Date.now() - t0) / 1000;
@@ -248,26 +255,30 @@ async function backlogPhase(base: string, secret: string, targets: Target[]): Pr
   await run(process.execPath, [DRMS, 'sync', '--state', state, '--timeout', '600']);
   const catchUpSeconds = (Date.now() - t1) / 1000;
   return {
-    flushesPerFsync, mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
+    alone, mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
     catchUpSeconds, catchUpMBps: (BACKLOG_MIB * 2 ** 20) / catchUpSeconds / 1e6,
   };
 }
 
-/** Runs the 1-writer transaction workload on each directory (twice, alternating), counting the disk's cache flushes. */
-async function flushesPerFsyncOf(dirs: Array<{ name: string; dir: string }>): Promise<Record<string, number> | undefined> {
+/** Runs the 1-writer transaction workload on each directory (ROUNDS times, alternating), counting the disk's operations. */
+async function aloneOf(dirs: Array<{ name: string; dir: string }>): Promise<Record<string, AloneResult> | undefined> {
   const stat = diskStat(dirs[0]!.dir);
   if (!stat) return undefined;
-  const flushes = () => Number(fs.readFileSync(stat, 'utf8').trim().split(/\s+/)[15]);
-  const per: Record<string, number[]> = {};
-  for (let round = 0; round < 2; round++) {
-    for (const { name, dir } of round ? [...dirs].reverse() : dirs) {
-      const before = flushes();
+  // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
+  const counters = () => fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number);
+  const per: Record<string, AloneResult[]> = {};
+  for (let round = 0; round < Math.max(2, ROUNDS); round++) {
+    for (const { name, dir } of round % 2 ? [...dirs].reverse() : dirs) {
+      const before = counters();
       const r = await runWorker('txn', dir, 0);
-      (per[name] ??= []).push((flushes() - before) / r.ops);
+      const after = counters();
+      (per[name] ??= []).push({ opsPerSec: r.ops / r.seconds, flushes: (after[15]! - before[15]!) / r.ops, writes: (after[4]! - before[4]!) / r.ops });
       removeRunFiles(dir);
     }
   }
-  return Object.fromEntries(Object.entries(per).map(([name, xs]) => [name, median(xs)]));
+  return Object.fromEntries(Object.entries(per).map(([name, rs]) => [name, {
+    opsPerSec: median(rs.map((r) => r.opsPerSec)), flushes: median(rs.map((r) => r.flushes)), writes: median(rs.map((r) => r.writes)),
+  }]));
 }
 
 /** The block device's stat file under /sys (the whole disk's, for a partition), if it counts flushes. */
@@ -375,7 +386,10 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const rss = r.peakRssMiB;
   lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
   const b = r.backlog;
-  if (b.flushesPerFsync) lines.push(`Disk flushes per fdatasync (1 writer; drms: the primary alone, as with its backup at the DR site): ${Object.entries(b.flushesPerFsync).map(([t, n]) => `${t} ${n.toFixed(2)}`).join(', ')}.`);
+  if (b.alone) {
+    const ext4 = b.alone.ext4?.opsPerSec;
+    lines.push(`1 writer, 256 B append + fdatasync, with no backup on this machine (drms: its primary alone, as with its backup at a DR site): ${Object.entries(b.alone).map(([t, a]) => `${t} ${f(a.opsPerSec)} ops/s${ext4 && t !== 'ext4' ? ` (${f(a.opsPerSec / ext4, 2)}x ext4)` : ''}, ${a.flushes.toFixed(2)} disk flushes and ${a.writes.toFixed(2)} disk writes per fdatasync`).join('; ')}.`);
+  }
   lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');
 }
