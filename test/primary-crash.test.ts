@@ -212,6 +212,39 @@ t.test('a capture log is overwritten, not emptied: what an older generation left
   }
 });
 
+t.test('capture logs rotate past 64 MiB and are reused: each starts a new generation over what it held, and is read back after a crash (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+  const { dir, prod, dr, pstate, secret } = layout(t);
+  const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
+  const primary = await startPrimary(t, args);
+  const { readLog } = (await import(CAPTURE_LOG)) as typeof import('../dist/journal/capture-log.js');
+  const { decodeEntry } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
+  const logs = () => [0, 1].map((i) => readLog(fs.readFileSync(path.join(pstate, `capture-${i}.log`))));
+  const first = logs()[0]!.generation;
+  const RECORDS = 40;
+  for (const [round, active] of [[1, 1], [2, 0]] as const) {
+    await run('dd', ['if=/dev/urandom', `of=${path.join(prod, `big-${round}.dat`)}`, 'bs=1M', 'count=70', 'conv=fdatasync', 'status=none']);
+    // The journal swaps logs on its next flush tick (every second) once the active one holds over 64 MiB.
+    for (let i = 0; i < 100 && logs()[active]!.generation !== first + round; i++) await sleep(100);
+    t.equal(logs()[active]!.generation, first + round, `round ${round}: capture-${active}.log took over at the next generation`);
+    await appendSynced(path.join(prod, 'ledger.log'), RECORDS);
+  }
+  t.ok(fs.statSync(path.join(pstate, 'capture-0.log')).size <= 72 * 2 ** 20, 'a log is kept to 72 MiB');
+  primary.proc.kill('SIGKILL');
+  await primary.exited;
+  await run('fusermount', ['-uz', prod]).catch(() => undefined);
+
+  // Log 0 took the second round's records, written over what it held two generations before.
+  const newest = logs()[0]!;
+  const writes = newest.frames.map((f) => (f.kind === CAPTURED ? decodeEntry(f.body) : undefined)).filter((e) => e?.op === 'write' && e.path === '/ledger.log');
+  t.same(writes.map((e) => (e!.op === 'write' ? e!.offset : -1)), Array.from({ length: RECORDS }, (_, i) => (RECORDS + i) * 64), 'the log now active reads back exactly the records written since it took over');
+  const second = await startPrimary(t, args);
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '120'])).code, 0);
+  t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries, 'trees identical');
+  for (const f of ['big-1.dat', 'big-2.dat', 'ledger.log']) t.ok(fs.readFileSync(path.join(prod, f)).equals(fs.readFileSync(path.join(dr, f))), `${f}: same bytes on both sites`);
+  second.proc.kill('SIGTERM');
+  await second.exited;
+});
+
 interface LoggedFrame {
   kind: number;
   op?: string;
