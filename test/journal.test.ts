@@ -1,6 +1,10 @@
 // The journal's acknowledgement path: the backup's applied seq releases waiters at once; the entries it covers leave
-// lmdb with the next batch ('trimmed' then), and the seq survives a restart.
+// lmdb with the next batch ('trimmed' then), and the seq survives a restart. Capture logs from before their salt.
 import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
+import { encodeEntry } from '../dist/journal/entry.js';
 import { Journal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -23,5 +27,24 @@ t.test('an acknowledgement releases waiters, then trims what it covers; both sur
   j = Journal.open(dir);
   t.equal(j.ackedSeq, 3, 'the acknowledged seq after a restart');
   t.same([...j.entriesFrom(0)].map((e) => e.seq), [4, 5], 'and only what the backup still needs');
+  await j.close();
+});
+
+t.test('a capture log left by a version before the salt is read back (its frames sealed with the generation alone), then started again salted', async (t) => {
+  const dir = tmpdir(t);
+  const generation = 7;
+  const entry = encodeEntry({ op: 'write', path: '/a', offset: 0, data: Buffer.from('OLD'), seq: 1, ts: Date.now() });
+  fs.writeFileSync(path.join(dir, 'capture-0.log'), Buffer.concat([
+    encodeFrame(FrameKind.Generation, generation, BigInt(generation)),
+    encodeFrame(FrameKind.Captured, 1, BigInt(generation), entry),
+  ]));
+  const left = readCaptureLogs(dir);
+  t.same(left.frames.map((f) => [f.kind, f.seq]), [[FrameKind.Generation, generation], [FrameKind.Captured, 1]], 'its frames are read');
+  const j = Journal.open(dir);
+  t.same([...j.entriesFrom(0)].map((e) => [e.seq, e.op]), [[1, 'write']], 'the journal takes the captured entry in');
+  const log = readLog(fs.readFileSync(path.join(dir, 'capture-0.log')));
+  t.equal(log.generation, generation + 1, 'the log starts over at the next generation');
+  t.equal(log.frames[0]!.body.length, 8, 'with a salt');
+  t.not(log.key, BigInt(generation + 1), 'which its frames are sealed with');
   await j.close();
 });
