@@ -178,6 +178,23 @@ t.test('capture log (native binding): after a crash its entries reach the journa
   t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries);
 });
 
+interface LoggedFrame {
+  kind: number;
+  op?: string;
+  offset?: number;
+}
+
+async function loggedFrames(state: string): Promise<LoggedFrame[]> {
+  const { readCaptureLogs } = (await import(CAPTURE_LOG)) as typeof import('../dist/journal/capture-log.js');
+  const { decodeEntry } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
+  return readCaptureLogs(state).frames.map((f) => {
+    const e = f.kind !== GENERATION && f.body.length ? decodeEntry(f.body) : undefined;
+    return { kind: f.kind, op: e?.op, offset: e?.op === 'write' ? e.offset : undefined };
+  });
+}
+
+const [CAPTURED, GENERATION, CHECKPOINT] = [2, 3, 4];
+
 t.test('a capture log is overwritten, not emptied: what an older generation left in it, or a frame not sealed with its salt, is not read back after a crash (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   fs.writeFileSync(path.join(prod, 'a'), 'original');
@@ -244,23 +261,6 @@ t.test('capture logs rotate past 64 MiB and are reused: each starts a new genera
   second.proc.kill('SIGTERM');
   await second.exited;
 });
-
-interface LoggedFrame {
-  kind: number;
-  op?: string;
-  offset?: number;
-}
-
-async function loggedFrames(state: string): Promise<LoggedFrame[]> {
-  const { readCaptureLogs } = (await import(CAPTURE_LOG)) as typeof import('../dist/journal/capture-log.js');
-  const { decodeEntry } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
-  return readCaptureLogs(state).frames.map((f) => {
-    const e = f.kind !== GENERATION && f.body.length ? decodeEntry(f.body) : undefined;
-    return { kind: f.kind, op: e?.op, offset: e?.op === 'write' ? e.offset : undefined };
-  });
-}
-
-const [CAPTURED, GENERATION, CHECKPOINT] = [2, 3, 4];
 
 t.test('power cut (native binding): fdatasyncs answered by the capture log alone are written again from it', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
