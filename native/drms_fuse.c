@@ -1057,6 +1057,30 @@ static napi_value js_flush_overwritten(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// openFlushFile(parent, dirName, name) -> fd of the flush file `parent/dirName/name` (flush.h); throws an
+// errno-carrying error.
+static napi_value js_open_flush_file(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char *s[3] = { NULL, NULL, NULL };
+  for (size_t i = 0; i < argc && i < 3; i++) s[i] = get_string(env, argv[i]);
+  int fd = -1, e = EINVAL;
+  if (s[0] && s[1] && s[2]) {
+    int dir = open(s[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fd = dir < 0 ? -1 : flush_file_open(dir, s[1], s[2]);
+    e = errno;
+    if (dir >= 0) close(dir);
+  }
+  for (int i = 0; i < 3; i++) free(s[i]);
+  if (fd < 0) {
+    throw_errno(env, e);
+    return NULL;
+  }
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
 // lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): times to the nanosecond, which Node's utimes rounds
 // to the microsecond. Throws an errno-carrying error.
 static napi_value js_lutimens(napi_env env, napi_callback_info info) {
@@ -1265,6 +1289,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL },
     { "overwriteFlushable", NULL, js_overwrite_flushable, NULL, NULL, NULL, napi_default, NULL },
     { "flushOverwritten", NULL, js_flush_overwritten, NULL, NULL, NULL, napi_default, NULL },
+    { "openFlushFile", NULL, js_open_flush_file, NULL, NULL, NULL, napi_default, NULL },
     { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_default, NULL },
     { "reserve", NULL, js_reserve, NULL, NULL, NULL, napi_default, NULL },
     { "unreserve", NULL, js_unreserve, NULL, NULL, NULL, napi_default, NULL },

@@ -8,5 +8,8 @@ int overwrite_flushable(int fd);
 // 0, or -1 with errno: `fd`'s dirty pages written out, then the disk's cache flushed through `flush_fd`, a file
 // that is never written.
 int flush_overwritten(int fd, int flush_fd);
+// The file to pass as flush_fd: `name` in the directory `dir_name` of `dir_fd` (made if missing, away from the
+// parent's inodes); an fd, or -1 with errno.
+int flush_file_open(int dir_fd, const char *dir_name, const char *name);
 
 #endif

@@ -1,6 +1,7 @@
 // The journal's acknowledgement path: the backup's applied seq releases waiters at once; the entries it covers leave
 // lmdb with the next batch ('trimmed' then), and the seq survives a restart. Capture logs from before their salt.
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
@@ -47,4 +48,28 @@ t.test('a capture log left by a version before the salt is read back (its frames
   t.equal(log.frames[0]!.body.length, 8, 'with a salt');
   t.not(log.key, BigInt(generation + 1), 'which its frames are sealed with');
   await j.close();
+});
+
+t.test("the capture logs' flush file has a directory of its own, away from the logs' inode-table block, and replaces the one beside them", async (t) => {
+  const dir = tmpdir(t);
+  fs.writeFileSync(path.join(dir, 'capture.flush'), ''); // where versions before the flush dir kept it
+  const j = Journal.open(dir);
+  const flush = path.join(dir, 'flush', 'capture');
+  const st = fs.statSync(flush);
+  t.equal(st.size, 0, 'the flush file is empty');
+  t.equal(st.mode & 0o777, 0o600, 'and private');
+  t.equal(fs.statSync(path.join(dir, 'flush')).mode & 0o777, 0o700, 'in a private directory');
+  t.notOk(fs.existsSync(path.join(dir, 'capture.flush')), 'the old one is gone');
+  // On ext4 an inode-table block holds at most 32 inodes (128 bytes each, 4 KiB blocks). The directory's
+  // neighbours are the logs, whose inodes change with every write (native/flush.c).
+  const fsType = execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
+  if (fsType === 'ext2/ext3') {
+    const block = (ino: number) => Math.floor((ino - 1) / 32);
+    for (const log of ['capture-0.log', 'capture-1.log']) t.not(block(st.ino), block(fs.statSync(path.join(dir, log)).ino), `not in ${log}'s inode-table block`);
+    t.notMatch(execFileSync('lsattr', ['-d', dir], { encoding: 'utf8' }).split(' ')[0]!, /T/, 'the state dir does not keep the top-directory flag');
+  }
+  await j.close();
+  const again = Journal.open(dir);
+  t.equal(fs.statSync(flush).ino, st.ino, 'a restart keeps the flush file');
+  await again.close();
 });

@@ -1,6 +1,7 @@
 // drms's own addon (native/, node-gyp on libfuse3): the native FUSE binding, and the file calls Node lacks.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { Timestamp } from '../journal/entry.js';
 
@@ -32,6 +33,7 @@ export interface NativeAddon {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   overwriteFlushable(fd: number): boolean;
   flushOverwritten(fd: number, flushFd: number): void;
+  openFlushFile(parent: string, dirName: string, name: string): number;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }
 
@@ -68,15 +70,29 @@ export interface OverwriteFlusher {
   close(): void;
 }
 
+/** The flush files' directory in a state dir: away from the logs' inodes (native/flush.c says why). */
+const FLUSH_DIR = 'flush';
+
 /**
- * With the addon on ext4: the file's pages written out, then the disk's cache flushed through `flushFile` (created
- * here, never written), which commits nothing in ext4's journal for the file's changed mtime (native/flush.c).
- * Elsewhere fdatasync.
+ * Opens `<dir>/flush/<name>`, a file never written whose fdatasync flushes the disk's cache (flushOverwritten);
+ * with the addon its directory is made in another block group than `dir`'s inodes.
  */
-export function overwriteFlusher(fd: number, flushFile: string): OverwriteFlusher {
+export function openFlushFile(dir: string, name: string): number {
+  const a = tryNativeAddon();
+  if (a) return a.openFlushFile(dir, FLUSH_DIR, name);
+  fs.mkdirSync(path.join(dir, FLUSH_DIR), { recursive: true, mode: 0o700 });
+  return fs.openSync(path.join(dir, FLUSH_DIR, name), fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o600);
+}
+
+/**
+ * With the addon on ext4: the file's pages written out, then the disk's cache flushed through the flush file
+ * `name` in `dir` (openFlushFile), which commits nothing in ext4's journal for the file's changed mtime
+ * (native/flush.c). Elsewhere fdatasync.
+ */
+export function overwriteFlusher(fd: number, dir: string, name: string): OverwriteFlusher {
   const a = tryNativeAddon();
   if (!a?.overwriteFlushable(fd)) return { flush: () => fs.fdatasyncSync(fd), close: () => undefined };
-  const flushFd = fs.openSync(flushFile, fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o600);
+  const flushFd = openFlushFile(dir, name);
   return { flush: () => a.flushOverwritten(fd, flushFd), close: () => fs.closeSync(flushFd) };
 }
 

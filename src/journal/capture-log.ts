@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { openFlushFile } from '../fs/native.js';
 
 /** Frame kinds, as native/capture.h numbers them. */
 export const FrameKind = { Entry: 0, Done: 1, Captured: 2, Generation: 3, Checkpoint: 4 } as const;
@@ -155,7 +156,7 @@ export interface CaptureLogs {
   active: 0;
   generation: number;
   key: bigint;
-  /** <state>/capture.flush, never written: its fdatasync flushes the disk's cache alone (native/capture.c). */
+  /** <state>/flush/capture, never written: its fdatasync flushes the disk's cache alone (native/capture.c). */
   flushFd: number;
 }
 
@@ -168,7 +169,8 @@ export function startCaptureLogs(stateDir: string, generation: number): CaptureL
   const salt = randomBytes(8);
   fs.writeSync(fds[0], encodeFrame(FrameKind.Generation, generation, BigInt(generation), salt), 0, GENERATION_FRAME, 0);
   clearLog(fds[1]);
-  const flushFd = fs.openSync(path.join(stateDir, 'capture.flush'), fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o600);
+  const flushFd = openFlushFile(stateDir, 'capture');
+  fs.rmSync(path.join(stateDir, 'capture.flush'), { force: true }); // where versions before the flush dir kept it
   for (const fd of [...fds, flushFd]) fs.fdatasyncSync(fd);
   const dir = fs.openSync(stateDir, 'r');
   try {
