@@ -48,6 +48,7 @@ struct session {
   pthread_t loop;
   int loop_running;
   int root_fd;
+  int dev_fd;          // the connection to the kernel when drms mounted it itself, else -1
   int writeback;
   int io_uring;        // asked for: served over io_uring if the kernel offers it
   struct uring *uring; // started once the kernel took the INIT reply
@@ -95,6 +96,10 @@ struct request {
 // Set by dev_read for the request this thread serves next (libfuse's workers read a request and serve it):
 // the kernel asks the server to clear set-user-ID and set-group-ID (kill_suidgid).
 static __thread int request_kills_suidgid;
+
+// Set by note_request likewise: the node the request is about, and the unique of a CREATE (its reply names the new
+// node, see dev_writev).
+static __thread uint64_t request_nodeid, create_unique;
 
 // Set by op_init on the thread that answers INIT, for dev_writev, which starts the session's ring.
 static __thread struct session *init_session;
@@ -372,8 +377,66 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   return s;
 }
 
+// ---- Open nodes ----
+// fstat asks GETATTR of the inode, without the handle it came through, and libfuse's path-based API has no path for
+// a node whose last name is gone (hard_remove): it would answer ESTALE where ext4 answers. drms remembers the handles
+// open on each node (by connection and node id, from OPEN and CREATE to RELEASE) and hands libfuse one of them with
+// such a GETATTR (note_request), so that op_getattr fstats it.
+#define OPEN_NODE_BUCKETS 4096
+#define NODE_HANDLE UINT64_MAX // the handle given to libfuse: op_getattr looks up the node's own
+
+struct open_node { int conn; uint64_t nodeid, fh; struct open_node *next; };
+static struct open_node *open_nodes[OPEN_NODE_BUCKETS];
+static pthread_mutex_t open_nodes_lock = PTHREAD_MUTEX_INITIALIZER; // held while a looked-up handle is used
+
+static struct open_node **open_node_bucket(int conn, uint64_t nodeid) {
+  return &open_nodes[(nodeid * 31 + (uint64_t)conn) % OPEN_NODE_BUCKETS];
+}
+
+// The first handle open on the node, or NODE_HANDLE (lock held).
+static uint64_t open_node_handle(int conn, uint64_t nodeid) {
+  for (struct open_node *n = *open_node_bucket(conn, nodeid); n; n = n->next)
+    if (n->conn == conn && n->nodeid == nodeid) return n->fh;
+  return NODE_HANDLE;
+}
+
+static void open_node_add(int conn, uint64_t nodeid, uint64_t fh) {
+  struct open_node *n = malloc(sizeof *n);
+  if (!n) return; // only an fstat after the file's last unlink answers ESTALE
+  *n = (struct open_node){ conn, nodeid, fh, NULL };
+  pthread_mutex_lock(&open_nodes_lock);
+  struct open_node **b = open_node_bucket(conn, nodeid);
+  n->next = *b;
+  *b = n;
+  pthread_mutex_unlock(&open_nodes_lock);
+}
+
+// Before JavaScript closes the handle: once this returns, no GETATTR uses it.
+static void open_node_remove(int conn, uint64_t nodeid, uint64_t fh) {
+  pthread_mutex_lock(&open_nodes_lock);
+  for (struct open_node **p = open_node_bucket(conn, nodeid); *p; p = &(*p)->next) {
+    struct open_node *n = *p;
+    if (n->conn == conn && n->nodeid == nodeid && n->fh == fh) {
+      *p = n->next;
+      free(n);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&open_nodes_lock);
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
-  int rc = fi ? fstat((int)fi->fh, st) : fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
+  int rc;
+  if (fi && fi->fh == NODE_HANDLE) {
+    pthread_mutex_lock(&open_nodes_lock);
+    uint64_t fh = open_node_handle(current()->dev_fd, request_nodeid);
+    if (fh != NODE_HANDLE) rc = fstat((int)fh, st);
+    else if (path) rc = fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
+    else rc = -1, errno = ESTALE; // released meanwhile, and no name left
+    pthread_mutex_unlock(&open_nodes_lock);
+  } else {
+    rc = fi ? fstat((int)fi->fh, st) : fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
+  }
   return rc == 0 ? 0 : -errno;
 }
 
@@ -447,7 +510,10 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
   if (current()->writeback && (flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
   struct request r = { .op = OP_OPEN, .path = path, .flags = flags };
   rc = dispatch(&r);
-  if (rc == 0) fi->fh = r.out_fh;
+  if (rc == 0) {
+    fi->fh = r.out_fh;
+    open_node_add(current()->dev_fd, request_nodeid, fi->fh);
+  }
   return rc;
 }
 
@@ -513,6 +579,7 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 static int op_release(const char *path, struct fuse_file_info *fi) {
   // Before JavaScript closes it: the descriptor number may be reused at once.
   if (current()->capture) capture_set_mode(current()->capture, fi->fh, H_JS);
+  open_node_remove(current()->dev_fd, request_nodeid, fi->fh);
   struct request r = { .op = OP_RELEASE, .path = path, .fh = fi->fh };
   return dispatch(&r);
 }
@@ -634,13 +701,30 @@ static __thread uint64_t init_unique;
 static __thread int init_offers_killpriv, init_offers_uring;
 
 // Notes what the request this thread serves next asks of the server beyond its operation.
-static void note_request(const void *buf, size_t n) {
+static void note_request(int conn, void *buf, size_t n) {
   request_kills_suidgid = 0;
   if (n < sizeof(struct fuse_in_header)) return;
   const struct fuse_in_header *h = buf;
-  const void *arg = h + 1;
+  void *arg = (char *)buf + sizeof *h;
   size_t size = n - sizeof *h;
+  request_nodeid = h->nodeid;
   switch (h->opcode) {
+    case FUSE_GETATTR: {
+      // Without a handle (fstat, stat): one open on the node stands in, in case no name is left (see Open nodes).
+      struct fuse_getattr_in *in = arg;
+      if (size < sizeof *in || (in->getattr_flags & FUSE_GETATTR_FH)) break;
+      pthread_mutex_lock(&open_nodes_lock);
+      int open = open_node_handle(conn, h->nodeid) != NODE_HANDLE;
+      pthread_mutex_unlock(&open_nodes_lock);
+      if (open) {
+        in->getattr_flags |= FUSE_GETATTR_FH;
+        in->fh = NODE_HANDLE;
+      }
+      break;
+    }
+    case FUSE_CREATE:
+      create_unique = h->unique;
+      break;
     case FUSE_INIT:
       if (size >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
         const struct fuse_init_in *in = arg;
@@ -669,13 +753,13 @@ static void note_request(const void *buf, size_t n) {
 
 static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
   ssize_t n = read(fd, buf, len);
-  note_request(buf, n > 0 ? (size_t)n : 0);
+  note_request(fd, buf, n > 0 ? (size_t)n : 0);
   return n;
 }
 
-static void serve_ring_request(void *ctx, const void *request, size_t size) {
+static void serve_ring_request(void *ctx, void *request, size_t size) {
   struct session *s = ctx;
-  note_request(request, size);
+  note_request(s->dev_fd, request, size);
   struct fuse_buf buf = { .size = size, .mem = (void *)request };
   fuse_session_process_buf(fuse_get_session(s->fuse), &buf);
 }
@@ -694,7 +778,21 @@ static size_t ring_payload_size(const struct fuse_init_out *out) {
   return size;
 }
 
+// A CREATE's reply: the new node and its handle (fuse_entry_out, then fuse_open_out), for the open nodes.
+static void note_created(int conn, const struct iovec *iov, int count) {
+  struct { struct fuse_out_header h; struct fuse_entry_out entry; struct fuse_open_out open; } r;
+  size_t n = 0;
+  for (int i = 0; i < count && n < sizeof r; i++) {
+    size_t take = iov[i].iov_len < sizeof r - n ? iov[i].iov_len : sizeof r - n;
+    memcpy((char *)&r + n, iov[i].iov_base, take);
+    n += take;
+  }
+  if (n == sizeof r && r.h.unique == create_unique && r.h.error == 0) open_node_add(conn, r.entry.nodeid, r.open.fh);
+  create_unique = 0;
+}
+
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  if (create_unique) note_created(fd, iov, count);
   ssize_t ring = uring_reply(iov, count);
   if (ring >= 0) return ring;
   struct session *starts_ring = NULL;
@@ -899,6 +997,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     THROW(env, "mount: fuse_new failed (see stderr)");
   }
   int devfd = mount_device(s->mountpoint, fsname, st.st_mode);
+  s->dev_fd = devfd;
   free(fsname);
   if (devfd >= 0 && fuse_session_custom_io(fuse_get_session(s->fuse), &DEVICE_IO, devfd) != 0) {
     umount2(s->mountpoint, MNT_DETACH);
@@ -906,6 +1005,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     devfd = -1;
     errno = EINVAL;
   }
+  s->dev_fd = devfd;
   if (devfd < 0 && (errno != EPERM || fuse_mount(s->fuse, s->mountpoint) != 0)) {
     int e = errno;
     fuse_destroy(s->fuse);

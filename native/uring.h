@@ -13,7 +13,7 @@
 struct uring;
 
 // Serves one request laid out as read from /dev/fuse (header, op arguments, payload).
-typedef void (*uring_serve_fn)(void *ctx, const void *request, size_t size);
+typedef void (*uring_serve_fn)(void *ctx, void *request, size_t size);
 
 // Starts threads that register ring entries on the connection of /dev/fuse `fd` (after its INIT reply), each
 // with a payload buffer of `payload_size` bytes, `per_cpu` entries for each possible CPU. NULL if none started.
