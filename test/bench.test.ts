@@ -23,6 +23,14 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
     t.equal(c.ratioToExt4.ext4, 1);
   }
   t.ok(report.cases[0].lagMs['drms-async'], 'replication lag sampled under the transaction workload');
+  // Issue #7's targets: each measured one judged against its goal, and printed.
+  const targets = report.targets as Array<{ target: string; goal: number; measured: number; met: boolean }>;
+  t.equal(targets.length, 9 + report.cases.length, 'every target of issue #7, and drms against bindfs on every workload');
+  const txn8 = report.cases.find((c: { name: string }) => c.name === 'txn-8');
+  const eight = targets.find((x) => x.target === '8 writers, async / ext4')!;
+  t.equal(eight.measured, txn8.ratioToExt4['drms-async'], 'from the workload\'s ratio');
+  t.ok(targets.every((x) => x.met === (x.target.includes('lag') ? x.measured <= x.goal : x.measured >= x.goal)), 'met exactly where the goal is reached');
+  t.match(stdout, new RegExp(`Issue #7's targets: ${targets.filter((x) => x.met).length} of ${targets.length} met`), 'and the count is printed');
   t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
   const alone = report.backlog.alone as Record<string, { opsPerSec: number; flushes: number; writes: number }>;
   t.same(Object.keys(alone).sort(), ['bindfs', 'drms-primary', 'ext4'], 'the primary alone measured beside ext4 and bindfs');

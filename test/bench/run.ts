@@ -328,6 +328,39 @@ interface CaseReport {
   runs: Record<string, Sample[]>;
 }
 
+/** One of issue #7's targets, as this run measured it. */
+interface TargetResult {
+  target: string;
+  goal: number;
+  measured: number;
+  met: boolean;
+  /** How far from the goal: measured / goal (a ratio target) or goal / measured (lag), 1 or more once met. */
+  ofGoal: number;
+}
+
+/** Issue #7's targets for the cases this run measured (drms async unless named): ratios to ext4 and bindfs, lag. */
+function targetsOf(cases: CaseReport[]): TargetResult[] {
+  const byName = new Map(cases.map((c) => [c.name, c]));
+  const out: TargetResult[] = [];
+  const atLeast = (target: string, goal: number, measured: number | undefined) => {
+    if (measured !== undefined) out.push({ target, goal, measured, met: measured >= goal, ofGoal: measured / goal });
+  };
+  const ext4 = (name: string, t = 'drms-async') => byName.get(name)?.ratioToExt4[t];
+  atLeast('8 writers, async / ext4', 0.95, ext4('txn-8'));
+  atLeast('1 writer, async / ext4', 0.9, ext4('txn-1'));
+  atLeast('1 writer, sync / ext4', 0.85, ext4('txn-1', 'drms-sync'));
+  atLeast('8 writers, sync / ext4', 0.85, ext4('txn-8', 'drms-sync'));
+  atLeast('sequential writes / ext4', 0.8, ext4('seq-1m'));
+  atLeast('buffered 256 B / ext4', 0.5, ext4('buf-256'));
+  atLeast('buffered 4 KiB / ext4', 0.5, ext4('buf-4k'));
+  for (const name of ['txn-1', 'txn-8']) {
+    const p99 = byName.get(name)?.lagMs?.['drms-async']?.p99;
+    if (p99 !== undefined) out.push({ target: `${name} lag p99 (ms)`, goal: 10, measured: p99, met: p99 <= 10, ofGoal: p99 > 0 ? 10 / p99 : Infinity });
+  }
+  for (const c of cases) atLeast(`${c.name}, async / bindfs`, 1, c.ratioToBindfs['drms-async']);
+  return out;
+}
+
 function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, backlog: BacklogResult) {
   const cases: CaseReport[] = CASES.map((c) => {
     const runs = results[c.name]!;
@@ -352,6 +385,7 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     rounds: ROUNDS,
     secondsPerRun: SECONDS,
     cases,
+    targets: targetsOf(cases),
     peakRssMiB: Object.fromEntries(Object.entries(peakRssKiB).map(([t, [p, b]]) => [t, { primary: (p ?? 0) / 1024, backup: (b ?? 0) / 1024 }])),
     backlog,
   };
@@ -371,6 +405,10 @@ function markdown(r: ReturnType<typeof summarize>): string {
     const [m, x] = [c.median, c.ratioToExt4];
     lines.push(`| ${c.what} | ${c.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-async'])} | ${f(m['drms-sync'])} | ${f(m['drms-async-devfuse'])} | ${f(m['drms-async-wb'])} | ${f(m['drms-async-fuse-native'])} | `
       + `${f(x['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(x['drms-sync'], 2)} | ${f(x['drms-async-devfuse'], 2)} | ${f(x['drms-async-wb'], 2)} | ${f(x['drms-async-fuse-native'], 2)} |`);
+  }
+  if (r.targets.length) {
+    lines.push('', `Issue #7's targets: ${r.targets.filter((t) => t.met).length} of ${r.targets.length} met (where the time goes: README, "Benchmark").`, '', '| target | goal | measured | met | of the goal |', '|---|---|---|---|---|');
+    for (const t of r.targets) lines.push(`| ${t.target} | ${t.goal} | ${f(t.measured, 2)} | ${t.met ? 'yes' : 'no'} | ${Number.isFinite(t.ofGoal) ? `${Math.round(t.ofGoal * 100)}%` : ''} |`);
   }
   const drms = DRMS_TARGETS.map((d) => d.name);
   lines.push('', `| transaction workload | ext4 | bindfs | ${drms.join(' | ')} |`, `|---|---|---|${drms.map(() => '---|').join('')}`);
