@@ -425,6 +425,23 @@ static void open_node_remove(int conn, uint64_t nodeid, uint64_t fh) {
   pthread_mutex_unlock(&open_nodes_lock);
 }
 
+// A connection's handles, once it ended: a later connection may get its descriptor number.
+static void open_nodes_forget(int conn) {
+  pthread_mutex_lock(&open_nodes_lock);
+  for (size_t i = 0; i < OPEN_NODE_BUCKETS; i++) {
+    for (struct open_node **p = &open_nodes[i]; *p;) {
+      struct open_node *n = *p;
+      if (n->conn != conn) {
+        p = &n->next;
+        continue;
+      }
+      *p = n->next;
+      free(n);
+    }
+  }
+  pthread_mutex_unlock(&open_nodes_lock);
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
   int rc;
   if (fi && fi->fh == NODE_HANDLE) {
@@ -875,6 +892,7 @@ static char *get_string(napi_env env, napi_value v) {
 }
 
 static void release_session(napi_env env, struct session *s) {
+  open_nodes_forget(s->dev_fd);
   for (int i = 0; i < OP_COUNT; i++) if (s->ops[i]) napi_delete_reference(env, s->ops[i]);
   if (s->capture) capture_free(s->capture);
   if (s->uring) uring_free(s->uring);
@@ -935,6 +953,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) THROW(env, "mount(mountpoint, rootFd, ops, options)");
   struct session *s = calloc(1, sizeof *s);
+  s->dev_fd = -1;
   s->nocap = calloc(NOCAP_SLOTS, sizeof *s->nocap);
   s->nocap_generation = 1;
   pthread_mutex_init(&s->nocap_lock, NULL);
@@ -997,7 +1016,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     THROW(env, "mount: fuse_new failed (see stderr)");
   }
   int devfd = mount_device(s->mountpoint, fsname, st.st_mode);
-  s->dev_fd = devfd;
   free(fsname);
   if (devfd >= 0 && fuse_session_custom_io(fuse_get_session(s->fuse), &DEVICE_IO, devfd) != 0) {
     umount2(s->mountpoint, MNT_DETACH);
