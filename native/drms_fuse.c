@@ -380,8 +380,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
 // ---- Open nodes ----
 // fstat asks GETATTR of the inode, without the handle it came through, and libfuse's path-based API has no path for
 // a node whose last name is gone (hard_remove): it would answer ESTALE where ext4 answers. drms remembers the handles
-// open on each node (by connection and node id, from OPEN and CREATE to RELEASE) and hands libfuse one of them with
-// such a GETATTR (note_request), so that op_getattr fstats it.
+// open on each node (by connection and node id, from OPEN and CREATE to RELEASE); such a GETATTR reaches op_getattr
+// with NODE_HANDLE (note_request), which fstats one of them.
 #define OPEN_NODE_BUCKETS 4096
 #define NODE_HANDLE UINT64_MAX // the handle given to libfuse: op_getattr looks up the node's own
 
@@ -443,18 +443,16 @@ static void open_nodes_forget(int conn) {
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
-  int rc;
-  if (fi && fi->fh == NODE_HANDLE) {
-    pthread_mutex_lock(&open_nodes_lock);
-    uint64_t fh = open_node_handle(current()->dev_fd, request_nodeid);
-    if (fh != NODE_HANDLE) rc = fstat((int)fh, st);
-    else if (path) rc = fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
-    else rc = -1, errno = ESTALE; // released meanwhile, and no name left
-    pthread_mutex_unlock(&open_nodes_lock);
-  } else {
-    rc = fi ? fstat((int)fi->fh, st) : fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
-  }
-  return rc == 0 ? 0 : -errno;
+  // NODE_HANDLE (see note_request): a handle open on the node if there is one, else the path if it has one left.
+  int by_node = fi && fi->fh == NODE_HANDLE;
+  if (by_node) pthread_mutex_lock(&open_nodes_lock);
+  uint64_t fh = by_node ? open_node_handle(current()->dev_fd, request_nodeid) : fi ? fi->fh : NODE_HANDLE;
+  int rc = fh != NODE_HANDLE ? fstat((int)fh, st)
+         : path ? fstatat(current()->root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW)
+         : (errno = ESTALE, -1);
+  int e = errno;
+  if (by_node) pthread_mutex_unlock(&open_nodes_lock);
+  return rc == 0 ? 0 : -e;
 }
 
 static int op_readlink(const char *path, char *buf, size_t size) {
@@ -718,7 +716,7 @@ static __thread uint64_t init_unique;
 static __thread int init_offers_killpriv, init_offers_uring;
 
 // Notes what the request this thread serves next asks of the server beyond its operation.
-static void note_request(int conn, void *buf, size_t n) {
+static void note_request(void *buf, size_t n) {
   request_kills_suidgid = 0;
   if (n < sizeof(struct fuse_in_header)) return;
   const struct fuse_in_header *h = buf;
@@ -727,16 +725,12 @@ static void note_request(int conn, void *buf, size_t n) {
   request_nodeid = h->nodeid;
   switch (h->opcode) {
     case FUSE_GETATTR: {
-      // Without a handle (fstat, stat): one open on the node stands in, in case no name is left (see Open nodes).
+      // Without a handle (fstat, stat): op_getattr looks for one open on the node, in case no name is left (see
+      // Open nodes).
       struct fuse_getattr_in *in = arg;
       if (size < sizeof *in || (in->getattr_flags & FUSE_GETATTR_FH)) break;
-      pthread_mutex_lock(&open_nodes_lock);
-      int open = open_node_handle(conn, h->nodeid) != NODE_HANDLE;
-      pthread_mutex_unlock(&open_nodes_lock);
-      if (open) {
-        in->getattr_flags |= FUSE_GETATTR_FH;
-        in->fh = NODE_HANDLE;
-      }
+      in->getattr_flags |= FUSE_GETATTR_FH;
+      in->fh = NODE_HANDLE;
       break;
     }
     case FUSE_CREATE:
@@ -770,13 +764,13 @@ static void note_request(int conn, void *buf, size_t n) {
 
 static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata) {
   ssize_t n = read(fd, buf, len);
-  note_request(fd, buf, n > 0 ? (size_t)n : 0);
+  note_request(buf, n > 0 ? (size_t)n : 0);
   return n;
 }
 
 static void serve_ring_request(void *ctx, void *request, size_t size) {
   struct session *s = ctx;
-  note_request(s->dev_fd, request, size);
+  note_request(request, size);
   struct fuse_buf buf = { .size = size, .mem = (void *)request };
   fuse_session_process_buf(fuse_get_session(s->fuse), &buf);
 }

@@ -33,7 +33,6 @@ export class RedoLog {
       fs.writeSync(fd, Buffer.alloc(REDO_BYTES - size), 0, REDO_BYTES - size, size);
       fs.fdatasyncSync(fd);
     }
-    fs.rmSync(path.join(dir, 'redo.flush'), { force: true }); // where versions before the flush dir kept it
     return new RedoLog(fd, overwriteFlusher(fd, dir, 'redo'));
   }
 

@@ -78,6 +78,7 @@ const FLUSH_DIR = 'flush';
  * with the addon its directory is made in another block group than `dir`'s inodes.
  */
 export function openFlushFile(dir: string, name: string): number {
+  fs.rmSync(path.join(dir, `${name}.flush`), { force: true }); // where versions before the flush dir kept it
   const a = tryNativeAddon();
   if (a) return a.openFlushFile(dir, FLUSH_DIR, name);
   fs.mkdirSync(path.join(dir, FLUSH_DIR), { recursive: true, mode: 0o700 });

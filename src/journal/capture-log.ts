@@ -170,7 +170,6 @@ export function startCaptureLogs(stateDir: string, generation: number): CaptureL
   fs.writeSync(fds[0], encodeFrame(FrameKind.Generation, generation, BigInt(generation), salt), 0, GENERATION_FRAME, 0);
   clearLog(fds[1]);
   const flushFd = openFlushFile(stateDir, 'capture');
-  fs.rmSync(path.join(stateDir, 'capture.flush'), { force: true }); // where versions before the flush dir kept it
   for (const fd of [...fds, flushFd]) fs.fdatasyncSync(fd);
   const dir = fs.openSync(stateDir, 'r');
   try {
