@@ -110,10 +110,8 @@ export class Passthrough {
 
   /** Captured writes count toward --max-backlog too: at the cap they come back here, where writers wait. */
   private captured(bytes: number): void {
-    const cap = this.opts.maxBacklogBytes;
-    if (!cap || (this.bytesSinceCheck += bytes) < 2 ** 20) return;
-    this.bytesSinceCheck = 0;
-    if (this.journal.backlogBytes() >= cap) this.uncapture();
+    if (!this.opts.maxBacklogBytes || (this.bytesSinceCheck += bytes) < 2 ** 20) return;
+    this.checkBacklog();
   }
 
   /**
@@ -153,6 +151,7 @@ export class Passthrough {
     Object.assign(this.opts, changes);
     this.forget();
     this.uncapture();
+    this.heldAtCap?.check(); // held writers see the new cap
   }
 
   /** Runs `fn` with every mutation held back, captured writes too. */
@@ -313,6 +312,8 @@ export class Passthrough {
   }
 
   backlogFull = false;
+  /** Set while writers are held at the cap: `drained` resolves once the backlog is under 90% of it; `check` sees. */
+  private heldAtCap: { drained: Promise<void>; check: () => void } | undefined;
   private mutationsSinceCheck = 0;
   private bytesSinceCheck = 0;
 
@@ -322,25 +323,39 @@ export class Passthrough {
    * count is cheap but not free.
    */
   private async roomInBacklog(intent: Op): Promise<void> {
-    const cap = this.opts.maxBacklogBytes;
-    if (!cap) return;
+    if (!this.opts.maxBacklogBytes) return;
     this.bytesSinceCheck += intent.op === 'write' ? intent.data.length : 0;
-    if (++this.mutationsSinceCheck < 64 && this.bytesSinceCheck < 2 ** 20) return;
+    if (++this.mutationsSinceCheck >= 64 || this.bytesSinceCheck >= 2 ** 20) this.checkBacklog();
+    if (this.heldAtCap) await this.heldAtCap.drained;
+  }
+
+  /**
+   * Holds writers when the backlog is at the cap. Reached from captured writes too: the native binding's writers may
+   * all have finished by then (up to its 16 MiB of entries not yet taken), so the cap is declared here, not by a
+   * waiting writer, and every later write comes back to JavaScript to wait.
+   */
+  private checkBacklog(): void {
     this.mutationsSinceCheck = 0;
     this.bytesSinceCheck = 0;
-    if (this.journal.backlogBytes() < cap) return;
+    const cap = this.opts.maxBacklogBytes;
+    if (this.heldAtCap || this.journal.backlogBytes() < cap) return;
     this.backlogFull = true;
+    this.uncapture();
     this.opts.log.error({ backlogBytes: this.journal.backlogBytes(), cap }, 'BACKLOG CAP REACHED: writers are held until the backup catches up');
-    await new Promise<void>((resolve) => {
-      const check = () => {
-        if (this.journal.backlogBytes() >= cap * 0.9) return;
-        this.journal.off('trimmed', check);
-        resolve();
-      };
-      this.journal.on('trimmed', check);
-    });
-    this.backlogFull = false;
-    this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');
+    let resolve!: () => void;
+    const drained = new Promise<void>((r) => (resolve = r));
+    // The cap is read again each time: a reload may have raised or removed it.
+    const check = () => {
+      const cap = this.opts.maxBacklogBytes;
+      if (cap && this.journal.backlogBytes() >= cap * 0.9) return;
+      this.journal.off('trimmed', check);
+      this.backlogFull = false;
+      this.heldAtCap = undefined;
+      this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');
+      resolve();
+    };
+    this.journal.on('trimmed', check);
+    this.heldAtCap = { drained, check };
   }
 
   private lastJournalFailureLog = 0;
