@@ -67,7 +67,8 @@ const DRMS_RUN = args.drms ? DRMS_TARGETS.filter((d) => args.drms!.split(',').in
 if (DRMS_RUN.length === 0) throw new Error(`--drms names none of: ${DRMS_TARGETS.map((d) => d.name).join(', ')}`);
 
 interface Target {
-  name: 'ext4' | 'bindfs' | DrmsTarget['name'];
+  /** drms-primary: a primary with no backup on the machine (alonePhase). */
+  name: 'ext4' | 'bindfs' | 'drms-primary' | DrmsTarget['name'];
   dir: string;
   /** drms processes (primary, backup), for CPU and RSS. */
   procs: ChildProcess[];
@@ -76,6 +77,8 @@ interface Target {
 
 interface Sample {
   value: number;
+  /** Operations done (all writers). */
+  ops: number;
   p50Us?: number;
   p99Us?: number;
   cpuSeconds?: number;
@@ -108,8 +111,9 @@ async function main(): Promise<void> {
     }
   }
   const peakRss = Object.fromEntries(targets.filter((t) => t.procs.length).map((t) => [t.name, t.procs.map((p) => procStatus(p.pid!).VmHWM ?? 0)]));
-  const backlog = await backlogPhase(base, secret, targets);
-  const report = summarize(results, peakRss, backlog);
+  const alone = await alonePhase(base, secret, targets);
+  const backlog = await backlogPhase(base, secret);
+  const report = summarize(results, peakRss, alone, backlog);
   fs.mkdirSync(args.out!, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   fs.writeFileSync(path.join(args.out!, `bench-${stamp}.json`), JSON.stringify(report, null, 2));
@@ -177,6 +181,7 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
   await drained(t);
   return {
     value: c.unit === 'MB/s' ? bytes / seconds / 1e6 : ops / seconds,
+    ops,
     ...(lat.length && { p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99) }),
     ...(t.procs.length && { cpuSeconds: cpu }),
     ...(lagMs?.length && { lagP50Ms: pct(lagMs, 0.5), lagP99Ms: pct(lagMs, 0.99) }),
@@ -214,16 +219,19 @@ function sampleLag(state: string): { stop(): Promise<number[]> } {
   };
 }
 
-/** The 1-writer transaction workload with no backup on this machine (drms: its primary alone, as with its backup at a DR site). */
-interface AloneResult {
-  opsPerSec: number;
-  /** Disk cache flushes and writes per fdatasync, from the disk's counters. */
-  flushes: number;
-  writes: number;
+/** A write workload with no backup on this machine: ext4, bindfs and the drms primary alone (as with its backup at a DR site). */
+interface AloneCase {
+  name: string;
+  what: string;
+  unit: string;
+  median: Record<string, number>;
+  ratioToExt4: Record<string, number>;
+  ratioToBindfs: Record<string, number>;
+  /** The transaction workloads: disk cache flushes and writes per fdatasync, from the disk's counters. */
+  disk?: Record<string, { flushes: number; writes: number }>;
 }
 
 interface BacklogResult {
-  alone?: Record<string, AloneResult>;
   mib: number;
   writeSeconds: number;
   primaryRssMiB: number;
@@ -233,16 +241,52 @@ interface BacklogResult {
 }
 
 /**
- * With no backup yet: the 1-writer workload and its disk operations on ext4, bindfs and the drms primary; then RSS
- * of the primary holding a large backlog, and how fast a backup drains it.
+ * Every write workload with no backup on the machine: on ext4, bindfs and a drms primary whose backup is away (its
+ * journal holds what it would ship), so that what the backup costs the two shared cores and the one disk is not
+ * counted. The primary is stopped afterwards: its backlog is not the backlog phase's.
  */
-async function backlogPhase(base: string, secret: string, targets: Target[]): Promise<BacklogResult> {
+async function alonePhase(base: string, secret: string, targets: Target[]): Promise<AloneCase[]> {
+  const dir = mk(base, 'alone');
+  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  const primary = await startDrms(['primary', '--mount', dir, '--state', path.join(base, 'alone-pstate'), '--to', '127.0.0.1:1', '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const dirs: Target[] = [...targets.filter((t) => !t.state), { name: 'drms-primary', dir, procs: [] }];
+  const stat = diskStat(base); // the disk under them all (the mount's own device is FUSE's)
+  // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
+  const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
+  const out: AloneCase[] = [];
+  for (const c of CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand')) {
+    const values: Record<string, number[]> = {};
+    const disk: Record<string, Array<{ flushes: number; writes: number }>> = {};
+    for (let round = 0; round < Math.max(2, ROUNDS); round++) {
+      for (const t of round % 2 ? [...dirs].reverse() : dirs) {
+        const before = counters();
+        const r = await runCase(c, t);
+        const after = counters();
+        (values[t.name] ??= []).push(r.value);
+        // A transaction workload's op is one record and one fdatasync.
+        if (before && after && c.workload === 'txn') (disk[t.name] ??= []).push({ flushes: (after[15]! - before[15]!) / r.ops, writes: (after[4]! - before[4]!) / r.ops });
+      }
+    }
+    const median$ = Object.fromEntries(Object.entries(values).map(([t, vs]) => [t, median(vs)]));
+    const ratio = (base: string) => Object.fromEntries(Object.entries(median$).map(([t, v]) => [t, v / median$[base]!]));
+    out.push({
+      name: c.name, what: c.what, unit: c.unit, median: median$, ratioToExt4: ratio('ext4'), ratioToBindfs: ratio('bindfs'),
+      ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
+    });
+  }
+  primary.proc.kill('SIGKILL');
+  await new Promise((r) => (primary.proc.exitCode !== null || primary.proc.signalCode !== null ? r(undefined) : primary.proc.once('exit', r)));
+  await run('fusermount', ['-uz', dir]).catch(() => undefined);
+  return out;
+}
+
+/** RSS of the primary holding a large backlog with no backup, and how fast a backup drains it. */
+async function backlogPhase(base: string, secret: string): Promise<BacklogResult> {
   const dir = mk(base, 'backlog');
   const state = path.join(base, 'backlog-pstate');
   const port = 20000 + Math.floor(Math.random() * 20000);
   cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
   const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
-  const alone = await aloneOf([...targets.filter((t) => !t.state), { name: 'drms-primary', dir }]);
   const t0 = Date.now();
   await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
   const writeSeconds = (Date.now() - t0) / 1000;
@@ -255,30 +299,9 @@ async function backlogPhase(base: string, secret: string, targets: Target[]): Pr
   await run(process.execPath, [DRMS, 'sync', '--state', state, '--timeout', '600']);
   const catchUpSeconds = (Date.now() - t1) / 1000;
   return {
-    alone, mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
+    mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,
     catchUpSeconds, catchUpMBps: (BACKLOG_MIB * 2 ** 20) / catchUpSeconds / 1e6,
   };
-}
-
-/** Runs the 1-writer transaction workload on each directory (ROUNDS times, alternating), counting the disk's operations. */
-async function aloneOf(dirs: Array<{ name: string; dir: string }>): Promise<Record<string, AloneResult> | undefined> {
-  const stat = diskStat(dirs[0]!.dir);
-  if (!stat) return undefined;
-  // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
-  const counters = () => fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number);
-  const per: Record<string, AloneResult[]> = {};
-  for (let round = 0; round < Math.max(2, ROUNDS); round++) {
-    for (const { name, dir } of round % 2 ? [...dirs].reverse() : dirs) {
-      const before = counters();
-      const r = await runWorker('txn', dir, 0);
-      const after = counters();
-      (per[name] ??= []).push({ opsPerSec: r.ops / r.seconds, flushes: (after[15]! - before[15]!) / r.ops, writes: (after[4]! - before[4]!) / r.ops });
-      removeRunFiles(dir);
-    }
-  }
-  return Object.fromEntries(Object.entries(per).map(([name, rs]) => [name, {
-    opsPerSec: median(rs.map((r) => r.opsPerSec)), flushes: median(rs.map((r) => r.flushes)), writes: median(rs.map((r) => r.writes)),
-  }]));
 }
 
 /** The block device's stat file under /sys (the whole disk's, for a partition), if it counts flushes. */
@@ -361,7 +384,7 @@ function targetsOf(cases: CaseReport[]): TargetResult[] {
   return out;
 }
 
-function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, backlog: BacklogResult) {
+function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, alone: AloneCase[], backlog: BacklogResult) {
   const cases: CaseReport[] = CASES.map((c) => {
     const runs = results[c.name]!;
     const med = (f: (s: Sample) => number | undefined) => Object.fromEntries(Object.entries(runs).flatMap(([t, ss]) => {
@@ -387,6 +410,7 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     cases,
     targets: targetsOf(cases),
     peakRssMiB: Object.fromEntries(Object.entries(peakRssKiB).map(([t, [p, b]]) => [t, { primary: (p ?? 0) / 1024, backup: (b ?? 0) / 1024 }])),
+    alone,
     backlog,
   };
 }
@@ -423,11 +447,15 @@ function markdown(r: ReturnType<typeof summarize>): string {
   for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${drms.map((t) => f(c.cpuSeconds![t], 2)).join(' | ')} |`);
   const rss = r.peakRssMiB;
   lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
-  const b = r.backlog;
-  if (b.alone) {
-    const ext4 = b.alone.ext4?.opsPerSec;
-    lines.push(`1 writer, 256 B append + fdatasync, with no backup on this machine (drms: its primary alone, as with its backup at a DR site): ${Object.entries(b.alone).map(([t, a]) => `${t} ${f(a.opsPerSec)} ops/s${ext4 && t !== 'ext4' ? ` (${f(a.opsPerSec / ext4, 2)}x ext4)` : ''}, ${a.flushes.toFixed(2)} disk flushes and ${a.writes.toFixed(2)} disk writes per fdatasync`).join('; ')}.`);
+  if (r.alone.length) {
+    lines.push('', 'With no backup on this machine (drms: its primary alone, as with its backup at a DR site; the targets above are judged with the backup on loopback):', '',
+      '| workload | unit | ext4 | bindfs | drms primary | primary / ext4 | primary / bindfs |', '|---|---|---|---|---|---|---|');
+    for (const a of r.alone) lines.push(`| ${a.what} | ${a.unit} | ${f(a.median.ext4)} | ${f(a.median.bindfs)} | ${f(a.median['drms-primary'])} | ${f(a.ratioToExt4['drms-primary'], 2)} | ${f(a.ratioToBindfs['drms-primary'], 2)} |`);
+    for (const a of r.alone.filter((a) => a.disk)) {
+      lines.push('', `${a.what}, disk operations per fdatasync: ${Object.entries(a.disk!).map(([t, d]) => `${t} ${d.flushes.toFixed(2)} flushes and ${d.writes.toFixed(2)} writes`).join('; ')}.`);
+    }
   }
+  const b = r.backlog;
   lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');
 }
