@@ -456,7 +456,7 @@ function markdown(r: ReturnType<typeof summarize>): string {
     }
   }
   const b = r.backlog;
-  lines.push(`Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
+  lines.push('', `Backlog of ${b.mib} MiB with no backup: primary RSS ${f(b.primaryRssMiB)} MiB (anonymous ${f(b.primaryRssAnonMiB)} MiB; the rest is lmdb's file-backed map). A backup then drained it in ${f(b.catchUpSeconds, 2)} s from its reconnect (${f(b.catchUpMBps)} MB/s), files and lmdb flushed on the backup.`, '');
   return lines.join('\n');
 }
 
