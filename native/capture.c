@@ -58,9 +58,10 @@ struct capture {
   pthread_mutex_t sync_lock; // group commit
   pthread_cond_t sync_req;
   struct waiter *waiters;    // threads waiting for the log to be durable (log_durable)
-  uint64_t requested, synced;
-  int syncing;               // flushes of the log running
-  uint64_t flushing;         // how far the latest of them reaches
+  uint64_t requested;        // how far the syncer is asked to make the log durable
+  uint64_t written, synced;  // how far the log is written out to the disk, and durable (a cache flush after that)
+  int writing, flushing;     // a write-out, a cache flush running (one of each at a time; they overlap)
+  uint64_t flush_covers;     // how far the running cache flush makes the log durable: `written` when it began
   int sync_error;
   int stop;
 };
@@ -270,12 +271,16 @@ static int hand_over(struct capture *c, const struct buf *frame) {
   return 1;
 }
 
-// Flushes of the log that may run at once: a waiter whose frame came after the running flush began starts the next
-// one at once instead of waiting for that one to end (the disk takes both; with 8 writers about 10% more records).
-#define MAX_FLUSHES 2
+// Group commit in two stages, as the block layer does for fdatasyncs of many files: the log's dirty pages are
+// written out, then the disk's cache is flushed; a write-out runs while the previous cache flush does. A waiter
+// whose frame the running stage does not cover starts the next one when it ends; the others wait. Against whole
+// flushes two at a time, 8 writers with the primary alone: 16,800 → 17,600 records/s (means of 4 and 8 runs; the
+// wait for durable stays about 335 µs: a write-out and a cache flush take about 95 and 88 µs here, and the rest is
+// waiting for a CPU).
 
-// A thread in log_durable waiting for a flush: each has its own condition, so that a flush wakes only the waiters
-// it made durable (a broadcast woke about one waiter a record for nothing, with 8 writers).
+// A thread in log_durable waiting for a stage: each has its own condition, so that a stage's end wakes only the
+// waiters it made durable and those that start the next stage (a broadcast woke about one waiter a record for
+// nothing, with 8 writers).
 struct waiter {
   uint64_t target;
   int woken;
@@ -283,25 +288,29 @@ struct waiter {
   struct waiter *next;
 };
 
-// Wakes (sync_lock held) the waiters that are durable now, every one after a failed flush, and one that must start
-// the next flush when no running one covers it and another may run.
-static void wake_waiters(struct capture *c) {
-  int starter = c->syncing < MAX_FLUSHES;
+// Wakes (sync_lock held) the waiters that are durable now, every one after a failure, and one to start each stage
+// that is idle and wanted: a write-out for a frame not yet written out, a cache flush for one written out only
+// (unless the caller goes on to run it: it just wrote out its own frame).
+static void wake_waiters(struct capture *c, int caller_flushes) {
+  int write_free = !c->writing, flush_free = !c->flushing && !caller_flushes;
   for (struct waiter **p = &c->waiters; *p;) {
     struct waiter *w = *p;
     int done = w->target <= c->synced || c->sync_error;
-    if (!done && !(starter && w->target > c->flushing)) {
+    int starts_write = !done && write_free && w->target > c->written;
+    int starts_flush = !done && flush_free && w->target <= c->written;
+    if (!done && !starts_write && !starts_flush) {
       p = &w->next;
       continue;
     }
-    if (!done) starter = 0;
+    if (starts_write) write_free = 0;
+    if (starts_flush) flush_free = 0;
     *p = w->next;
     w->woken = 1;
     pthread_cond_signal(&w->cond);
   }
 }
 
-static void wait_flush(struct capture *c, uint64_t target) {
+static void wait_stage(struct capture *c, uint64_t target) {
   struct waiter w = { .target = target };
   pthread_cond_init(&w.cond, NULL);
   w.next = c->waiters;
@@ -310,12 +319,21 @@ static void wait_flush(struct capture *c, uint64_t target) {
   pthread_cond_destroy(&w.cond);
 }
 
-// One flush of the log (sync_lock held, dropped while it runs): every frame appended before it is then durable.
-static void flush_log(struct capture *c) {
-  c->syncing++;
+// After a stage (sync_lock held): its error or its progress, then whoever comes next.
+static void stage_done(struct capture *c, int rc, int e, int caller_flushes) {
+  if (rc != 0) c->sync_error = e;
+  else c->sync_error = 0;
+  wake_waiters(c, rc == 0 && caller_flushes);
+  if (c->requested > c->synced) pthread_cond_signal(&c->sync_req);
+}
+
+// Writes the log out (sync_lock held, dropped while it runs): every frame appended before it then is on the disk,
+// durable once a cache flush begun after it ends. Where flush_overwritten is not sound, an fdatasync of the log
+// does both stages at once.
+static void write_stage(struct capture *c) {
+  c->writing = 1;
   // Read in this order: a rotation between the two has already flushed every frame up to `upto`.
   uint64_t upto = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
-  c->flushing = upto;
   pthread_mutex_unlock(&c->sync_lock);
   pthread_mutex_lock(&c->lock);
   int a = c->active, fd = c->log_fds[a];
@@ -323,7 +341,7 @@ static void flush_log(struct capture *c) {
   off_t end = c->file_end[a];
   uint64_t generation = c->generation;
   pthread_mutex_unlock(&c->lock);
-  int rc = overwrite ? flush_overwritten(fd, c->flush_fd) : fdatasync(fd);
+  int rc = overwrite ? write_out(fd) : fdatasync(fd);
   int e = errno;
   if (rc == 0 && !overwrite) {
     // Everything the file held when it began is durable, its size and blocks too.
@@ -332,31 +350,54 @@ static void flush_log(struct capture *c) {
     pthread_mutex_unlock(&c->lock);
   }
   pthread_mutex_lock(&c->sync_lock);
-  c->syncing--;
-  if (rc != 0) c->sync_error = e;
-  else {
-    c->sync_error = 0;
-    if (upto > c->synced) c->synced = upto;
-  }
-  wake_waiters(c);
-  if (c->requested > c->synced) pthread_cond_signal(&c->sync_req);
+  c->writing = 0;
+  if (rc == 0 && upto > c->written) c->written = upto;
+  if (rc == 0 && !overwrite && upto > c->synced) c->synced = upto;
+  stage_done(c, rc, e, c->written > c->synced);
 }
 
-// Flushes the log when asked to in the background (an fsync that flushes its file meanwhile, a failed flush).
+// Flushes the disk's cache (sync_lock held, dropped while it runs): what was written out before it began is durable.
+static void flush_stage(struct capture *c) {
+  c->flushing = 1;
+  c->flush_covers = c->written;
+  pthread_mutex_unlock(&c->sync_lock);
+  int rc = fdatasync(c->flush_fd >= 0 ? c->flush_fd : c->log_fds[__atomic_load_n(&c->active, __ATOMIC_ACQUIRE)]);
+  int e = errno;
+  pthread_mutex_lock(&c->sync_lock);
+  c->flushing = 0;
+  if (rc == 0 && c->flush_covers > c->synced) c->synced = c->flush_covers;
+  stage_done(c, rc, e, 0);
+}
+
+// Runs the stage that brings the log closer to durable up to `target`, or waits for it (sync_lock held).
+static void advance(struct capture *c, uint64_t target) {
+  if (c->written < target) {
+    if (c->writing) wait_stage(c, target);
+    else write_stage(c);
+  } else if (c->flushing) {
+    wait_stage(c, target);
+  } else {
+    flush_stage(c);
+  }
+}
+
+// Makes the log durable when asked to in the background (an fsync that flushes its file meanwhile, a failed flush).
 static void *syncer_main(void *arg) {
   struct capture *c = arg;
   pthread_mutex_lock(&c->sync_lock);
   for (;;) {
-    while (!c->stop && (c->requested <= c->synced || c->syncing)) pthread_cond_wait(&c->sync_req, &c->sync_lock);
+    // Only what it can start: a busy stage's end signals again.
+    while (!c->stop && (c->requested <= c->synced || (c->requested > c->written ? c->writing : c->flushing))) pthread_cond_wait(&c->sync_req, &c->sync_lock);
     if (c->stop) break;
-    flush_log(c);
+    if (c->requested > c->written) write_stage(c);
+    else flush_stage(c);
   }
   pthread_mutex_unlock(&c->sync_lock);
   return NULL;
 }
 
-// Waits until the log is on stable storage up to `target`. The flush is shared with every waiter meanwhile (group
-// commit), and run by the first of them when none is running: no hand-off to another thread on the way.
+// Waits until the log is on stable storage up to `target`. The stages are shared with every waiter meanwhile (group
+// commit), and run by the waiters themselves when none is running: no hand-off to another thread on the way.
 static int log_durable(struct capture *c, uint64_t target) {
   pthread_mutex_lock(&c->sync_lock);
   int rc = 0;
@@ -367,8 +408,7 @@ static int log_durable(struct capture *c, uint64_t target) {
       pthread_cond_signal(&c->sync_req); // the syncer tries again: a success ends the error
       break;
     }
-    if (c->syncing && (c->flushing >= target || c->syncing >= MAX_FLUSHES)) wait_flush(c, target);
-    else flush_log(c);
+    advance(c, target);
   }
   pthread_mutex_unlock(&c->sync_lock);
   return rc;
@@ -708,8 +748,9 @@ int capture_rotate(struct capture *c) {
   if (rc == 0) {
     uint64_t appended = __atomic_load_n(&c->appended, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&c->sync_lock);
+    if (appended > c->written) c->written = appended;
     if (appended > c->synced) c->synced = appended;
-    wake_waiters(c);
+    wake_waiters(c, 0);
     pthread_mutex_unlock(&c->sync_lock);
     c->generation = generation;
     c->key = generation ^ salt;

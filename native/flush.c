@@ -18,9 +18,12 @@
 
 #define EXT4_SUPER_MAGIC 0xEF53
 
+int write_out(int fd) {
+  return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
 int flush_overwritten(int fd, int flush_fd) {
-  if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) return -1;
-  return fdatasync(flush_fd);
+  return write_out(fd) != 0 ? -1 : fdatasync(flush_fd);
 }
 
 // On ext4 (its fdatasync of a clean file flushes the disk's cache), where data does not go through its journal
