@@ -220,13 +220,7 @@ function sampleLag(state: string): { stop(): Promise<number[]> } {
 }
 
 /** A write workload with no backup on this machine: ext4, bindfs and the drms primary alone (as with its backup at a DR site). */
-interface AloneCase {
-  name: string;
-  what: string;
-  unit: string;
-  median: Record<string, number>;
-  ratioToExt4: Record<string, number>;
-  ratioToBindfs: Record<string, number>;
+interface AloneCase extends CaseFigures {
   /** The transaction workloads: disk cache flushes and writes per fdatasync, from the disk's counters. */
   disk?: Record<string, { flushes: number; writes: number }>;
 }
@@ -267,10 +261,8 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
         if (before && after && c.workload === 'txn') (disk[t.name] ??= []).push({ flushes: (after[15]! - before[15]!) / r.ops, writes: (after[4]! - before[4]!) / r.ops });
       }
     }
-    const median$ = Object.fromEntries(Object.entries(values).map(([t, vs]) => [t, median(vs)]));
-    const ratio = (base: string) => Object.fromEntries(Object.entries(median$).map(([t, v]) => [t, v / median$[base]!]));
     out.push({
-      name: c.name, what: c.what, unit: c.unit, median: median$, ratioToExt4: ratio('ext4'), ratioToBindfs: ratio('bindfs'),
+      ...figures(c, Object.fromEntries(Object.entries(values).map(([t, vs]) => [t, median(vs)]))),
       ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
     });
   }
@@ -338,13 +330,22 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-interface CaseReport {
+/** A workload's medians by target, and their ratios to ext4's and bindfs's. */
+interface CaseFigures {
   name: string;
   what: string;
   unit: string;
   median: Record<string, number>;
   ratioToExt4: Record<string, number>;
   ratioToBindfs: Record<string, number>;
+}
+
+function figures(c: Case, median: Record<string, number>): CaseFigures {
+  const ratio = (base: string) => Object.fromEntries(Object.entries(median).map(([t, v]) => [t, v / median[base]!]));
+  return { name: c.name, what: c.what, unit: c.unit, median, ratioToExt4: ratio('ext4'), ratioToBindfs: ratio('bindfs') };
+}
+
+interface CaseReport extends CaseFigures {
   latencyUs?: Record<string, { p50: number; p99: number }>;
   cpuSeconds?: Record<string, number>;
   lagMs?: Record<string, { p50: number; p99: number }>;
@@ -391,10 +392,8 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
       const vs = ss.map(f).filter((v): v is number => v !== undefined);
       return vs.length ? [[t, median(vs)]] : [];
     }));
-    const value = med((s) => s.value);
-    const ratio = (base: string) => Object.fromEntries(Object.entries(value).map(([t, v]) => [t, v / value[base]!]));
     const pair = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(a).map((t) => [t, { p50: a[t]!, p99: b[t]! }]));
-    const report: CaseReport = { name: c.name, what: c.what, unit: c.unit, median: value, ratioToExt4: ratio('ext4'), ratioToBindfs: ratio('bindfs'), runs };
+    const report: CaseReport = { ...figures(c, med((s) => s.value)), runs };
     if (c.workload === 'txn') report.latencyUs = pair(med((s) => s.p50Us), med((s) => s.p99Us));
     const cpu = med((s) => s.cpuSeconds);
     if (Object.keys(cpu).length) report.cpuSeconds = cpu;
