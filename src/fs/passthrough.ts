@@ -311,9 +311,12 @@ export class Passthrough {
     };
   }
 
-  backlogFull = false;
   /** Set while writers are held at the cap: `drained` resolves once the backlog is under 90% of it; `check` sees. */
   private heldAtCap: { drained: Promise<void>; check: () => void } | undefined;
+
+  get backlogFull(): boolean {
+    return this.heldAtCap !== undefined;
+  }
   private mutationsSinceCheck = 0;
   private bytesSinceCheck = 0;
 
@@ -339,9 +342,6 @@ export class Passthrough {
     this.bytesSinceCheck = 0;
     const cap = this.opts.maxBacklogBytes;
     if (this.heldAtCap || this.journal.backlogBytes() < cap) return;
-    this.backlogFull = true;
-    this.uncapture();
-    this.opts.log.error({ backlogBytes: this.journal.backlogBytes(), cap }, 'BACKLOG CAP REACHED: writers are held until the backup catches up');
     let resolve!: () => void;
     const drained = new Promise<void>((r) => (resolve = r));
     // The cap is read again each time: a reload may have raised or removed it.
@@ -349,13 +349,14 @@ export class Passthrough {
       const cap = this.opts.maxBacklogBytes;
       if (cap && this.journal.backlogBytes() >= cap * 0.9) return;
       this.journal.off('trimmed', check);
-      this.backlogFull = false;
       this.heldAtCap = undefined;
       this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');
       resolve();
     };
     this.journal.on('trimmed', check);
     this.heldAtCap = { drained, check };
+    this.uncapture();
+    this.opts.log.error({ backlogBytes: this.journal.backlogBytes(), cap }, 'BACKLOG CAP REACHED: writers are held until the backup catches up');
   }
 
   private lastJournalFailureLog = 0;
