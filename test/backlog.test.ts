@@ -10,12 +10,12 @@ import { snapshot } from './helpers/tree.js';
 const MiB = 2 ** 20;
 // The native binding holds up to 16 MiB of captured entries before JavaScript takes them, and the cap is measured
 // every 1 MiB: a writer that is far enough ahead is never held, so the writers here write well past all of that.
-const WRITE = ['bs=128k', 'count=320']; // 40 MiB
+const BLOCKS = 320; // of 128 KiB: 40 MiB
 const OVERSHOOT = 16 * MiB + 2 * MiB;
 
-/** dd into the mount: resolves with its exit code; `done()` says whether it has exited. */
-function writer(t: Test, file: string) {
-  const dd = spawn('dd', ['if=/dev/urandom', `of=${file}`, ...WRITE, 'status=none']);
+/** dd of `blocks` of 128 KiB into the mount: `exit` resolves with its exit code; `done()` says whether it has exited. */
+function writer(t: Test, file: string, blocks = BLOCKS) {
+  const dd = spawn('dd', ['if=/dev/urandom', `of=${file}`, 'bs=128k', `count=${blocks}`, 'status=none']);
   let exited = false;
   const exit = new Promise<number | null>((r) => dd.on('exit', (code) => ((exited = true), r(code))));
   t.teardown(() => dd.kill('SIGKILL'));
@@ -52,9 +52,7 @@ t.test('a cap reached by writes already done is declared, and a reload that lift
   await primary.waitFor('mounted');
 
   // 3 MiB: the native binding may capture all of it before JavaScript measures the backlog.
-  const first = spawn('dd', ['if=/dev/urandom', `of=${path.join(prod, 'first.bin')}`, 'bs=128k', 'count=24', 'status=none']);
-  t.teardown(() => first.kill('SIGKILL'));
-  const firstExit = new Promise<number | null>((r) => first.on('exit', r));
+  const first = writer(t, path.join(prod, 'first.bin'), 24);
   await primary.waitFor(/BACKLOG CAP REACHED/, 5000);
   const dd = writer(t, path.join(prod, 'big.bin'));
   await sleep(1000);
@@ -63,7 +61,7 @@ t.test('a cap reached by writes already done is declared, and a reload that lift
 
   fs.writeFileSync(config, JSON.stringify({ sets: [{ ...set, maxBacklog: '0' }] }));
   primary.proc.kill('SIGHUP');
-  t.equal(await firstExit, 0);
+  t.equal(await first.exit, 0);
   t.equal(await dd.exit, 0, 'the writers complete with no backup: the cap is gone');
   await primary.waitFor(/writers resume/);
   const s = JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout);
