@@ -138,7 +138,7 @@ async function bindfs(base: string): Promise<Target> {
   const src = mk(base, 'bindfs-src');
   const dir = mk(base, 'bindfs');
   await run('bindfs', ['-o', 'big_writes', src, dir]).catch(() => run('bindfs', [src, dir]));
-  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  cleanup.push(() => unmount(dir));
   return { name: 'bindfs', dir, procs: [] };
 }
 
@@ -147,7 +147,7 @@ async function drmsPair(base: string, { name, mode, flags }: DrmsTarget, secret:
   const state = path.join(base, `${name}-pstate`);
   const backup = await startDrms(['backup', '--listen', '127.0.0.1:0', '--target', path.join(base, `${name}-dr`), '--state', path.join(base, `${name}-bstate`), '--secret-file', secret], 'backup listening');
   const port = String(backup.line.listen).split(':').pop();
-  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
+  cleanup.push(() => unmount(dir));
   const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--mode', mode, ...flags], 'mounted');
   return { name, dir, procs: [primary.proc, backup.proc], state };
 }
@@ -240,9 +240,7 @@ interface BacklogResult {
  * counted. The primary is stopped afterwards: its backlog is not the backlog phase's.
  */
 async function alonePhase(base: string, secret: string, targets: Target[]): Promise<AloneCase[]> {
-  const dir = mk(base, 'alone');
-  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
-  const primary = await startDrms(['primary', '--mount', dir, '--state', path.join(base, 'alone-pstate'), '--to', '127.0.0.1:1', '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const { dir, primary } = await primaryWithoutBackup(base, 'alone', '127.0.0.1:1', secret);
   const dirs: Target[] = [...targets.filter((t) => !t.state), { name: 'drms-primary', dir, procs: [] }];
   const stat = diskStat(base); // the disk under them all (the mount's own device is FUSE's)
   // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
@@ -266,23 +264,34 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
       ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
     });
   }
-  primary.proc.kill('SIGKILL');
-  await new Promise((r) => (primary.proc.exitCode !== null || primary.proc.signalCode !== null ? r(undefined) : primary.proc.once('exit', r)));
-  await run('fusermount', ['-uz', dir]).catch(() => undefined);
+  primary.kill('SIGKILL');
+  await new Promise((r) => (primary.exitCode !== null || primary.signalCode !== null ? r(undefined) : primary.once('exit', r)));
+  await unmount(dir);
   return out;
+}
+
+/** A primary mounted on `<base>/<name>` whose backup (at `to`) is not there: its journal holds everything, uncapped. */
+async function primaryWithoutBackup(base: string, name: string, to: string, secret: string) {
+  const dir = mk(base, name);
+  const state = path.join(base, `${name}-pstate`);
+  cleanup.push(() => unmount(dir));
+  const { proc: primary } = await startDrms(['primary', '--mount', dir, '--state', state, '--to', to, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  return { dir, state, primary };
+}
+
+/** Lazily unmounts a FUSE mount of the benchmark's, if it is still there. */
+async function unmount(dir: string): Promise<void> {
+  await run('fusermount', ['-uz', dir]).catch(() => undefined);
 }
 
 /** RSS of the primary holding a large backlog with no backup, and how fast a backup drains it. */
 async function backlogPhase(base: string, secret: string): Promise<BacklogResult> {
-  const dir = mk(base, 'backlog');
-  const state = path.join(base, 'backlog-pstate');
   const port = 20000 + Math.floor(Math.random() * 20000);
-  cleanup.push(async () => void (await run('fusermount', ['-uz', dir]).catch(() => undefined)));
-  const primary = await startDrms(['primary', '--mount', dir, '--state', state, '--to', `127.0.0.1:${port}`, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const { dir, state, primary } = await primaryWithoutBackup(base, 'backlog', `127.0.0.1:${port}`, secret);
   const t0 = Date.now();
   await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'backlog.dat')}`, 'bs=1M', `count=${BACKLOG_MIB}`, 'conv=fsync', 'status=none']);
   const writeSeconds = (Date.now() - t0) / 1000;
-  const st = procStatus(primary.proc.pid!);
+  const st = procStatus(primary.pid!);
   await run('sync');
   await startDrms(['backup', '--listen', `127.0.0.1:${port}`, '--target', path.join(base, 'backlog-dr'), '--state', path.join(base, 'backlog-bstate'), '--secret-file', secret], 'backup listening');
   // Timed from the reconnect (the shipper's backoff after a long outage is not catch-up speed) to the last ack.
