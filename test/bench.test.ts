@@ -23,6 +23,13 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
     t.equal(c.ratioToExt4.ext4, 1);
   }
   t.ok(report.cases[0].lagMs['drms-async'], 'replication lag sampled under the transaction workload');
+  // The whole machine's CPU while the workers ran: where a target is missed, whether the cores were the limit.
+  for (const c of report.cases) {
+    const m = c.machine as Record<string, { busy: number; cpuUsPerOp: number }>;
+    t.same(Object.keys(m).sort(), Object.keys(c.median).sort(), `${c.name}: the machine's CPU measured for every target`);
+    t.ok(Object.values(m).every((u) => u.busy > 0 && u.busy <= 1 && u.cpuUsPerOp > 0), `${c.name}: a busy share and CPU per operation`);
+  }
+  t.match(stdout, /The whole machine while the workers ran[^\n]*\n\n\| workload \| ext4 \| bindfs \| drms-async \|[^\n]*\n[^\n]*\n\| txn-1 \| \d+% \/ [\d.]+ \|/, 'and reported');
   // Issue #7's targets: each measured one judged against its goal, and printed.
   const targets = report.targets as Array<{ target: string; goal: number; measured: number; met: boolean }>;
   t.equal(targets.length, 9 + report.cases.length, 'every target of issue #7, and drms against bindfs on every workload');
@@ -33,12 +40,13 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   t.match(stdout, new RegExp(`Issue #7's targets: ${targets.filter((x) => x.met).length} of ${targets.length} met`), 'and the count is printed');
   t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
   // Every write workload again with no backup on the machine: ext4, bindfs and the primary alone.
-  const alone = report.alone as Array<{ name: string; median: Record<string, number>; ratioToExt4: Record<string, number>; disk?: Record<string, { flushes: number; writes: number }> }>;
+  const alone = report.alone as Array<{ name: string; median: Record<string, number>; ratioToExt4: Record<string, number>; machine: Record<string, unknown>; disk?: Record<string, { flushes: number; writes: number }> }>;
   t.same(alone.map((a) => a.name), ['txn-1', 'txn-8', 'buf-256', 'buf-4k', 'seq-1m', 'meta'], 'the write workloads measured with the primary alone');
   for (const a of alone) {
     t.same(Object.keys(a.median).sort(), ['bindfs', 'drms-primary', 'ext4'], `${a.name}: the primary alone measured beside ext4 and bindfs`);
     t.ok(Object.values(a.median).every((v) => v > 0), `${a.name}: positive figures`);
     t.equal(a.ratioToExt4['drms-primary'], a.median['drms-primary']! / a.median.ext4!, `${a.name}: its ratio to ext4`);
+    t.same(Object.keys(a.machine).sort(), ['bindfs', 'drms-primary', 'ext4'], `${a.name}: the machine's CPU measured meanwhile`);
   }
   const disk = alone[0]!.disk!;
   t.ok(Object.values(disk).every((d) => d.flushes > 0 && d.writes > 0), 'with the disk flushes and writes of each fdatasync');

@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { ask } from '../../dist/admin/control.js';
 import type { NodeReport } from '../../dist/cli/report.js';
 import { cleanup, DRMS, shutdown, startDrms } from './procs.js';
-import { READ_BYTES, READ_FILE, type WorkerResult, type Workload } from './worker.js';
+import { READ_BYTES, READ_FILE, type MachineTicks, type WorkerResult, type Workload } from './worker.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -84,6 +84,32 @@ interface Sample {
   cpuSeconds?: number;
   lagP50Ms?: number;
   lagP99Ms?: number;
+  /** The whole machine (every process, the kernel's threads too) while every worker ran: see machineUse. */
+  machine?: MachineUse;
+}
+
+/** Share of all the machine's CPUs busy, and CPU microseconds per operation of the workload. */
+interface MachineUse {
+  busy: number;
+  cpuUsPerOp: number;
+}
+
+/** /proc/stat counts in ticks of 1/100 s (USER_HZ). */
+const TICK_US = 10_000;
+
+/**
+ * The machine's CPU over the window in which every worker was in its measured loop (the latest start to the
+ * earliest end: worker processes starting or exiting are left out). Undefined for a window under 10 ticks.
+ */
+function machineUse(out: WorkerResult[]): MachineUse | undefined {
+  const latest = (ts: MachineTicks[], pick: (a: MachineTicks, b: MachineTicks) => boolean) => ts.reduce((a, b) => (pick(a, b) ? a : b));
+  const start = latest(out.map((o) => o.ticks.start), (a, b) => a.total >= b.total);
+  const end = latest(out.map((o) => o.ticks.end), (a, b) => a.total <= b.total);
+  const [busy, total] = [end.busy - start.busy, end.total - start.total];
+  if (total < 10) return undefined;
+  const seconds = (total * TICK_US) / 1e6 / os.cpus().length;
+  const opsPerSecond = out.reduce((n, o) => n + o.ops / o.seconds, 0);
+  return { busy: busy / total, cpuUsPerOp: (busy * TICK_US) / (opsPerSecond * seconds) };
 }
 
 
@@ -166,9 +192,8 @@ async function drained(t: Target): Promise<void> {
 async function runCase(c: Case, t: Target): Promise<Sample> {
   const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
-  const workers = Array.from({ length: c.writers }, (_, id) =>
-    runWorker(c.workload, t.dir, id),
-  );
+  const startAt = Date.now() + WORKER_START_MS * c.writers;
+  const workers = Array.from({ length: c.writers }, (_, id) => runWorker(c.workload, t.dir, id, startAt));
   const out = await Promise.all(workers);
   const lagMs = await lag?.stop();
   const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
@@ -185,12 +210,16 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
     ...(lat.length && { p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99) }),
     ...(t.procs.length && { cpuSeconds: cpu }),
     ...(lagMs?.length && { lagP50Ms: pct(lagMs, 0.5), lagP99Ms: pct(lagMs, 0.99) }),
+    machine: machineUse(out),
   };
 }
 
-/** One worker process running `workload` on `dir` for SECONDS. */
-async function runWorker(workload: Workload, dir: string, id: number): Promise<WorkerResult> {
-  const r = await run(process.execPath, [WORKER, workload, dir, String(SECONDS), String(id)], { maxBuffer: 64 * 2 ** 20 });
+/** How long a worker process takes to start here, with others starting beside it: its loop begins after that. */
+const WORKER_START_MS = 80;
+
+/** One worker process running `workload` on `dir` for SECONDS from `startAt`. */
+async function runWorker(workload: Workload, dir: string, id: number, startAt: number): Promise<WorkerResult> {
+  const r = await run(process.execPath, [WORKER, workload, dir, String(SECONDS), String(id), String(startAt)], { maxBuffer: 64 * 2 ** 20 });
   return JSON.parse(r.stdout) as WorkerResult;
 }
 
@@ -221,6 +250,7 @@ function sampleLag(state: string): { stop(): Promise<number[]> } {
 
 /** A write workload with no backup on this machine: ext4, bindfs and the drms primary alone (as with its backup at a DR site). */
 interface AloneCase extends CaseFigures {
+  machine: Record<string, MachineUse>;
   /** The transaction workloads: disk cache flushes and writes per fdatasync, from the disk's counters. */
   disk?: Record<string, { flushes: number; writes: number }>;
 }
@@ -247,20 +277,21 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
   const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
   const out: AloneCase[] = [];
   for (const c of CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand')) {
-    const values: Record<string, number[]> = {};
+    const samples: Record<string, Sample[]> = {};
     const disk: Record<string, Array<{ flushes: number; writes: number }>> = {};
     for (let round = 0; round < Math.max(2, ROUNDS); round++) {
       for (const t of round % 2 ? [...dirs].reverse() : dirs) {
         const before = counters();
         const r = await runCase(c, t);
         const after = counters();
-        (values[t.name] ??= []).push(r.value);
+        (samples[t.name] ??= []).push(r);
         // A transaction workload's op is one record and one fdatasync.
         if (before && after && c.workload === 'txn') (disk[t.name] ??= []).push({ flushes: (after[15]! - before[15]!) / r.ops, writes: (after[4]! - before[4]!) / r.ops });
       }
     }
     out.push({
-      ...figures(c, Object.fromEntries(Object.entries(values).map(([t, vs]) => [t, median(vs)]))),
+      ...figures(c, medians(samples, (s) => s.value)),
+      machine: machineMedians(samples),
       ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
     });
   }
@@ -334,6 +365,20 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 
+/** The median of a figure of each target's samples (targets with none left out). */
+function medians(runs: Record<string, Sample[]>, f: (s: Sample) => number | undefined): Record<string, number> {
+  return Object.fromEntries(Object.entries(runs).flatMap(([t, ss]) => {
+    const vs = ss.map(f).filter((v): v is number => v !== undefined);
+    return vs.length ? [[t, median(vs)]] : [];
+  }));
+}
+
+function machineMedians(runs: Record<string, Sample[]>): Record<string, MachineUse> {
+  const busy = medians(runs, (s) => s.machine?.busy);
+  const us = medians(runs, (s) => s.machine?.cpuUsPerOp);
+  return Object.fromEntries(Object.keys(busy).map((t) => [t, { busy: busy[t]!, cpuUsPerOp: us[t]! }]));
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -358,6 +403,7 @@ interface CaseReport extends CaseFigures {
   latencyUs?: Record<string, { p50: number; p99: number }>;
   cpuSeconds?: Record<string, number>;
   lagMs?: Record<string, { p50: number; p99: number }>;
+  machine?: Record<string, MachineUse>;
   runs: Record<string, Sample[]>;
 }
 
@@ -397,10 +443,7 @@ function targetsOf(cases: CaseReport[]): TargetResult[] {
 function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, alone: AloneCase[], backlog: BacklogResult) {
   const cases: CaseReport[] = CASES.map((c) => {
     const runs = results[c.name]!;
-    const med = (f: (s: Sample) => number | undefined) => Object.fromEntries(Object.entries(runs).flatMap(([t, ss]) => {
-      const vs = ss.map(f).filter((v): v is number => v !== undefined);
-      return vs.length ? [[t, median(vs)]] : [];
-    }));
+    const med = (f: (s: Sample) => number | undefined) => medians(runs, f);
     const pair = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(a).map((t) => [t, { p50: a[t]!, p99: b[t]! }]));
     const report: CaseReport = { ...figures(c, med((s) => s.value)), runs };
     if (c.workload === 'txn') report.latencyUs = pair(med((s) => s.p50Us), med((s) => s.p99Us));
@@ -408,6 +451,7 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     if (Object.keys(cpu).length) report.cpuSeconds = cpu;
     const lagP50 = med((s) => s.lagP50Ms);
     if (Object.keys(lagP50).length) report.lagMs = pair(lagP50, med((s) => s.lagP99Ms));
+    report.machine = machineMedians(runs);
     return report;
   });
   return {
@@ -453,12 +497,18 @@ function markdown(r: ReturnType<typeof summarize>): string {
   }
   lines.push('', `| drms CPU seconds per run (primary + backup) | ${drms.join(' | ')} |`, `|---|${drms.map(() => '---|').join('')}`);
   for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${drms.map((t) => f(c.cpuSeconds![t], 2)).join(' | ')} |`);
+  const use = (m: Record<string, MachineUse> | undefined, t: string) => (m?.[t] ? `${Math.round(m[t]!.busy * 100)}% / ${f(m[t]!.cpuUsPerOp)}` : '');
+  lines.push('', `The whole machine while the workers ran (every process and the kernel's threads; ${r.machine.cpus} cores): share of its CPU busy / CPU µs per operation.`, '',
+    `| workload | ext4 | bindfs | ${drms.join(' | ')} |`, `|---|---|---|${drms.map(() => '---|').join('')}`);
+  for (const c of r.cases) lines.push(`| ${c.name} | ${use(c.machine, 'ext4')} | ${use(c.machine, 'bindfs')} | ${drms.map((t) => use(c.machine, t)).join(' | ')} |`);
   const rss = r.peakRssMiB;
   lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
   if (r.alone.length) {
     lines.push('', 'With no backup on this machine (drms: its primary alone, as with its backup at a DR site; the targets above are judged with the backup on loopback):', '',
       '| workload | unit | ext4 | bindfs | drms primary | primary / ext4 | primary / bindfs |', '|---|---|---|---|---|---|---|');
     for (const a of r.alone) lines.push(`| ${a.what} | ${a.unit} | ${f(a.median.ext4)} | ${f(a.median.bindfs)} | ${f(a.median['drms-primary'])} | ${f(a.ratioToExt4['drms-primary'], 2)} | ${f(a.ratioToBindfs['drms-primary'], 2)} |`);
+    lines.push('', 'The whole machine meanwhile: share of its CPU busy / CPU µs per operation.', '', '| workload | ext4 | bindfs | drms primary |', '|---|---|---|---|');
+    for (const a of r.alone) lines.push(`| ${a.name} | ${use(a.machine, 'ext4')} | ${use(a.machine, 'bindfs')} | ${use(a.machine, 'drms-primary')} |`);
     for (const a of r.alone.filter((a) => a.disk)) {
       lines.push('', `${a.what}, disk operations per fdatasync: ${Object.entries(a.disk!).map(([t, d]) => `${t} ${d.flushes.toFixed(2)} flushes and ${d.writes.toFixed(2)} writes`).join('; ')}.`);
     }

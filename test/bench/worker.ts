@@ -11,17 +11,40 @@ export interface WorkerResult {
   seconds: number;
   /** Per-operation latencies in microseconds (txn only). */
   latUs?: number[];
+  /** The whole machine's CPU ticks when the measured loop began and when it ended (see machineTicks). */
+  ticks: { start: MachineTicks; end: MachineTicks };
+}
+
+/** /proc/stat's first line: ticks every CPU spent busy (any state but idle and iowait), and in all. */
+export interface MachineTicks {
+  busy: number;
+  total: number;
+}
+
+export function machineTicks(): MachineTicks {
+  const [, ...fields] = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
+  // user nice system idle iowait irq softirq steal (guest time is inside user already).
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = fields.slice(0, 8).map(Number) as number[];
+  const busy = user! + nice! + system! + irq! + softirq! + steal!;
+  return { busy, total: busy + idle! + iowait! };
 }
 
 /** The file read by the read workloads, written once per target before they run. */
 export const READ_FILE = 'read.dat';
 export const READ_BYTES = 64 * 2 ** 20;
 
-function run(workload: Workload, dir: string, seconds: number, id: number): WorkerResult {
+/**
+ * Runs `workload` for `seconds` from `startAt` (ms since the epoch), so that the workers of one run are in their
+ * loops together, not one process start after another; a worker started later than that begins at once.
+ */
+function run(workload: Workload, dir: string, seconds: number, id: number, startAt: number): WorkerResult {
+  const early = startAt - Date.now();
+  if (early > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, early);
   const deadline = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
   const now = () => process.hrtime.bigint();
   const start = now();
-  const done = (ops: number, bytes: number, latUs?: number[]): WorkerResult => ({ ops, bytes, seconds: Number(now() - start) / 1e9, latUs });
+  const startTicks = machineTicks();
+  const done = (ops: number, bytes: number, latUs?: number[]): WorkerResult => ({ ops, bytes, seconds: Number(now() - start) / 1e9, latUs, ticks: { start: startTicks, end: machineTicks() } });
   switch (workload) {
     case 'txn': {
       // The transaction workload: append a 256-byte record, fdatasync, repeat.
@@ -100,6 +123,6 @@ function run(workload: Workload, dir: string, seconds: number, id: number): Work
 }
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  const [workload, dir, seconds, id] = process.argv.slice(2);
-  process.stdout.write(JSON.stringify(run(workload as Workload, dir!, Number(seconds), Number(id ?? 0))) + '\n');
+  const [workload, dir, seconds, id, startAt] = process.argv.slice(2);
+  process.stdout.write(JSON.stringify(run(workload as Workload, dir!, Number(seconds), Number(id ?? 0), Number(startAt ?? 0))) + '\n');
 }
