@@ -591,7 +591,7 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, cap
   // fsync (not fdatasync) also promises the times, which a redo does not bring back: it flushes the file too.
   int fast = rc == 0 && datasync && c->fast;
   if (fast) c->fast_acked = 1;
-  else c->want_checkpoint = 1;
+  else __atomic_store_n(&c->want_checkpoint, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
@@ -659,7 +659,7 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
     return -ENOMEM;
   }
   pthread_mutex_lock(&c->lock);
-  c->fast = 0;
+  __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED);
   c->js_frames++;
   int rc = 0, checkpoint = c->fast_acked;
   if (checkpoint) {
@@ -683,13 +683,13 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
 int capture_checkpoint(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   uint64_t js = c->js_frames;
-  c->fast = 0; // fdatasyncs flush their files while the tree is synced: the checkpoint covers them
-  c->want_checkpoint = 0;
+  __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED); // fdatasyncs flush their files while the tree is synced: the checkpoint covers them
+  __atomic_store_n(&c->want_checkpoint, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&c->lock);
   int rc = syncfs_of(c->root_fd);
   pthread_mutex_lock(&c->lock);
   if (rc == 0 && c->js_frames == js && (rc = append_checkpoint(c)) == 0) {
-    c->fast = 1;
+    __atomic_store_n(&c->fast, 1, __ATOMIC_RELAXED);
     c->fast_acked = 0;
   }
   pthread_mutex_unlock(&c->lock);
@@ -701,10 +701,9 @@ int capture_sync_tree(struct capture *c) {
 }
 
 int capture_wants_checkpoint(struct capture *c) {
-  pthread_mutex_lock(&c->lock);
-  int want = c->want_checkpoint && !c->fast;
-  pthread_mutex_unlock(&c->lock);
-  return want;
+  // Read without the lock, which writers hold through whole pwrites: JavaScript asks after every ingest, and a flag
+  // set before a frame was handed over is seen by the ingest that frame's notification starts.
+  return __atomic_load_n(&c->want_checkpoint, __ATOMIC_RELAXED) && !__atomic_load_n(&c->fast, __ATOMIC_RELAXED);
 }
 
 char *capture_take(struct capture *c, size_t *len) {
