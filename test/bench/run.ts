@@ -29,6 +29,11 @@ const { values: args } = parseArgs({
 });
 const ROUNDS = args.quick ? 1 : Number(args.rounds);
 const SECONDS = args.quick ? 0.3 : Number(args.seconds);
+/**
+ * Every target first runs every workload once, unmeasured, for this long: the drms processes' code is compiled and
+ * every target's caches are warm before the first measured round, as on a server that has been running.
+ */
+const WARMUP_SECONDS = SECONDS / 4;
 const BACKLOG_MIB = args.quick ? 64 : Number(args['backlog-mib']);
 
 interface Case {
@@ -123,6 +128,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [{ name: 'ext4', dir: mk(base, 'ext4'), procs: [] }, await bindfs(base)];
   for (const d of DRMS_RUN) targets.push(await drmsPair(base, d, secret));
   for (const t of targets) await prepareReadFile(t);
+  await warmUp(targets);
 
   const results: Record<string, Record<string, Sample[]>> = {};
   for (let round = 0; round < ROUNDS; round++) {
@@ -189,11 +195,16 @@ async function drained(t: Target): Promise<void> {
   await run(process.execPath, [DRMS, 'sync', '--state', t.state, '--timeout', '300']);
 }
 
-async function runCase(c: Case, t: Target): Promise<Sample> {
+/** One unmeasured run of every workload on every target (see WARMUP_SECONDS). */
+async function warmUp(targets: Target[], cases = CASES): Promise<void> {
+  for (const t of targets) for (const c of cases) await runCase(c, t, WARMUP_SECONDS);
+}
+
+async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample> {
   const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
   const startAt = Date.now() + WORKER_START_MS * c.writers;
-  const workers = Array.from({ length: c.writers }, (_, id) => runWorker(c.workload, t.dir, id, startAt));
+  const workers = Array.from({ length: c.writers }, (_, id) => runWorker(c.workload, t.dir, id, startAt, runSeconds));
   const out = await Promise.all(workers);
   const lagMs = await lag?.stop();
   const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
@@ -217,9 +228,9 @@ async function runCase(c: Case, t: Target): Promise<Sample> {
 /** How long a worker process takes to start here, with others starting beside it: its loop begins after that. */
 const WORKER_START_MS = 80;
 
-/** One worker process running `workload` on `dir` for SECONDS from `startAt`. */
-async function runWorker(workload: Workload, dir: string, id: number, startAt: number): Promise<WorkerResult> {
-  const r = await run(process.execPath, [WORKER, workload, dir, String(SECONDS), String(id), String(startAt)], { maxBuffer: 64 * 2 ** 20 });
+/** One worker process running `workload` on `dir` for `seconds` from `startAt`. */
+async function runWorker(workload: Workload, dir: string, id: number, startAt: number, seconds: number): Promise<WorkerResult> {
+  const r = await run(process.execPath, [WORKER, workload, dir, String(seconds), String(id), String(startAt)], { maxBuffer: 64 * 2 ** 20 });
   return JSON.parse(r.stdout) as WorkerResult;
 }
 
@@ -276,7 +287,9 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
   // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
   const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
   const out: AloneCase[] = [];
-  for (const c of CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand')) {
+  const writes = CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand');
+  await warmUp(dirs.filter((t) => t.name === 'drms-primary'), writes); // ext4 and bindfs ran them already
+  for (const c of writes) {
     const samples: Record<string, Sample[]> = {};
     const disk: Record<string, Array<{ flushes: number; writes: number }>> = {};
     for (let round = 0; round < Math.max(2, ROUNDS); round++) {
@@ -459,6 +472,7 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     rounds: ROUNDS,
     secondsPerRun: SECONDS,
+    warmUpSeconds: WARMUP_SECONDS,
     cases,
     targets: targetsOf(cases),
     peakRssMiB: Object.fromEntries(Object.entries(peakRssKiB).map(([t, [p, b]]) => [t, { primary: (p ?? 0) / 1024, backup: (b ?? 0) / 1024 }])),
@@ -470,7 +484,7 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
 function markdown(r: ReturnType<typeof summarize>): string {
   const f = (v: number | undefined, d = 1) => (v === undefined ? '' : v >= 100 ? v.toFixed(0) : v.toFixed(d));
   const lines = [
-    `drms benchmark, ${r.date}: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memGiB} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}; median of ${r.rounds} alternating runs of ${r.secondsPerRun} s.`,
+    `drms benchmark, ${r.date}: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memGiB} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}; median of ${r.rounds} alternating runs of ${r.secondsPerRun} s, after one unmeasured run of ${r.warmUpSeconds} s of every workload on every target.`,
     '',
     'drms async and sync: the native binding (the default), requests over io_uring; /dev/fuse: with --no-io-uring; +wb: with --writeback-cache; fuse-native: the fallback binding.',
     '',
