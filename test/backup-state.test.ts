@@ -79,7 +79,10 @@ t.test('the redo log: what it acknowledged comes back after a restart, until a c
   t.ok(s.logged({ journalId: ID, appliedSeq: 5, resyncing: false }, [write(5, 'e')]));
   t.notOk(s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(6, 'x'.repeat(70 * 1024))]), 'a large batch: flushing its file costs less');
   t.notOk(s.logged({ journalId: OTHER, appliedSeq: 1, resyncing: false }, [write(1, 'a')]), 'another journal: a checkpoint');
+  t.equal(s.get().appliedSeq, 2, 'written to the log, not flushed: not yet counted');
+  t.same(s.flushLogged(), { journalId: ID, appliedSeq: 5, resyncing: false }, 'one flush for the records written since');
   t.equal(s.get().appliedSeq, 5, 'what it holds counts as applied');
+  t.equal(s.flushLogged(), undefined, 'nothing waits for a flush then');
   await s.close();
 
   s = BackupState.open(dir);

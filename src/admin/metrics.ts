@@ -55,6 +55,7 @@ export function createMetrics(role: 'primary' | 'backup', src: MetricsSource): R
   gauge(r, 'drms_applied_seq', 'Last seq the backup has applied and made durable', () => s().appliedSeq);
   gauge(r, 'drms_lag_operations', 'Journaled operations the backup has not applied yet', () => s().lagOps);
   gauge(r, 'drms_lag_seconds', 'Age of the oldest operation the backup has not applied', () => s().lagSeconds);
+  gauge(r, 'drms_durable_lag_seconds', 'Age of the oldest operation not yet durable at the backup', () => s().durableLagSeconds);
   gauge(r, 'drms_backlog_bytes', 'Journal bytes the backup has not applied', () => s().backlogBytes);
   gauge(r, 'drms_disk_free_bytes', 'Free bytes on the disk of the journal (primary) or of the DR copy (backup)', () => s().diskFreeBytes);
   gauge(r, 'drms_verify_differences', 'Differences found by the last verify', () => s().lastVerify?.differenceCount);

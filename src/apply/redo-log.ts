@@ -56,7 +56,7 @@ export class RedoLog {
     return out;
   }
 
-  /** Writes a record and returns once it is on stable storage; false (nothing written) when it does not fit. */
+  /** Writes a record, on stable storage once flush() returns; false (nothing written) when it does not fit. */
   append(journalId: string, entries: Buffer[]): boolean {
     const id = Buffer.from(journalId);
     const body = Buffer.concat([Buffer.from([id.length]), id, ...encodeBatch(entries)]);
@@ -67,9 +67,13 @@ export class RedoLog {
     header.writeUInt32LE(crc32(body), 4);
     this.at += HEADER + body.length;
     fs.writeSync(this.fd, Buffer.concat([header, body]), 0, HEADER + body.length, at);
-    // On this thread: a trip through libuv's pool costs two thread wake-ups, and the batch waits for it anyway.
-    this.flusher.flush();
     return true;
+  }
+
+  /** Every record appended so far is on stable storage once this returns. */
+  flush(): void {
+    // On this thread: a trip through libuv's pool costs two thread wake-ups, and the acknowledgement waits for it.
+    this.flusher.flush();
   }
 
   /** The files hold everything logged and the applied record covers it: the log starts over. */

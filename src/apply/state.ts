@@ -22,6 +22,8 @@ export class BackupState {
   private staged: StagedTransactions | undefined;
   /** The applied record advanced by what the redo log holds. */
   private current: AppliedState;
+  /** Where the redo log's records not flushed yet bring it (see logged()). */
+  private unflushed: AppliedState | undefined;
   private redo: JournalEntry[] = [];
   private savedAt = Date.now();
 
@@ -77,20 +79,32 @@ export class BackupState {
     await this.record.write(s);
     this.redoLog.reset();
     this.current = s;
+    this.unflushed = undefined; // the files hold them now
     this.savedAt = Date.now();
   }
 
   /**
-   * Records progress through the redo log: `entries` (all redoable()) are durable once it returns true, while the
-   * files they were applied to are not flushed. False (nothing recorded): a checkpoint is due, save() instead.
+   * Records progress through the redo log: `entries` (all redoable()) are written to it, durable once flushLogged()
+   * returns, while the files they were applied to are not flushed. False (nothing recorded): a checkpoint is due,
+   * save() instead.
    */
   logged(s: AppliedState, entries: Buffer[]): boolean {
     const r = this.record.state;
     if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing || Date.now() - this.savedAt > REDO_SPAN_MS) return false;
     if (entries.reduce((n, e) => n + e.length, 0) > REDO_BATCH_BYTES) return false; // one flush of the file costs less
     if (!this.redoLog.append(s.journalId, entries)) return false;
-    this.current = s;
+    this.unflushed = s;
     return true;
+  }
+
+  /** Makes what logged() wrote durable; returns the applied state it reaches, or undefined when nothing was waiting. */
+  flushLogged(): AppliedState | undefined {
+    const s = this.unflushed;
+    if (!s) return undefined;
+    this.redoLog.flush();
+    this.unflushed = undefined;
+    this.current = s;
+    return s;
   }
 
   /** The transactions whose writes are staged here until their commit. */

@@ -10,7 +10,7 @@ import { Policy } from '../policy/policy.js';
 import { parseHostPort } from '../ship/routes.js';
 import { loadCredentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
-import { PRIMARY_DEFAULTS, type ConsoleFlags } from './flags.js';
+import { milliseconds, PRIMARY_DEFAULTS, type ConsoleFlags } from './flags.js';
 import { SiteNode, type Role } from './node.js';
 import { settingsOf, startPrimaryRole, type PrimaryArgs } from './primary.js';
 import { diskFree, type NodeReport } from './report.js';
@@ -25,6 +25,8 @@ export interface BackupArgs extends TlsFiles, ConsoleFlags {
   /** The mode and policy of the primary this site becomes when promoted. */
   mode?: string;
   policy?: string;
+  /** Milliseconds applied plain writes may wait for the redo log's flush (see FLUSH_DELAY_MS). */
+  flushDelay?: string;
 }
 
 export async function runBackup(args: BackupArgs): Promise<void> {
@@ -82,6 +84,9 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
       throw new ConfigError(`--mount ${given.mount} is not this backup's DR copy (${targetDir}): the new primary mounts over the DR copy`);
     }
     settingsOf(pargs); // refused before anything changes
+    // What is applied to the files is durable, and is what the new lineage records (a switchover's Promote was
+    // answered after a checkpoint already, inside the batch stream).
+    if (epoch === undefined) await s.flushed();
     const applied = s.appliedState;
     if (applied.resyncing) throw new ConfigError('this backup is inside the primary\'s initial copy: its tree is not a consistent copy yet, and cannot take over');
     const next = promote(s.generation, applied);
@@ -99,7 +104,8 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
   };
 
   process.umask(0);
-  server = new BackupServer({ listen, target, stateDir, ...credentials, activity, events, log, onPromote: (epoch) => takeOver(epoch, {}) });
+  const flushDelayMs = args.flushDelay === undefined ? undefined : milliseconds(args.flushDelay, '--flush-delay');
+  server = new BackupServer({ listen, target, stateDir, ...credentials, activity, events, log, flushDelayMs, onPromote: (epoch) => takeOver(epoch, {}) });
   await server.recover();
   const addr = await server.listen().catch((err: Error) => {
     throw new ConfigError(`cannot listen on ${args.listen}: ${err.message}`);

@@ -8,6 +8,12 @@ export function seconds(v: string, flag: string): number {
   return n * 1000;
 }
 
+/** A whole number of milliseconds, 0 or more. */
+export function milliseconds(v: string, flag: string): number {
+  if (!/^\d+$/.test(v.trim())) throw new ConfigError(`${flag} must be a whole number of milliseconds (0 or more), not "${v}"`);
+  return Number(v);
+}
+
 /** A size with an optional K, M, G or T suffix (powers of 1024). */
 export function bytes(v: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());

@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { ask, type ControlRequest } from '../admin/control.js';
 import { DrmsError } from '../errors.js';
 import { activityReport, reportCsv, reportText } from './activity-report.js';
+import { FLUSH_DELAY_MS } from '../apply/server.js';
 import { runBackup } from './backup.js';
 import { BINDINGS } from '../fs/binding.js';
 import { duration, PRIMARY_DEFAULTS } from './flags.js';
@@ -70,6 +71,7 @@ withConsole(program.command('backup'))
   .option('--to <host:port,...>', 'once promoted (drms promote, drms switchover): the old primary site\'s backup address(es)')
   .addOption(new Option('--mode <mode>', 'once promoted: replication mode').choices(['async', 'sync']))
   .option('--policy <file>', 'once promoted: critical-file policy')
+  .option('--flush-delay <ms>', 'how long applied writes may wait for the DR copy\'s flush (their durable acknowledgement) when the primary does not wait for it; 0: flush every group', String(FLUSH_DELAY_MS))
   .action((o) => runBackup(o));
 
 program

@@ -129,8 +129,10 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   const status = (): NodeReport => {
     const j = journal;
     if (!j) return { role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, connected: false, appliedSeq: 0, lastError: 'starting', epoch: generation.epoch };
-    const lagOps = j.lastSeq - j.ackedSeq;
-    const oldest = lagOps > 0 ? j.oldestUnackedTs() : undefined;
+    // Lag: what the backup has not applied; the durable lag also counts what it applied and has not flushed yet.
+    const lagOps = j.lastSeq - j.replayedSeq;
+    const oldest = lagOps > 0 ? j.oldestUnreplayedTs() : undefined;
+    const oldestUndurable = j.lastSeq > j.ackedSeq ? j.oldestUnackedTs() : undefined;
     if (j.ackedSeq !== progressSeq || lagOps === 0) [progressSeq, progressAt] = [j.ackedSeq, Date.now()];
     const stalledSeconds = shipper?.connected && lagOps > 0 ? (Date.now() - progressAt) / 1000 : 0;
     return {
@@ -139,7 +141,8 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull, binding: settings.binding, ringEntries: mounted?.ringEntries,
       connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
       reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
-      journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+      journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, replayedSeq: j.replayedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,
+      durableLagSeconds: oldestUndurable ? (Date.now() - oldestUndurable) / 1000 : 0,
       operationSeconds: mounted?.operationSeconds ?? 0, stalledSeconds,
       diskFreeBytes: diskFree(stateDir), policy: settings.policy.file, baseline: resync?.progress, lastVerify: resync?.lastVerify && summary(resync.lastVerify),
       eventCounts: events.counts, events: events.recent(20),
@@ -180,7 +183,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
     m.readOnly(`fenced by a site at epoch ${err.epoch}`);
     events.emit('fenced', `FENCED: a site at epoch ${err.epoch} refused this primary (epoch ${generation.epoch}); the mount is read-only from now on: ${err.message}`, { epoch: err.epoch, peer: err.context.peer }, 'error');
   };
-  shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, generation, onFenced, events, log });
+  shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, generation, onFenced, events, log, deferredFlush: settings.mode === 'async' });
   shipper.start();
   const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
   resync = rs;

@@ -34,9 +34,15 @@ export interface NodeReport {
   listen?: string;
   journalId?: string;
   lastSeq?: number;
+  /** Durable at the backup (primary: as the backup acknowledged it). */
   appliedSeq: number;
+  /** Primary: applied to the backup's files, durable there within its flush delay. */
+  replayedSeq?: number;
+  /** Primary: what the backup has not applied yet, and the age of its oldest operation. */
   lagOps?: number;
   lagSeconds?: number;
+  /** Primary: the age of the oldest operation not yet durable at the backup. */
+  durableLagSeconds?: number;
   divergences?: number;
   /** Watchdog: seconds the running mutation on the mount has taken (primary). */
   operationSeconds?: number;
@@ -130,7 +136,7 @@ export function formatReport(r: NodeReport): string {
     ['journal', r.journalId],
     ['last journaled seq', r.lastSeq],
     ['last applied seq', r.appliedSeq],
-    ['lag', r.lagOps === undefined ? undefined : `${r.lagOps} ops, ${r.lagSeconds!.toFixed(1)} s`],
+    ['lag', r.lagOps === undefined ? undefined : `${r.lagOps} ops, ${r.lagSeconds!.toFixed(1)} s${r.durableLagSeconds === undefined ? '' : ` (durable at the backup: ${r.durableLagSeconds.toFixed(1)} s)`}`],
     ['backlog', r.backlogBytes === undefined ? undefined : `${(r.backlogBytes / 2 ** 20).toFixed(1)} MiB${r.backlogFull ? ' (AT THE CAP: writers are held)' : ''}`],
     ['apply divergences', r.divergences],
     ['disk free', r.diskFreeBytes === undefined ? undefined : `${(r.diskFreeBytes / 2 ** 30).toFixed(1)} GiB`],

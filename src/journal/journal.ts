@@ -40,7 +40,12 @@ export class Journal extends EventEmitter {
   private rotating = false;
   /** The last entry whose operation completed: the shipper reads up to here. */
   readySeq: number;
+  /** The backup has applied entries up to here durably (they may be trimmed). */
   ackedSeq: number;
+  /** The backup has applied entries up to here to its files (at or ahead of ackedSeq). */
+  replayedSeq = 0;
+  /** The highest seq a caller waits to be durable at the backup (waitAcked). */
+  durableWanted = 0;
   /** Entries up to here are removed from lmdb (ackedSeq as lmdb records it). */
   private trimmedSeq: number;
   /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
@@ -71,6 +76,7 @@ export class Journal extends EventEmitter {
     this.id = existing ?? randomUUID();
     if (!existing && !readOnly) this.meta.putSync('journalId', this.id);
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
+    this.replayedSeq = this.ackedSeq;
     this.trimmedSeq = this.ackedSeq;
     this.last = this.ackedSeq;
     for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) this.last = Math.max(this.last, key);
@@ -438,9 +444,18 @@ export class Journal extends EventEmitter {
     return last + 1;
   }
 
-  /** Capture time of the oldest entry the backup has not acknowledged. */
+  /** Capture time of the oldest entry the backup has not acknowledged as durable. */
   oldestUnackedTs(): number | undefined {
-    const value = this.entry(this.ackedSeq + 1);
+    return this.tsOf(this.ackedSeq + 1);
+  }
+
+  /** Capture time of the oldest entry the backup has not applied (replication lag). */
+  oldestUnreplayedTs(): number | undefined {
+    return this.tsOf(this.replayedSeq + 1);
+  }
+
+  private tsOf(seq: number): number | undefined {
+    const value = this.entry(seq);
     return value ? decodeEntry(value).ts : undefined;
   }
 
@@ -454,6 +469,7 @@ export class Journal extends EventEmitter {
    * recorded) with the next batch taken into lmdb, then 'trimmed'. A restart before that resends a little more.
    */
   setAcked(seq: number): void {
+    this.setReplayed(seq);
     if (seq <= this.ackedSeq) return;
     this.ackedSeq = seq;
     this.emit('acked', seq);
@@ -466,10 +482,28 @@ export class Journal extends EventEmitter {
     return st.pageSize * (st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages);
   }
 
-  /** Resolves once the backup has applied `seq`; rejects after `timeoutMs`. */
+  /** The backup applied entries up to `seq` to its files (durable with a later setAcked). */
+  setReplayed(seq: number): void {
+    if (seq > this.replayedSeq) this.replayedSeq = seq;
+  }
+
+  /** A new session: the backup resumes after `seq`; what it had applied beyond that without a flush is sent again. */
+  resumed(seq: number): void {
+    this.setAcked(seq);
+    this.replayedSeq = Math.max(this.ackedSeq, seq);
+  }
+
+  /**
+   * Resolves once the backup has applied `seq` durably; rejects after `timeoutMs`. A backup that defers its flushes
+   * is asked for one (see durableWanted).
+   */
   waitAcked(seq: number, timeoutMs: number): Promise<void> {
     if (this.ackedSeq >= seq) return Promise.resolve();
     if (seq > this.readySeq) this.commitNow(); // a waiter (sync mode) does not wait for the batch
+    if (seq > this.durableWanted) {
+      this.durableWanted = seq;
+      this.emit('durable-wanted', seq);
+    }
     return new Promise((resolve, reject) => {
       const onAck = (acked: number) => {
         if (acked < seq) return;

@@ -27,6 +27,11 @@ export interface ShipperOptions {
   generation: Generation;
   /** A backup at a newer epoch refused us: shipping stops for good (the caller fences the mount). */
   onFenced?: (err: FencedError) => void;
+  /**
+   * Whether the backup may defer its flushes (asked for with Flush when a caller waits for durability): for a primary
+   * in async mode. In sync mode every fsync waits for one, and each group is flushed at once as before.
+   */
+  deferredFlush?: boolean;
 }
 
 const CONNECT_MS = 5000;
@@ -64,6 +69,7 @@ export class Shipper {
       if (this.commitsWanted) this.wake.notify();
     });
     journal.on('acked', () => this.wake.notify());
+    journal.on('durable-wanted', () => this.wake.notify());
   }
 
   start(): void {
@@ -158,7 +164,7 @@ export class Shipper {
     let probe: NodeJS.Timeout | undefined;
     const ackedBefore = this.journal.ackedSeq;
     try {
-      const from = await this.handshake(conn);
+      const { from, deferredFlush } = await this.handshake(conn);
       streaming = true;
       if (this.route && this.route !== route) {
         this.routeSwitches++;
@@ -172,7 +178,7 @@ export class Shipper {
       this.note(log, 'connected', 'connected to backup; shipping', { route: route.label, peer: conn.peer, seq: from }, 'info');
       const preferred = this.opts.routes[0]!;
       if (route !== preferred) probe = setInterval(() => void this.probe(preferred, conn, log), PREFERRED_PROBE_MS);
-      await this.stream(conn, from);
+      await this.stream(conn, from, deferredFlush);
       if (!this.stopping && !(conn.closeReason instanceof SessionRestart)) {
         throw conn.closeReason ?? new ProtocolError('the backup closed the connection', { peer: conn.peer });
       }
@@ -222,11 +228,11 @@ export class Shipper {
     log[err instanceof AuthError ? 'error' : 'warn']({ err }, msg);
   }
 
-  /** Mutual challenge-response; returns the first seq to send. */
-  private async handshake(conn: PeerConnection): Promise<number> {
+  /** Mutual challenge-response; returns the first seq to send, and whether the backup defers its flushes. */
+  private async handshake(conn: PeerConnection): Promise<{ from: number; deferredFlush: boolean }> {
     const nonce = newNonce();
     const { epoch, lineage } = this.opts.generation;
-    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId: this.journal.id, epoch, lineage });
+    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId: this.journal.id, epoch, lineage, flushes: this.opts.deferredFlush === true });
     const challenge = unpackBody<Challenge>(expectFrame(await conn.read(HANDSHAKE_MS), FrameType.Challenge, conn));
     if (!proofMatches(proof(this.opts.secret, 'backup', nonce, challenge.nonce), challenge.proof)) {
       conn.send(FrameType.Refused, { message: 'the backup failed authentication: the shared secrets differ' });
@@ -242,11 +248,16 @@ export class Shipper {
     if (applied + 1 < this.journal.firstSeq()) {
       throw new ProtocolError(`backup has applied up to seq ${applied} but the journal now starts at ${this.journal.firstSeq()}: a full resync is needed`, { peer: conn.peer });
     }
-    this.journal.setAcked(applied);
-    return applied + 1;
+    this.journal.resumed(applied);
+    return { from: applied + 1, deferredFlush: welcome.deferredFlush === true };
   }
 
-  private async stream(conn: PeerConnection, from: number): Promise<void> {
+  /**
+   * Sends the journal from `from` on. A backup that defers its flushes acknowledges entries as applied at once and
+   * as durable later; when a caller waits for durability (sync mode, drms sync) it is asked for a flush, once the
+   * entry waited for has been sent.
+   */
+  private async stream(conn: PeerConnection, from: number, deferredFlush: boolean): Promise<void> {
     const inflight: Array<{ last: number; bytes: number }> = [];
     let inflightBytes = 0;
     const reader = (async () => {
@@ -254,9 +265,11 @@ export class Shipper {
         const frame = await conn.read();
         if (!frame) return;
         if (frame.type === FrameType.Ack) {
-          const { appliedSeq } = unpackBody<Ack>(frame);
+          const { appliedSeq, replayedSeq } = unpackBody<Ack>(frame);
+          this.journal.setReplayed(replayedSeq ?? 0);
           this.journal.setAcked(appliedSeq);
-          while (inflight.length && inflight[0]!.last <= appliedSeq) inflightBytes -= inflight.shift()!.bytes;
+          const applied = Math.max(appliedSeq, replayedSeq ?? 0);
+          while (inflight.length && inflight[0]!.last <= applied) inflightBytes -= inflight.shift()!.bytes;
           this.wake.notify(); // also when the ack moved nothing (a batch of entries the backup already had)
         } else if (frame.type === FrameType.Answer || frame.type === FrameType.Promoted) {
           const a = unpackBody<Answer | Promoted>(frame);
@@ -279,7 +292,16 @@ export class Shipper {
     // one backup flush for many small writes, and a steady stream when catching up.
     let pending: EncodedEntry[] = [];
     let pendingBytes = 0;
+    let flushAsked = 0;
+    // Right behind the batch with the entry waited for, so that the backup flushes that group at once.
+    const askFlush = () => {
+      const wanted = this.journal.durableWanted;
+      if (!deferredFlush || wanted <= flushAsked || wanted >= next || wanted <= this.journal.ackedSeq) return;
+      flushAsked = wanted;
+      conn.send(FrameType.Flush, {});
+    };
     while (!conn.closed && !this.stopping) {
+      askFlush();
       // A question goes between the entries before it and those after: batches stop at its seq.
       const question = this.queries.find((q) => !q.sent);
       if (question && pending.length === 0 && next > question.afterSeq) {
@@ -307,6 +329,7 @@ export class Shipper {
       const bytes = parts.reduce((n, p) => n + p.length, 0);
       conn.sendParts(FrameType.Batch, parts);
       next = pending[pending.length - 1]!.seq + 1;
+      askFlush();
       pending = [];
       pendingBytes = 0;
       inflight.push({ last: next - 1, bytes });

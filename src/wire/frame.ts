@@ -27,6 +27,8 @@ export enum FrameType {
   Promote = 13,
   /** Backup → primary: promoted (its mount serves) or why not. */
   Promoted = 14,
+  /** Primary → backup, in the batch stream: make everything before it durable now and acknowledge it (no body). */
+  Flush = 15,
 }
 
 export interface Frame {

@@ -8,6 +8,8 @@ export interface Hello {
   journalId: string;
   epoch: number;
   lineage: EpochRecord[];
+  /** The primary reads Ack.replayedSeq and sends Flush when it waits for durability: the backup may defer its flushes. */
+  flushes?: boolean;
 }
 
 /** Backup → primary: its nonce and its proof that it holds the secret. */
@@ -28,6 +30,8 @@ export interface Welcome {
   appliedSeq: number;
   /** The backup's epoch (the primary's, once adopted). */
   epoch: number;
+  /** Its flushes are deferred (see Ack.replayedSeq): the primary sends Flush when it waits for durability. */
+  deferredFlush?: boolean;
 }
 
 /** Backup → primary instead of Welcome: the primary's epoch is older than one this site knows. */
@@ -50,9 +54,13 @@ export interface Promoted {
   error?: string;
 }
 
-/** Backup → primary: everything up to appliedSeq is applied and durable. */
+/**
+ * Backup → primary: everything up to appliedSeq is applied and durable. replayedSeq (a backup that defers its
+ * flushes): applied to its files, durable within its flush delay or at the next Flush.
+ */
 export interface Ack {
   appliedSeq: number;
+  replayedSeq?: number;
 }
 
 /** Either way, before closing: why. */
