@@ -23,6 +23,7 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
     t.equal(c.ratioToExt4.ext4, 1);
   }
   t.ok(report.cases[0].lagMs['drms-async'], 'replication lag sampled under the transaction workload');
+  t.ok(report.cases[0].durableLagMs['drms-async'], 'and how far the backup\'s durable acknowledgements trail');
   // The whole machine's CPU while the workers ran: where a target is missed, whether the cores were the limit.
   for (const c of report.cases) {
     const m = c.machine as Record<string, { busy: number; cpuUsPerOp: number }>;

@@ -89,6 +89,9 @@ interface Sample {
   cpuSeconds?: number;
   lagP50Ms?: number;
   lagP99Ms?: number;
+  /** How far the backup's durable acknowledgements trail (it defers the flush of plain writes: README). */
+  durableLagP50Ms?: number;
+  durableLagP99Ms?: number;
   /** The whole machine (every process, the kernel's threads too) while every worker ran: see machineUse. */
   machine?: MachineUse;
 }
@@ -104,14 +107,14 @@ const TICK_US = 10_000;
 
 /**
  * The machine's CPU over the window in which every worker was in its measured loop (the latest start to the
- * earliest end: worker processes starting or exiting are left out). Undefined for a window under 10 ticks.
+ * earliest end: worker processes starting or exiting are left out). Undefined for a window under 5 ticks.
  */
 function machineUse(out: WorkerResult[]): MachineUse | undefined {
   const latest = (ts: MachineTicks[], pick: (a: MachineTicks, b: MachineTicks) => boolean) => ts.reduce((a, b) => (pick(a, b) ? a : b));
   const start = latest(out.map((o) => o.ticks.start), (a, b) => a.total >= b.total);
   const end = latest(out.map((o) => o.ticks.end), (a, b) => a.total <= b.total);
   const [busy, total] = [end.busy - start.busy, end.total - start.total];
-  if (total < 10) return undefined;
+  if (total < 5) return undefined;
   const seconds = (total * TICK_US) / 1e6 / os.cpus().length;
   const opsPerSecond = out.reduce((n, o) => n + o.ops / o.seconds, 0);
   return { busy: busy / total, cpuUsPerOp: (busy * TICK_US) / (opsPerSecond * seconds) };
@@ -206,7 +209,7 @@ async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample
   const startAt = Date.now() + WORKER_START_MS * c.writers;
   const workers = Array.from({ length: c.writers }, (_, id) => runWorker(c.workload, t.dir, id, startAt, runSeconds));
   const out = await Promise.all(workers);
-  const lagMs = await lag?.stop();
+  const lags = await lag?.stop();
   const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
   const seconds = Math.max(...out.map((o) => o.seconds));
   const ops = out.reduce((n, o) => n + o.ops, 0);
@@ -220,13 +223,14 @@ async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample
     ops,
     ...(lat.length && { p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99) }),
     ...(t.procs.length && { cpuSeconds: cpu }),
-    ...(lagMs?.length && { lagP50Ms: pct(lagMs, 0.5), lagP99Ms: pct(lagMs, 0.99) }),
+    ...(lags?.applied.length && { lagP50Ms: pct(lags.applied, 0.5), lagP99Ms: pct(lags.applied, 0.99) }),
+    ...(lags?.durable.length && { durableLagP50Ms: pct(lags.durable, 0.5), durableLagP99Ms: pct(lags.durable, 0.99) }),
     machine: machineUse(out),
   };
 }
 
-/** How long a worker process takes to start here, with others starting beside it: its loop begins after that. */
-const WORKER_START_MS = 80;
+/** How long a worker process takes to start here, with others starting beside it (on a busy machine): its loop begins after that. */
+const WORKER_START_MS = 150;
 
 /** One worker process running `workload` on `dir` for `seconds` from `startAt`. */
 async function runWorker(workload: Workload, dir: string, id: number, startAt: number, seconds: number): Promise<WorkerResult> {
@@ -240,21 +244,27 @@ function removeRunFiles(dir: string): void {
 }
 
 /** Replication lag sampled every 20 ms from the primary's status: the age of its oldest unacknowledged entry. */
-function sampleLag(state: string): { stop(): Promise<number[]> } {
-  const samples: number[] = [];
+/** The primary's replication lag (not yet applied on the backup) and durable lag, every 20 ms, in ms, sorted. */
+function sampleLag(state: string): { stop(): Promise<{ applied: number[]; durable: number[] }> } {
+  const applied: number[] = [];
+  const durable: number[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
       const r = await ask<NodeReport>(state, { cmd: 'status' }, 2000).catch(() => undefined);
-      if (r) samples.push((r.lagSeconds ?? 0) * 1000);
+      if (r) {
+        applied.push((r.lagSeconds ?? 0) * 1000);
+        durable.push((r.durableLagSeconds ?? 0) * 1000);
+      }
       await new Promise((res) => setTimeout(res, 20));
     }
   })();
+  const sorted = (xs: number[]) => xs.sort((a, b) => a - b);
   return {
     async stop() {
       running = false;
       await loop;
-      return samples.sort((a, b) => a - b);
+      return { applied: sorted(applied), durable: sorted(durable) };
     },
   };
 }
@@ -416,6 +426,7 @@ interface CaseReport extends CaseFigures {
   latencyUs?: Record<string, { p50: number; p99: number }>;
   cpuSeconds?: Record<string, number>;
   lagMs?: Record<string, { p50: number; p99: number }>;
+  durableLagMs?: Record<string, { p50: number; p99: number }>;
   machine?: Record<string, MachineUse>;
   runs: Record<string, Sample[]>;
 }
@@ -464,6 +475,8 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     if (Object.keys(cpu).length) report.cpuSeconds = cpu;
     const lagP50 = med((s) => s.lagP50Ms);
     if (Object.keys(lagP50).length) report.lagMs = pair(lagP50, med((s) => s.lagP99Ms));
+    const durableP50 = med((s) => s.durableLagP50Ms);
+    if (Object.keys(durableP50).length) report.durableLagMs = pair(durableP50, med((s) => s.durableLagP99Ms));
     report.machine = machineMedians(runs);
     return report;
   });
@@ -508,6 +521,8 @@ function markdown(r: ReturnType<typeof summarize>): string {
     lines.push(`| ${c.name} latency p50 / p99 (µs) | ${cell('ext4')} | ${cell('bindfs')} | ${drms.map(cell).join(' | ')} |`);
     const lag = c.lagMs;
     if (lag) lines.push(`| ${c.name} replication lag p50 / p99 (ms) | | | ${drms.map((t) => `${f(lag[t]?.p50)} / ${f(lag[t]?.p99)}`).join(' | ')} |`);
+    const durable = c.durableLagMs;
+    if (durable) lines.push(`| ${c.name} durable at the backup, lag p50 / p99 (ms) | | | ${drms.map((t) => `${f(durable[t]?.p50)} / ${f(durable[t]?.p99)}`).join(' | ')} |`);
   }
   lines.push('', `| drms CPU seconds per run (primary + backup) | ${drms.join(' | ')} |`, `|---|${drms.map(() => '---|').join('')}`);
   for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${drms.map((t) => f(c.cpuSeconds![t], 2)).join(' | ')} |`);
