@@ -254,7 +254,7 @@ export class Shipper {
 
   /**
    * Sends the journal from `from` on. A backup that defers its flushes acknowledges entries as applied at once and
-   * as durable later; when a caller waits for durability (sync mode, drms sync) it is asked for a flush, once the
+   * as durable later; when a caller waits for durability (a sync-class file, drms sync) it is asked for a flush, once the
    * entry waited for has been sent.
    */
   private async stream(conn: PeerConnection, from: number, deferredFlush: boolean): Promise<void> {
