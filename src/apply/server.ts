@@ -40,13 +40,6 @@ export interface BackupOptions {
 }
 
 const HANDSHAKE_MS = 10_000;
-
-/** An authenticated session: its connection, the primary's journal, and whether its flushes may be deferred. */
-interface Session {
-  conn: PeerConnection;
-  journalId: string;
-  deferFlush: boolean;
-}
 /** Most bytes applied between two flushes of the backup. */
 const GROUP_BYTES = 32 * 1024 * 1024;
 /**
@@ -57,6 +50,13 @@ const GROUP_BYTES = 32 * 1024 * 1024;
  */
 export const FLUSH_DELAY_MS = 5;
 
+/** An authenticated session: its connection, the primary's journal, and whether its flushes may be deferred. */
+interface Session {
+  conn: PeerConnection;
+  journalId: string;
+  deferFlush: boolean;
+}
+
 export class BackupServer {
   readonly applier: Applier;
   private readonly state: BackupState;
@@ -66,6 +66,7 @@ export class BackupServer {
   private replayed: AppliedState;
   /** The redo log's flush that is due, and the session that waits for its acknowledgement. */
   private deferred: { session: Session; timer: NodeJS.Timeout } | undefined;
+  private readonly flushDelayMs: number;
   private readonly server: net.Server;
   private active: PeerConnection | undefined;
   /** Batches from an old and a new session never interleave. */
@@ -83,6 +84,7 @@ export class BackupServer {
     this.state = BackupState.open(opts.stateDir);
     this.applied = this.state.get();
     this.replayed = this.applied;
+    this.flushDelayMs = opts.flushDelayMs ?? FLUSH_DELAY_MS;
     this.generation = readGeneration(opts.stateDir);
     this.applier = new Applier(opts.target, opts.log, this.state.staging());
     this.applier.resyncing = this.applied.resyncing;
@@ -201,7 +203,7 @@ export class BackupServer {
     if (!sameJournal && this.applied.journalId) {
       this.opts.log.warn({ journalId: hello.journalId, previous: this.applied.journalId }, 'primary has a new journal: the target will be rebuilt from its baseline');
     }
-    const deferFlush = hello.flushes === true && (this.opts.flushDelayMs ?? FLUSH_DELAY_MS) > 0;
+    const deferFlush = hello.flushes === true && this.flushDelayMs > 0;
     conn.send(FrameType.Welcome, { journalId: hello.journalId, appliedSeq: sameJournal ? this.applied.appliedSeq : 0, epoch: this.generation.epoch, deferredFlush: deferFlush });
     return { conn, journalId: hello.journalId, deferFlush };
   }
@@ -360,15 +362,15 @@ export class BackupServer {
       whole = true;
     } finally {
       // Whatever was applied is made durable and recorded, even when a batch stopped part way: plain writes in the
-      // redo log, anything else by flushing the files. Every whole batch is answered, also one that held only
-      // entries applied already: the primary waits for the answer.
+      // redo log (its flush deferred, see above), anything else by flushing the files. Every whole batch is answered,
+      // also one that held only entries applied already: the primary waits for the answer.
       if (applied !== start) {
         const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
         if (!whole || !logged || !this.state.logged(next, logged)) {
           await this.checkpoint(next);
         } else {
           this.replayed = next;
-          if (!flushAsked) this.deferred ??= { session, timer: setTimeout(() => this.flushLater(), this.opts.flushDelayMs ?? FLUSH_DELAY_MS) };
+          if (!flushAsked) this.deferred ??= { session, timer: setTimeout(() => this.flushLater(), this.flushDelayMs) };
         }
       }
       if (flushAsked) this.flushLogged();

@@ -243,7 +243,6 @@ function removeRunFiles(dir: string): void {
   for (const name of fs.readdirSync(dir)) if (name !== READ_FILE) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
 }
 
-/** Replication lag sampled every 20 ms from the primary's status: the age of its oldest unacknowledged entry. */
 /** The primary's replication lag (not yet applied on the backup) and durable lag, every 20 ms, in ms, sorted. */
 function sampleLag(state: string): { stop(): Promise<{ applied: number[]; durable: number[] }> } {
   const applied: number[] = [];
