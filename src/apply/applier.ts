@@ -6,7 +6,7 @@ import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { nsToTimestamp, type JournalEntry } from '../journal/entry.js';
+import { nsToTimestamp, type JournalEntry, type Stamp } from '../journal/entry.js';
 import { setTimes } from '../fs/native.js';
 import { XATTR_COMMIT_GEN } from '../vos/transactions.js';
 import type { StagedTransactions } from './state.js';
@@ -33,6 +33,8 @@ export class Applier {
   private readonly closing: FileHandle[] = [];
   private readonly dirtyDirs = new Set<string>();
   divergences = 0;
+  /** Stamps skipped for a later entry's (see apply), by path. */
+  private readonly owedStamps = new Map<string, Stamp>();
   /**
    * Between baseline-start and baseline-end the primary copies its tree while live operations flow, so an
    * operation on a path not copied yet fails here as expected (the copy brings it, verify settles the rest).
@@ -50,11 +52,18 @@ export class Applier {
   /**
    * Applies one entry; false if the operation failed with an errno (logged and counted as a divergence).
    * PathEscapeError, ApplyError and retryable errors (disk full, I/O) are thrown: nothing may skip them.
+   * `superseded`: later entries set its stamps again (see supersededStamps); they are owed until then.
    */
-  async apply(e: JournalEntry): Promise<boolean> {
+  async apply(e: JournalEntry, superseded = false): Promise<boolean> {
     try {
       await this.applyOp(e);
-      for (const [p, atime, mtime] of e.stamps ?? []) {
+      for (const stamp of e.stamps ?? []) {
+        const [p, atime, mtime] = stamp;
+        if (superseded) {
+          this.owedStamps.set(p, stamp);
+          continue;
+        }
+        this.owedStamps.delete(p);
         setTimes(await this.target.resolve(p, { allowRoot: true }), atime, mtime);
       }
       return true;
@@ -69,6 +78,14 @@ export class Applier {
       this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed; the trees differ until repaired');
       return false;
     }
+  }
+
+  /** A run of entries stopped before the later stamps came: the skipped ones are set, as far as they can be. */
+  async settleStamps(): Promise<void> {
+    for (const [p, atime, mtime] of this.owedStamps.values()) {
+      await this.target.resolve(p, { allowRoot: true }).then((abs) => setTimes(abs, atime, mtime)).catch(() => undefined);
+    }
+    this.owedStamps.clear();
   }
 
   /**

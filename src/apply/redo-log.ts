@@ -105,3 +105,24 @@ export function redoable(e: JournalEntry): boolean {
       return false;
   }
 }
+
+/**
+ * Which entries' stamps later entries of the run all set again, with only redoable entries between (no name
+ * changes: the same files): applying the last stamp of a path gives the same times. Every fsync marker carries its
+ * file's times, so a batch of appends with fdatasync sets each file's times once, not once a record.
+ */
+export function supersededStamps(entries: JournalEntry[]): boolean[] {
+  const out = new Array<boolean>(entries.length).fill(false);
+  let later = new Set<string>();
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const e = entries[i]!;
+    if (!redoable(e)) {
+      later = new Set();
+      continue;
+    }
+    const stamps = e.stamps ?? [];
+    out[i] = stamps.length > 0 && stamps.every(([p]) => later.has(p));
+    for (const [p] of stamps) later.add(p);
+  }
+  return out;
+}

@@ -5,7 +5,7 @@ import { ApplyError, AuthError, FencedError, PathEscapeError, ProtocolError } fr
 import type { Activity } from '../admin/activity.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
-import { decodeEntry } from '../journal/entry.js';
+import { decodeEntry, type JournalEntry } from '../journal/entry.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
 import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
@@ -16,7 +16,7 @@ import { quarantineDivergence } from '../failover/quarantine.js';
 import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
-import { redoable } from './redo-log.js';
+import { redoable, supersededStamps } from './redo-log.js';
 import { BackupState, type AppliedState } from './state.js';
 
 export interface BackupOptions {
@@ -341,16 +341,24 @@ export class BackupServer {
       for (let frame: Frame | undefined = first; frame; frame = nextBatch()) {
         if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
         bytes += frame.body.length;
-        for (const raw of decodeBatch(frame.body)) {
-          let entry;
+        // Decoded first, to know which stamps later ones set again; entries before an undecodable one still apply.
+        const raws = decodeBatch(frame.body);
+        const entries: JournalEntry[] = [];
+        let undecodable: Error | undefined;
+        for (const raw of raws) {
           try {
-            entry = decodeEntry(raw);
+            entries.push(decodeEntry(raw));
           } catch (err) {
-            throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${(err as Error).message}`, { seq: applied + 1 });
+            undecodable = err as Error;
+            break;
           }
+        }
+        const superseded = supersededStamps(entries);
+        for (const [i, entry] of entries.entries()) {
+          const raw = raws[i]!;
           if (entry.seq <= applied) continue; // resent after a reconnect: already applied
           if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-          const ok = await this.applier.apply(entry);
+          const ok = await this.applier.apply(entry, superseded[i]);
           applied = entry.seq;
           if (logged && redoable(entry)) logged.push(raw);
           else logged = undefined;
@@ -358,12 +366,14 @@ export class BackupServer {
           this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
           if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
         }
+        if (undecodable) throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${undecodable.message}`, { seq: applied + 1 });
       }
       whole = true;
     } finally {
       // Whatever was applied is made durable and recorded, even when a batch stopped part way: plain writes in the
       // redo log (its flush deferred, see above), anything else by flushing the files. Every whole batch is answered,
       // also one that held only entries applied already: the primary waits for the answer.
+      if (!whole) await this.applier.settleStamps();
       if (applied !== start) {
         const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
         if (!whole || !logged || !this.state.logged(next, logged)) {

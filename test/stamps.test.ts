@@ -1,0 +1,68 @@
+// The backup sets a file's times once per run of writes and fsync markers, from the last stamp, and the trees'
+// times still agree: with appends and fdatasyncs on several files, times set between them, and a rename among them.
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { Applier } from '../src/apply/applier.js';
+import { supersededStamps } from '../src/apply/redo-log.js';
+import type { JournalEntry, Stamp } from '../src/journal/entry.js';
+import { drms, layout, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
+import { mtimeDrift, snapshot } from './helpers/tree.js';
+
+const at = (sec: number, p: string): Stamp => [p, [sec, 0], [sec, 500]];
+let seq = 0;
+const write = (p: string): JournalEntry => ({ op: 'write', path: p, offset: 0, data: Buffer.from('x'), seq: ++seq, ts: 0 });
+const marker = (p: string, sec: number, also?: string): JournalEntry => ({ op: 'fsync', path: p, seq: ++seq, ts: 0, stamps: also ? [at(sec, p), at(sec, also)] : [at(sec, p)] });
+
+t.test('a stamp is skipped only when later ones set every path it sets, with no name change between', async (t) => {
+  const entries: JournalEntry[] = [
+    write('/a'), marker('/a', 1), // set again by the next /a marker: skipped
+    write('/b'), marker('/b', 2, '/c'), // /c is not stamped later: kept
+    write('/a'), marker('/a', 3), // a rename follows: kept
+    { op: 'rename', path: '/x', to: '/y', seq: ++seq, ts: 0 },
+    marker('/a', 4), // kept: stamped again, but across the rename
+    { op: 'txn-commit', txn: '1', paths: ['/a'], seq: ++seq, ts: 0 },
+    marker('/a', 5), marker('/b', 6), marker('/a', 7), marker('/c', 8),
+  ];
+  t.same(supersededStamps(entries), [false, true, false, false, false, false, false, false, false, true, false, false, false]);
+  t.same(supersededStamps([]), []);
+});
+
+t.test('stamps owed for an entry that never came are set when the run stops', async (t) => {
+  const dir = tmpdir(t);
+  fs.writeFileSync(path.join(dir, 'f'), 'data');
+  const applier = new Applier(dir, pino({ level: 'silent' }));
+  t.equal(await applier.apply(marker('/f', 1_000_000_000), true), true);
+  t.not(fs.statSync(path.join(dir, 'f')).mtimeMs, 1_000_000_000_000, 'a superseded stamp is not set at once');
+  await applier.settleStamps();
+  t.equal(fs.statSync(path.join(dir, 'f'), { bigint: true }).mtimeNs, 1_000_000_000_000_000_500n, 'it is set when the run stops before its successor');
+  await applier.close();
+});
+
+t.test('appends with fdatasync on several files, times set among them and a rename: the times agree to the nanosecond', async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  await sh(`node -e '
+    const fs = require("fs");
+    const fds = ["a", "b", "c"].map((n) => fs.openSync(n + ".log", "a"));
+    for (let i = 0; i < 300; i++) {
+      const fd = fds[i % 3];
+      fs.writeSync(fd, "record " + i + "\\n");
+      fs.fdatasyncSync(fd);
+      if (i === 100) fs.utimesSync("b.log", new Date("2011-01-01T00:00:00Z"), new Date("2012-02-02T00:00:00Z"));
+      if (i === 200) fs.renameSync("c.log", "c2.log");
+    }
+    fs.futimesSync(fds[0], new Date("2013-03-03T00:00:00Z"), new Date("2014-04-04T00:00:00Z"));
+    fs.fdatasyncSync(fds[0]);
+    fds.forEach((fd) => fs.closeSync(fd));
+  '`, prod);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'the backup is identical');
+  t.same(mtimeDrift(p, b), [], 'times agree');
+  const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
+  for (const f of ['a.log', 'b.log', 'c2.log']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
+  t.equal(ns(dr, 'a.log'), BigInt(Date.UTC(2014, 3, 4)) * 1_000_000n, 'the last times set reached the backup');
+});
