@@ -80,7 +80,7 @@ export class Applier {
     }
   }
 
-  /** A run of entries stopped before the later stamps came: the skipped ones are set, as far as they can be. */
+  /** At the end of a run: stamps skipped for entries that did not set them (stopped, or failed) are set, as far as they can be. */
   async settleStamps(): Promise<void> {
     for (const [p, atime, mtime] of this.owedStamps.values()) {
       await this.target.resolve(p, { allowRoot: true }).then((abs) => setTimes(abs, atime, mtime)).catch(() => undefined);

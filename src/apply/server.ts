@@ -366,6 +366,7 @@ export class BackupServer {
           this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
           if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
         }
+        await this.applier.settleStamps(); // owed only where the entry that stamps again failed
         if (undecodable) throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${undecodable.message}`, { seq: applied + 1 });
       }
       whole = true;
