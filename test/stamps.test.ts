@@ -10,6 +10,9 @@ import type { JournalEntry, Stamp } from '../src/journal/entry.js';
 import { drms, layout, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
+/** Nanosecond times through the mount need the native binding (fuse-native passes milliseconds). */
+const NATIVE = (process.env.DRMS_BINDING ?? 'native') === 'native';
+
 const at = (sec: number, p: string): Stamp => [p, [sec, 0], [sec, 500]];
 let seq = 0;
 const write = (p: string): JournalEntry => ({ op: 'write', path: p, offset: 0, data: Buffer.from('x'), seq: ++seq, ts: 0 });
@@ -40,7 +43,7 @@ t.test('stamps owed for an entry that never came are set when the run stops', as
   await applier.close();
 });
 
-t.test('appends with fdatasync on several files, times set among them and a rename: the times agree to the nanosecond', async (t) => {
+t.test('appends with fdatasync on several files, times set among them and a rename: the times agree (to the nanosecond on the native binding)', async (t) => {
   const { prod, dr, pstate, bstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: bstate, secret });
   await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
@@ -63,6 +66,6 @@ t.test('appends with fdatasync on several files, times set among them and a rena
   t.same(b.entries, p.entries, 'the backup is identical');
   t.same(mtimeDrift(p, b), [], 'times agree');
   const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
-  for (const f of ['a.log', 'b.log', 'c2.log']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
+  if (NATIVE) for (const f of ['a.log', 'b.log', 'c2.log']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
   t.equal(ns(dr, 'a.log'), BigInt(Date.UTC(2014, 3, 4)) * 1_000_000n, 'the last times set reached the backup');
 });
