@@ -354,19 +354,23 @@ export class BackupServer {
           }
         }
         const superseded = supersededStamps(entries);
-        for (const [i, entry] of entries.entries()) {
-          const raw = raws[i]!;
-          if (entry.seq <= applied) continue; // resent after a reconnect: already applied
-          if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-          const ok = await this.applier.apply(entry, superseded[i]);
-          applied = entry.seq;
-          if (logged && redoable(entry)) logged.push(raw);
-          else logged = undefined;
-          const p = 'path' in entry ? entry.path : undefined;
-          this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
-          if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
+        try {
+          for (const [i, entry] of entries.entries()) {
+            const raw = raws[i]!;
+            if (entry.seq <= applied) continue; // resent after a reconnect: already applied
+            if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
+            const ok = await this.applier.apply(entry, superseded[i]);
+            applied = entry.seq;
+            if (logged && redoable(entry)) logged.push(raw);
+            else logged = undefined;
+            const p = 'path' in entry ? entry.path : undefined;
+            this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
+            if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
+          }
+        } finally {
+          // Within this batch's names: owed only where the batch stopped, or the entry that stamps again failed.
+          await this.applier.settleStamps();
         }
-        await this.applier.settleStamps(); // owed only where the entry that stamps again failed
         if (undecodable) throw new ProtocolError(`undecodable journal entry after seq ${applied}: ${undecodable.message}`, { seq: applied + 1 });
       }
       whole = true;
@@ -374,7 +378,6 @@ export class BackupServer {
       // Whatever was applied is made durable and recorded, even when a batch stopped part way: plain writes in the
       // redo log (its flush deferred, see above), anything else by flushing the files. Every whole batch is answered,
       // also one that held only entries applied already: the primary waits for the answer.
-      if (!whole) await this.applier.settleStamps();
       if (applied !== start) {
         const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
         if (!whole || !logged || !this.state.logged(next, logged)) {
