@@ -98,8 +98,9 @@ struct request {
 static __thread int request_kills_suidgid;
 
 // Set by note_request likewise: the node the request is about, and the unique of a CREATE (its reply names the new
-// node, see dev_writev).
-static __thread uint64_t request_nodeid, create_unique;
+// node, see dev_writev); the request's unique and opcode, whose reply dev_writev may amend (cache_file_attrs).
+static __thread uint64_t request_nodeid, create_unique, request_unique;
+static __thread uint32_t request_opcode;
 
 // Set by op_init on the thread that answers INIT, for dev_writev, which starts the session's ring.
 static __thread struct session *init_session;
@@ -363,8 +364,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   // Unlink really unlinks (no .fuse_hidden renames to journal); an unlinked open file gets a NULL path.
   cfg->hard_remove = 1;
   // A cached attribute of one hard-link name would outlive a chmod through another (and, with the writeback
-  // cache, be written back over it: measured), so attributes are never cached, at the price of a GETATTR per
-  // buffered write in writeback mode.
+  // cache, be written back over it: measured), so attributes are not cached, but for files of one name in
+  // writeback mode (cache_file_attrs).
   cfg->attr_timeout = 0;
   cfg->negative_timeout = 0;
   if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
@@ -723,6 +724,8 @@ static void note_request(void *buf, size_t n) {
   void *arg = (char *)buf + sizeof *h;
   size_t size = n - sizeof *h;
   request_nodeid = h->nodeid;
+  request_unique = h->unique;
+  request_opcode = h->opcode;
   switch (h->opcode) {
     case FUSE_GETATTR: {
       // Without a handle (fstat, stat): op_getattr looks for one open on the node, in case no name is left (see
@@ -802,8 +805,46 @@ static void note_created(int conn, const struct iovec *iov, int count) {
   create_unique = 0;
 }
 
+// In writeback mode the kernel wants a file's size and mode before every buffered write, a GETATTR each unless
+// they are cached. They are, for FILE_ATTR_SECONDS, in the replies that carry a regular file's attributes when it
+// has one name and no set-user-ID or set-group-ID bit: every change to it then comes through its one node (a
+// second name is another node, and link invalidates the first), whose setattr replies renew the cache; a set-ID bit
+// is cleared by drms itself (kill_suidgid), beside the kernel.
+#define FILE_ATTR_SECONDS 1
+static void cache_file_attrs(struct iovec *iov, int count) {
+  if (count < 2 || iov[0].iov_len < sizeof(struct fuse_out_header)) return;
+  const struct fuse_out_header *h = iov[0].iov_base;
+  if (h->unique != request_unique || h->error != 0) return;
+  struct fuse_attr *attr;
+  uint64_t *valid;
+  uint32_t *valid_nsec;
+  switch (request_opcode) {
+    case FUSE_GETATTR:
+    case FUSE_SETATTR: {
+      if (iov[1].iov_len < sizeof(struct fuse_attr_out)) return;
+      struct fuse_attr_out *out = iov[1].iov_base;
+      attr = &out->attr, valid = &out->attr_valid, valid_nsec = &out->attr_valid_nsec;
+      break;
+    }
+    case FUSE_LOOKUP:
+    case FUSE_CREATE: {
+      if (iov[1].iov_len < sizeof(struct fuse_entry_out)) return;
+      struct fuse_entry_out *out = iov[1].iov_base;
+      attr = &out->attr, valid = &out->attr_valid, valid_nsec = &out->attr_valid_nsec;
+      break;
+    }
+    default: return;
+  }
+  struct fuse_context *ctx = fuse_get_context();
+  const struct session *s = ctx ? ctx->private_data : NULL;
+  if (!s || !s->writeback || !S_ISREG(attr->mode) || attr->nlink != 1 || (attr->mode & (S_ISUID | S_ISGID))) return;
+  *valid = FILE_ATTR_SECONDS;
+  *valid_nsec = 0;
+}
+
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata) {
   if (create_unique) note_created(fd, iov, count);
+  cache_file_attrs(iov, count);
   ssize_t ring = uring_reply(iov, count);
   if (ring >= 0) return ring;
   struct session *starts_ring = NULL;

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { drms, isMounted, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, isMounted, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { FULL_WORKLOAD } from './helpers/workload.js';
 
@@ -80,4 +80,25 @@ t.test('with the writeback cache (native binding) the same workload mirrors iden
   t.same(mtimeDrift(p, b), [], 'mtimes match to the microsecond', {
     todo: 'with the writeback cache the kernel keeps mtime itself and writes pages back after the times were journaled: a few microseconds apart',
   });
+});
+
+t.test('with the writeback cache a file of one name has its attributes cached for a second; two names or a set-ID bit, not', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
+  const l = layout(t);
+  for (const f of ['one.dat', 'two.dat', 'suid.dat']) fs.writeFileSync(path.join(l.prod, f), 'ten bytes\n', { mode: 0o644 });
+  fs.linkSync(path.join(l.prod, 'two.dat'), path.join(l.prod, 'two-link.dat'));
+  fs.chmodSync(path.join(l.prod, 'suid.dat'), 0o4755);
+  // The directory under the mount, opened before mounting: a change made there bypasses drms and the kernel's cache.
+  const under = fs.openSync(l.prod, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  t.teardown(() => fs.closeSync(under));
+  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
+  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret, extra: ['--writeback-cache'] });
+  const modes = async () => (await sh('stat -c %a one.dat two.dat suid.dat', l.prod)).split('\n').slice(0, 3);
+  t.same(await modes(), ['644', '644', '4755'], 'modes through the mount');
+  for (const [f, m] of [['one.dat', 0o600], ['two.dat', 0o600], ['suid.dat', 0o755]] as const) fs.chmodSync(`/proc/self/fd/${under}/${f}`, m);
+  t.same(await modes(), ['644', '600', '755'], 'a change behind the mount shows at once for two names or a set-ID bit; one name is cached');
+  await new Promise((r) => setTimeout(r, 1200));
+  t.same(await modes(), ['600', '600', '755'], 'and a second later for one name');
+  // Changes through the mount renew the cache: never stale.
+  await sh('chmod 640 one.dat && truncate -s 3 one.dat', l.prod);
+  t.same((await sh('stat -c "%a %s" one.dat', l.prod)).trim(), '640 3', 'a chmod and a truncate through the mount show at once');
 });

@@ -125,6 +125,7 @@ async function main(): Promise<void> {
   await ensureBindfs();
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'drms-bench-'));
   cleanup.push(async () => fs.rmSync(base, { recursive: true, force: true }));
+  process.stderr.write(`bench: working in ${base}\n`);
   const secret = path.join(base, 'secret');
   fs.writeFileSync(secret, randomBytes(24).toString('hex'), { mode: 0o600 });
 
