@@ -518,6 +518,14 @@ static int op_listxattr(const char *path, char *list, size_t size) {
 
 // ---- Operations answered in JavaScript (an unlinked open file, path NULL, is not mirrored: served here) ----
 
+// With the writeback cache, a file opened for JavaScript to serve its writes (a record file, a transaction's, O_SYNC,
+// a read-only mount, the backlog cap) bypasses the cache: each write reaches drms whole and in order, as made.
+static void opened(struct fuse_file_info *fi, uint64_t fh) {
+  fi->fh = fh;
+  struct session *s = current();
+  if (s->writeback && capture_mode(s->capture, fh) == H_JS) fi->direct_io = 1;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi) {
   int rc = kill_suidgid(path, -1);
   if (rc != 0) return rc;
@@ -527,7 +535,7 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
   struct request r = { .op = OP_OPEN, .path = path, .flags = flags };
   rc = dispatch(&r);
   if (rc == 0) {
-    fi->fh = r.out_fh;
+    opened(fi, r.out_fh);
     open_node_add(current()->dev_fd, request_nodeid, fi->fh);
   }
   return rc;
@@ -536,7 +544,7 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct request r = { .op = OP_CREATE, .path = path, .mode = mode };
   int rc = dispatch(&r);
-  if (rc == 0) fi->fh = r.out_fh;
+  if (rc == 0) opened(fi, r.out_fh);
   return rc;
 }
 

@@ -1,6 +1,7 @@
 // VOS record files through the mount: layouts per organization, the rules the mount enforces, record-level
 // journal entries, transactions (commit, abort, crash) applied whole on the backup, and `drms records`.
 import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setAttribute } from 'fs-xattr';
@@ -413,4 +414,36 @@ t.test('drms records reports a damaged file with the record number and offset', 
   const notRecords = await drms(['records', plain]);
   t.equal(notRecords.code, 2);
   t.match(notRecords.stderr, /is not a record file/);
+});
+
+t.test('with the writeback cache a record file bypasses the cache: its records reach the backup as written', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
+  const { prod, dr, synced } = await pair(t, ['--writeback-cache']);
+  const log = path.join(prod, 'atm.log');
+  const made = await RecordFile.create(log, { organization: 'sequential' });
+  await made.close();
+  // Another process holds a record file and a plain file open, written but neither flushed nor closed.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import fs from 'node:fs';
+    const { RecordFile } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../dist/vos/record-file.js'))});
+    const rec = await RecordFile.open(process.argv[1]);
+    for (const r of ['withdrawal 100', 'deposit 2500']) await rec.append(Buffer.from(r));
+    const plain = fs.openSync(process.argv[2], 'w');
+    fs.writeSync(plain, 'buffered\\n');
+    process.stdout.write('written\\n');
+    process.stdin.on('end', async () => { await rec.close(); fs.closeSync(plain); process.stdout.write('closed\\n'); }).resume();
+  `, log, path.join(prod, 'plain.txt')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => void child.kill());
+  const said = (what: string) => new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes(what) && resolve());
+    child.once('exit', (code) => reject(new Error(`writer exited (${code}) before "${what}"`)));
+  });
+  await said('written');
+  await synced();
+  t.same((await recordsOf(path.join(dr, 'atm.log'))).records.map((r) => r.text), ['withdrawal 100', 'deposit 2500'], 'both records on the backup while the file is still open');
+  t.not(fs.readFileSync(path.join(dr, 'plain.txt'), 'utf8'), 'buffered\n', 'a plain file\'s write is still in the cache');
+  child.stdin!.end();
+  await said('closed');
+  await synced();
+  t.equal(fs.readFileSync(path.join(dr, 'plain.txt'), 'utf8'), 'buffered\n', 'and reaches the backup at its close');
+  t.same(await recordsOf(path.join(dr, 'atm.log')), await recordsOf(log), 'the record file is the same on both sites');
 });
