@@ -520,10 +520,15 @@ static int op_listxattr(const char *path, char *list, size_t size) {
 
 // With the writeback cache, a file opened for JavaScript to serve its writes (a record file, a transaction's, O_SYNC,
 // a read-only mount, the backlog cap) bypasses the cache: each write reaches drms whole and in order, as made.
+// Without it, the kernel would drop a file's cached pages at every open; a file whose writes are captured or passed
+// through changes only through the mount, so its pages stay valid across opens (a rollback restores before-images
+// beneath the mount, and drops them: js_drop_cache).
 static void opened(struct fuse_file_info *fi, uint64_t fh) {
   fi->fh = fh;
   struct session *s = current();
-  if (s->writeback && capture_mode(s->capture, fh) == H_JS) fi->direct_io = 1;
+  int served_in_js = capture_mode(s->capture, fh) == H_JS;
+  if (s->writeback) fi->direct_io = served_in_js;
+  else fi->keep_cache = !served_in_js;
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi) {
@@ -1342,6 +1347,20 @@ static napi_value js_set_handle(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// dropCache(session, path): the kernel forgets the file's pages and attributes, changed beneath the mount. Not with
+// the writeback cache: its dirty pages would be written back through JavaScript, which waits here.
+static napi_value js_drop_cache(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct session *s = NULL;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&s) != napi_ok || !s || s->writeback) return NULL;
+  char *path = get_string(env, argv[1]);
+  if (path) fuse_invalidate_path(s->fuse, path); // -ENOENT: the kernel has no node for it, nothing cached
+  free(path);
+  return NULL;
+}
+
 // hold(session, on): captured writes wait from now (nested), or may go on.
 static napi_value js_hold(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -1458,6 +1477,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "take", NULL, js_take, NULL, NULL, NULL, napi_default, NULL },
     { "setHandle", NULL, js_set_handle, NULL, NULL, NULL, napi_default, NULL },
     { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
+    { "dropCache", NULL, js_drop_cache, NULL, NULL, NULL, napi_default, NULL },
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
     { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
     { "logBytes", NULL, js_log_bytes, NULL, NULL, NULL, napi_default, NULL },

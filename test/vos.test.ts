@@ -447,3 +447,15 @@ t.test('with the writeback cache a record file bypasses the cache: its records r
   t.equal(fs.readFileSync(path.join(dr, 'plain.txt'), 'utf8'), 'buffered\n', 'and reaches the backup at its close');
   t.same(await recordsOf(path.join(dr, 'atm.log')), await recordsOf(log), 'the record file is the same on both sites');
 });
+
+t.test('after an abort, a file read again through the mount is its before-image, not the pages cached meanwhile', async (t) => {
+  const { prod, dr, synced } = await pair(t);
+  await sh('printf "before\\n" > balances.table && cat balances.table', prod); // its pages cached, kept across opens
+  const txn = await Transaction.begin('T-cache', [path.join(prod, 'balances.table')]);
+  // The same length: only the pages tell the two apart.
+  t.equal(await sh('printf "after!\\n" | dd of=balances.table conv=notrunc status=none && cat balances.table', prod), 'after!\n', 'the transaction\'s write is read back');
+  await txn.abort();
+  t.equal(await sh('cat balances.table', prod), 'before\n', 'the before-image is read after the abort');
+  await synced();
+  t.equal(fs.readFileSync(path.join(dr, 'balances.table'), 'utf8'), 'before\n', 'and is on the backup');
+});

@@ -36,6 +36,8 @@ export interface Capture {
   resetHandles(): void;
   /** Captured writes wait (counted) while every mutation must. */
   hold(on: boolean): void;
+  /** The kernel forgets a file's cached pages and attributes: it was changed beneath the mount (a rollback). */
+  dropCache(path: string): void;
 }
 
 export interface CaptureOptions extends CaptureLogs {
@@ -102,6 +104,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
       resetHandles: () => a.resetHandles(session),
       hold: (on) => a.hold(session, on),
+      dropCache: (p) => a.dropCache(session, p),
     };
     // Asked by status at any time, also once the session is released: the last count then.
     let released = false;

@@ -25,6 +25,7 @@ export interface NativeAddon {
   setHandle(session: unknown, fh: number, mode: number): void;
   resetHandles(session: unknown): void;
   hold(session: unknown, on: boolean): void;
+  dropCache(session: unknown, path: string): void;
   rotate(session: unknown): void;
   logBytes(session: unknown): number;
   checkpoint(session: unknown, logged: boolean): Promise<void>;

@@ -876,7 +876,7 @@ export class Passthrough {
         }
       }));
     } else {
-      this.txns.rollback(id);
+      for (const f of this.txns.rollback(id)) this.capture?.dropCache(f);
     }
     const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths: mirrored } : { op: 'txn-abort', txn: id },
       this.stamps(mirrored), () => this.txns.end(id));
