@@ -820,9 +820,9 @@ static void note_created(int conn, const struct iovec *iov, int count) {
 
 // In writeback mode the kernel wants a file's size and mode before every buffered write, a GETATTR each unless
 // they are cached. They are, for FILE_ATTR_SECONDS, in the replies that carry a regular file's attributes when it
-// has one name and no set-user-ID or set-group-ID bit: every change to it then comes through its one node (a
-// second name is another node, and link invalidates the first), whose setattr replies renew the cache; a set-ID bit
-// is cleared by drms itself (kill_suidgid), beside the kernel.
+// has one name and no set-user-ID or set-group-ID bit: every change to it then comes through its one node, whose
+// setattr replies renew the cache (a second name is another node: after a link the first may say one link for up
+// to a second); a set-ID bit is cleared by drms itself (kill_suidgid), beside the kernel.
 #define FILE_ATTR_SECONDS 1
 static void cache_file_attrs(struct iovec *iov, int count) {
   if (count < 2 || iov[0].iov_len < sizeof(struct fuse_out_header)) return;
