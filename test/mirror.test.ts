@@ -2,7 +2,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { drms, isMounted, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
+import { drms, isMounted, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { FULL_WORKLOAD } from './helpers/workload.js';
 
@@ -61,7 +61,7 @@ t.test('mirrors pre-existing files and every operation, identical after drms syn
   t.same(mtimeDrift(under, b), []);
 });
 
-t.test('with the writeback cache (native binding) the same workload mirrors identically', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
+t.test('with the writeback cache (native binding) the same workload mirrors identically', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
   const dir = tmpdir(t);
   const [prod, dr, pstate] = [path.join(dir, 'prod'), path.join(dir, 'dr'), path.join(dir, 'pstate')];
   fs.mkdirSync(prod);
@@ -82,7 +82,7 @@ t.test('with the writeback cache (native binding) the same workload mirrors iden
   });
 });
 
-t.test('with the writeback cache a file of one name has its attributes cached for a second; two names or a set-ID bit, not', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
+t.test('with the writeback cache a file of one name has its attributes cached for a second; two names or a set-ID bit, not', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
   const l = layout(t);
   for (const f of ['one.dat', 'two.dat', 'suid.dat']) fs.writeFileSync(path.join(l.prod, f), 'ten bytes\n', { mode: 0o644 });
   fs.linkSync(path.join(l.prod, 'two.dat'), path.join(l.prod, 'two-link.dat'));
@@ -103,7 +103,7 @@ t.test('with the writeback cache a file of one name has its attributes cached fo
   t.same((await sh('stat -c "%a %s" one.dat', l.prod)).trim(), '640 3', 'a chmod and a truncate through the mount show at once');
 });
 
-t.test('a file\'s pages stay cached across opens; a change made beneath the mount is not seen through them', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'fuse-native drops the pages at every open' }, async (t) => {
+t.test('a file\'s pages stay cached across opens; a change made beneath the mount is not seen through them', { skip: NATIVE_BINDING ? false : 'fuse-native drops the pages at every open' }, async (t) => {
   const l = layout(t);
   fs.writeFileSync(path.join(l.prod, 'config.table'), 'limit=100\n');
   const under = fs.openSync(l.prod, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { drms, isMounted, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
+import { drms, isMounted, NATIVE_BINDING, startBackup, startPrimary, tmpdir, writeSecret, layout } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { appendSynced } from './helpers/workload.js';
 
@@ -13,7 +13,6 @@ const run = promisify(execFile);
 const JOURNAL = path.resolve(import.meta.dirname, '../dist/journal/journal.js');
 const ENTRY = path.resolve(import.meta.dirname, '../dist/journal/entry.js');
 const CAPTURE_LOG = path.resolve(import.meta.dirname, '../dist/journal/capture-log.js');
-const NATIVE = (process.env.DRMS_BINDING ?? 'native') === 'native';
 
 /** Leaves `intent` in the journal as if the primary had died between journaling it and doing it. */
 async function crashWithIntent(state: string, intent: Record<string, unknown>): Promise<void> {
@@ -153,7 +152,7 @@ async function crashWithFrames(state: string, frames: Array<{ kind: number; entr
   return JSON.parse((await run(process.execPath, ['--input-type=module', '-e', script])).stdout) as { base: number; end: number };
 }
 
-t.test('capture log (native binding): after a crash its entries reach the journal; the write captured last and the operation in flight in JS are redone', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('capture log (native binding): after a crash its entries reach the journal; the write captured last and the operation in flight in JS are redone', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(prod, f), 'original');
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
@@ -195,7 +194,7 @@ async function loggedFrames(state: string): Promise<LoggedFrame[]> {
 
 const [CAPTURED, GENERATION, CHECKPOINT] = [2, 3, 4];
 
-t.test('a capture log is overwritten, not emptied: what an older generation left in it, or a frame not sealed with its salt, is not read back after a crash (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('a capture log is overwritten, not emptied: what an older generation left in it, or a frame not sealed with its salt, is not read back after a crash (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   fs.writeFileSync(path.join(prod, 'a'), 'original');
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
@@ -229,7 +228,7 @@ t.test('a capture log is overwritten, not emptied: what an older generation left
   }
 });
 
-t.test('capture logs rotate past 64 MiB and are reused: each starts a new generation over what it held, and is read back after a crash (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('capture logs rotate past 64 MiB and are reused: each starts a new generation over what it held, and is read back after a crash (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
   const primary = await startPrimary(t, args);
@@ -262,7 +261,7 @@ t.test('capture logs rotate past 64 MiB and are reused: each starts a new genera
   await second.exited;
 });
 
-t.test('power cut (native binding): fdatasyncs answered by the capture log alone are written again from it', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('power cut (native binding): fdatasyncs answered by the capture log alone are written again from it', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
   const primary = await startPrimary(t, args);
@@ -297,7 +296,7 @@ t.test('power cut (native binding): fdatasyncs answered by the capture log alone
   t.same(mtimeDrift(p, b), []);
 });
 
-t.test('a namespace change after fdatasyncs answered by the capture log waits for a checkpoint (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('a namespace change after fdatasyncs answered by the capture log waits for a checkpoint (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
   const primary = await startPrimary(t, args);
@@ -317,7 +316,7 @@ t.test('a namespace change after fdatasyncs answered by the capture log waits fo
   t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries);
 });
 
-t.test('a capture-log frame torn by a power cut ends the log: what it held is neither journaled nor written (native binding)', { skip: NATIVE ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('a capture-log frame torn by a power cut ends the log: what it held is neither journaled nor written (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   for (const f of ['a', 'b']) fs.writeFileSync(path.join(prod, f), 'original');
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });

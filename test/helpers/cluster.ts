@@ -11,6 +11,8 @@ import type { Test } from 'tap';
 
 const run = promisify(execFile);
 export const DRMS = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
+/** The daemons run on drms's own binding (the default), not on fuse-native (DRMS_BINDING=fuse-native). */
+export const NATIVE_BINDING = (process.env.DRMS_BINDING ?? 'native') === 'native';
 
 export interface Node {
   proc: ChildProcess;
