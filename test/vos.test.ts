@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setAttribute } from 'fs-xattr';
-import { drms, layout, sh, startBackup, startPrimary } from './helpers/cluster.js';
+import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { consistentRead, RecordFile, Transaction } from '../dist/vos/record-file.js';
 import type { RecordListing } from '../dist/cli/records.js';
@@ -416,7 +416,7 @@ t.test('drms records reports a damaged file with the record number and offset', 
   t.match(notRecords.stderr, /is not a record file/);
 });
 
-t.test('with the writeback cache a record file bypasses the cache: its records reach the backup as written', { skip: (process.env.DRMS_BINDING ?? 'native') === 'native' ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
+t.test('with the writeback cache a record file bypasses the cache: its records reach the backup as written', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no writeback cache' }, async (t) => {
   const { prod, dr, synced } = await pair(t, ['--writeback-cache']);
   const log = path.join(prod, 'atm.log');
   const made = await RecordFile.create(log, { organization: 'sequential' });
@@ -449,7 +449,9 @@ t.test('with the writeback cache a record file bypasses the cache: its records r
 });
 
 t.test('after an abort, a file read again through the mount is its before-image, not the pages cached meanwhile', async (t) => {
-  const { prod, dr, synced } = await pair(t);
+  const { prod, dr, primary, synced } = await pair(t);
+  // The initial copy would copy the file as the transaction left it, uncommitted (README, Known gaps).
+  await primary.waitFor('initial copy done');
   await sh('printf "before\\n" > balances.table && cat balances.table', prod); // its pages cached, kept across opens
   const txn = await Transaction.begin('T-cache', [path.join(prod, 'balances.table')]);
   // The same length: only the pages tell the two apart.
