@@ -1,6 +1,6 @@
 // `npm run bench`: runs each workload on plain ext4, on bindfs (the C passthrough reference) and on drms (async and
 // sync, backup on loopback), alternating targets round by round; writes a JSON report and a Markdown table.
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -207,9 +207,7 @@ async function warmUp(targets: Target[], cases = CASES): Promise<void> {
 async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample> {
   const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
-  const startAt = Date.now() + WORKER_START_MS * c.writers;
-  const workers = Array.from({ length: c.writers }, (_, id) => runWorker(c.workload, t.dir, id, startAt, runSeconds));
-  const out = await Promise.all(workers);
+  const out = await runWorkers(c.workload, t.dir, c.writers, runSeconds);
   const lags = await lag?.stop();
   const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
   const seconds = Math.max(...out.map((o) => o.seconds));
@@ -230,13 +228,39 @@ async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample
   };
 }
 
-/** How long a worker process takes to start here, with others starting beside it (on a busy machine): its loop begins after that. */
-const WORKER_START_MS = 150;
+/**
+ * `writers` worker processes running `workload` on `dir` for `seconds`: each says when it is ready, and all are let
+ * go together, so that their loops overlap (a process start on a busy machine can take longer than a whole run).
+ */
+async function runWorkers(workload: Workload, dir: string, writers: number, seconds: number): Promise<WorkerResult[]> {
+  const workers = Array.from({ length: writers }, (_, id) => startWorker([workload, dir, String(seconds), String(id)]));
+  try {
+    await Promise.all(workers.map((w) => w.ready));
+  } finally {
+    for (const w of workers) w.proc.stdin!.end('g');
+  }
+  return Promise.all(workers.map((w) => w.result));
+}
 
-/** One worker process running `workload` on `dir` for `seconds` from `startAt`. */
-async function runWorker(workload: Workload, dir: string, id: number, startAt: number, seconds: number): Promise<WorkerResult> {
-  const r = await run(process.execPath, [WORKER, workload, dir, String(seconds), String(id), String(startAt)], { maxBuffer: 64 * 2 ** 20 });
-  return JSON.parse(r.stdout) as WorkerResult;
+function startWorker(args: string[]): { proc: ChildProcess; ready: Promise<void>; result: Promise<WorkerResult> } {
+  const proc = spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  proc.stdin!.on('error', () => undefined); // a worker that failed has gone: its result says why
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const result = new Promise<WorkerResult>((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', (code) => {
+      if (code === 0) resolve(JSON.parse(stdout.slice(stdout.indexOf('\n') + 1)) as WorkerResult);
+      else reject(new Error(`bench worker ${args.join(' ')} exited with ${code}: ${stderr.trim()}`));
+    });
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    proc.stdout!.on('data', () => stdout.includes('\n') && resolve());
+    result.catch(reject);
+  });
+  return { proc, ready, result };
 }
 
 /** Removes what a run wrote (through the target, so drms journals it too); the read workloads' file stays. */
@@ -548,6 +572,8 @@ function markdown(r: ReturnType<typeof summarize>): string {
 }
 
 process.on('SIGINT', () => void shutdown().then(() => process.exit(130)));
+// A caller's timeout (the smoke test's) stops the run this way: its mounts and processes go with it.
+process.on('SIGTERM', () => void shutdown().then(() => process.exit(143)));
 main().then(shutdown, async (err: unknown) => {
   process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
   await shutdown();

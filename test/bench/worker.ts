@@ -33,13 +33,8 @@ export function machineTicks(): MachineTicks {
 export const READ_FILE = 'read.dat';
 export const READ_BYTES = 64 * 2 ** 20;
 
-/**
- * Runs `workload` for `seconds` from `startAt` (ms since the epoch), so that the workers of one run are in their
- * loops together, not one process start after another; a worker started later than that begins at once.
- */
-function run(workload: Workload, dir: string, seconds: number, id: number, startAt: number): WorkerResult {
-  const early = startAt - Date.now();
-  if (early > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, early);
+/** Runs `workload` for `seconds`. */
+function run(workload: Workload, dir: string, seconds: number, id: number): WorkerResult {
   const deadline = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
   const now = () => process.hrtime.bigint();
   const start = now();
@@ -123,6 +118,10 @@ function run(workload: Workload, dir: string, seconds: number, id: number, start
 }
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  const [workload, dir, seconds, id, startAt] = process.argv.slice(2);
-  process.stdout.write(JSON.stringify(run(workload as Workload, dir!, Number(seconds), Number(id ?? 0), Number(startAt ?? 0))) + '\n');
+  const [workload, dir, seconds, id] = process.argv.slice(2);
+  // Started, then held until the parent lets every worker of the run go at once (see runWorkers): their loops
+  // overlap however long the processes took to start.
+  fs.writeSync(1, 'ready\n');
+  fs.readSync(0, Buffer.alloc(1));
+  process.stdout.write(JSON.stringify(run(workload as Workload, dir!, Number(seconds), Number(id ?? 0))) + '\n');
 }
