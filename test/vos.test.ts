@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setAttribute } from 'fs-xattr';
-import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary } from './helpers/cluster.js';
+import { drms, freePort, layout, NATIVE_BINDING, sh, startBackup, startPrimary } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { consistentRead, RecordFile, Transaction } from '../dist/vos/record-file.js';
 import type { RecordListing } from '../dist/cli/records.js';
@@ -449,9 +449,7 @@ t.test('with the writeback cache a record file bypasses the cache: its records r
 });
 
 t.test('after an abort, a file read again through the mount is its before-image, not the pages cached meanwhile', async (t) => {
-  const { prod, dr, primary, synced } = await pair(t);
-  // The initial copy would copy the file as the transaction left it, uncommitted (README, Known gaps).
-  await primary.waitFor('initial copy done');
+  const { prod, dr, synced } = await pair(t);
   await sh('printf "before\\n" > balances.table && cat balances.table', prod); // its pages cached, kept across opens
   const txn = await Transaction.begin('T-cache', [path.join(prod, 'balances.table')]);
   // The same length: only the pages tell the two apart.
@@ -460,4 +458,42 @@ t.test('after an abort, a file read again through the mount is its before-image,
   t.equal(await sh('cat balances.table', prod), 'before\n', 'the before-image is read after the abort');
   await synced();
   t.equal(fs.readFileSync(path.join(dr, 'balances.table'), 'utf8'), 'before\n', 'and is on the backup');
+});
+
+t.test('the initial copy and verify take a file in an open transaction as the transaction found it', async (t) => {
+  const l = layout(t);
+  // Two files before the primary starts, so the initial copy copies both; the larger takes several of its steps.
+  const original = { big: Buffer.alloc(2.5 * 2 ** 20 + 77), small: Buffer.from('small file, kept whole\n') };
+  for (let i = 0; i < original.big.length; i++) original.big[i] = (i * 31 + (i >> 12)) & 0xff;
+  fs.writeFileSync(path.join(l.prod, 'accounts.table'), original.big);
+  fs.writeFileSync(path.join(l.prod, 'notes.txt'), original.small);
+  const mtimeNs = (root: string) => ['accounts.table', 'notes.txt'].map((n) => fs.statSync(path.join(root, n), { bigint: true }).mtimeNs);
+  const before = mtimeNs(l.prod);
+  // No backup yet: the copy waits for it while the transactions change both files.
+  const port = await freePort();
+  const primary = await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${port}`, secret: l.secret });
+  const big = path.join(l.prod, 'accounts.table');
+  const small = path.join(l.prod, 'notes.txt');
+  const kept = await Transaction.begin('T-kept', [big]);
+  const gone = await Transaction.begin('T-gone', [small]);
+  await sh(`printf 'TXN-WRITE' | dd of=accounts.table bs=1 seek=${1.5 * 2 ** 20} conv=notrunc status=none
+    head -c 100000 /dev/zero | tr '\\0' 'x' >> accounts.table
+    truncate -s 5 notes.txt && printf 'rewritten by the transaction' >> notes.txt`, l.prod);
+  await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret, port });
+  await primary.waitFor('initial copy done');
+  t.ok(fs.readFileSync(path.join(l.dr, 'accounts.table')).equals(original.big), 'the backup has the large file as its transaction found it');
+  t.ok(fs.readFileSync(path.join(l.dr, 'notes.txt')).equals(original.small), 'and the small one');
+  t.same(mtimeNs(l.dr), before, 'with their times from before the transactions');
+  t.ok(fs.readFileSync(big).length > original.big.length, 'while the primary has the uncommitted changes');
+  const verified = await drms(['verify', '--state', l.pstate]);
+  t.equal(verified.code, 0, `verify finds the sites identical while the transactions are open: ${verified.stdout}${verified.stderr}`);
+
+  await kept.commit();
+  await gone.abort();
+  t.equal(await sh('cat notes.txt', l.prod), original.small.toString(), 'the abort restored the primary');
+  t.equal((await drms(['sync', '--state', l.pstate, '--timeout', '60'])).code, 0, 'the backup has applied everything');
+  const [p, b] = [await snapshot(l.prod), await snapshot(l.dr)];
+  t.same(b.entries, p.entries, 'the backup has the committed file and the restored one');
+  t.same(mtimeDrift(b, p), [], 'times agree');
+  t.equal(fs.readFileSync(path.join(l.dr, 'accounts.table')).subarray(1.5 * 2 ** 20, 1.5 * 2 ** 20 + 9).toString(), 'TXN-WRITE', 'the committed write is there');
 });

@@ -185,7 +185,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   };
   shipper = new Shipper(journal, { routes: settings.routes, ...settings.credentials, generation, onFenced, events, log, deferredFlush: settings.mode === 'async' });
   shipper.start();
-  const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), events, log });
+  const rs = new Resync({ root: m.root, journal, shipper, locked: (fn) => m.exclusive(fn), mirrored: (p, kind) => m.mirrored(p, kind), committed: m.committed, events, log });
   resync = rs;
   let stopping = false;
 

@@ -8,6 +8,7 @@ import { nsToTimestamp, type Op, type Stamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
 import { blockDigest, type BlockSums, type TreeEntry } from '../verify/manifest.js';
+import { readCommitted, type Committed } from '../vos/committed.js';
 
 export const BLOCK_SIZE = 64 * 1024;
 /** Bytes read and journaled per step; mutations wait for at most one step. */
@@ -44,7 +45,9 @@ export class PathCopier {
 
   /**
    * `root` reaches the real directory ('/' + rel appended). With `throttle`, a copy waits between steps while
-   * the backup is far behind (not possible for a copy made inside one held mutation slot).
+   * the backup is far behind (not possible for a copy made inside one held mutation slot). A file in an open
+   * transaction is copied as the transaction found it (`committed`): the backup applies the transaction's staged
+   * writes over that at its commit, and an abort leaves it as it was.
    */
   constructor(
     private readonly root: string,
@@ -52,6 +55,7 @@ export class PathCopier {
     private readonly mirrors: Mirrors,
     private readonly locked: Locked,
     private readonly throttle: boolean,
+    private readonly committed: Committed,
   ) {}
 
   private abs(rel: string): string {
@@ -146,17 +150,18 @@ export class PathCopier {
             if (!sums) this.append({ op: 'create', path: rel, mode: Number(first.mode) & 0o7777, uid: Number(first.uid), gid: Number(first.gid) });
             this.stats.files++;
           }
-          const n = fs.readSync(fd, buf, 0, STEP, offset);
+          const view = this.committed(rel);
+          const n = view ? readCommitted(fd, view, buf, offset) : fs.readSync(fd, buf, 0, STEP, offset);
           this.stats.bytesRead += n;
           this.sendChanged(rel, offset, buf.subarray(0, n), sums);
           if (n === STEP) return 'more';
-          // The last step: size, mode, owner, attributes and times as they are now.
+          // The last step: size, mode, owner, attributes and times as they are now (committed, in a transaction).
           const st = fs.fstatSync(fd, { bigint: true });
-          this.append({ op: 'truncate', path: rel, size: Number(st.size) });
+          this.append({ op: 'truncate', path: rel, size: view ? view.size : Number(st.size) });
           this.append({ op: 'chmod', path: rel, mode: Number(st.mode) & 0o7777 });
           this.append({ op: 'chown', path: rel, uid: Number(st.uid), gid: Number(st.gid) });
           this.copyXattrs(rel, target.backup);
-          this.append({ op: 'times', path: rel }, [[rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
+          this.append({ op: 'times', path: rel }, [view ? [rel, view.atime, view.mtime] : [rel, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]]);
           return 'done';
         });
         // Renamed or replaced while copying: its new name is settled by the next verify.

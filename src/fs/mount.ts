@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
 import type { Journal } from '../journal/journal.js';
 import type { Logger } from '../log.js';
+import type { Committed } from '../vos/committed.js';
 import { enableFuseIoUring, FS_NAME, serve, type BindingOptions } from './binding.js';
 import { Passthrough, type PassthroughOptions } from './passthrough.js';
 
@@ -29,6 +30,8 @@ export interface Mounted {
   readonly operationSeconds: number;
   /** Whether the policy mirrors a path. */
   mirrored(p: string, kind?: 'dir' | 'file'): boolean;
+  /** A file in an open transaction as the transaction found it: what copies and verify read of it. */
+  committed: Committed;
   /** From now on every mutation is refused with EROFS (fenced, or switched over); reads go on. */
   readOnly(reason: string): void;
   readonly readOnlyReason: string | undefined;
@@ -116,6 +119,7 @@ export async function mountOver(
     root,
     exclusive: (fn) => passthrough.exclusive(fn),
     mirrored: (p, kind) => passthrough.mirrored(p, kind),
+    committed: (p) => passthrough.committedView(p),
     configure: (changes) => passthrough.configure(changes),
     readOnly: (reason) => passthrough.turnReadOnly(reason),
     get readOnlyReason() {

@@ -15,6 +15,7 @@ import type { EventLog } from '../admin/events.js';
 import type { Policy } from '../policy/policy.js';
 import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/layout.js';
 import { RecordRules } from '../vos/record-rules.js';
+import type { CommittedView } from '../vos/committed.js';
 import { parseTxnControl, TransactionTable, TxnError, XATTR_TXN, type TxnControl } from '../vos/transactions.js';
 import { nativeAddon, setTimes } from './native.js';
 import { HandleMode, type Capture } from './binding.js';
@@ -101,7 +102,7 @@ export class Passthrough {
   constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {
     this.rules = new RecordRules((p) => this.abs(p));
     this.txns = new TransactionTable(journal, (p) => this.abs(p));
-    this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false);
+    this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false, (p) => this.txns.committedView(p));
     journal.on('ingested', (bytes: number) => this.captured(bytes));
     journal.on('ingest-failed', (err: unknown) => void this.journalFailure(err, { op: 'none' }));
     // Nothing is lost: fdatasyncs go on flushing their files too, and the next one asks again.
@@ -118,6 +119,11 @@ export class Passthrough {
    * Whether the policy mirrors `p`. Decided by name (cached); only a path whose name the policy does not mirror
    * is looked at further: a directory (in unless excluded) or a record file (the records class).
    */
+  /** A file in an open transaction as the transaction found it (see CommittedView). */
+  committedView(p: string): CommittedView | undefined {
+    return this.txns.committedView(p);
+  }
+
   mirrored(p: string, kind?: 'dir' | 'file'): boolean {
     const policy = this.opts.policy;
     if (policy.mirrorsAll || policy.place(p, false).mirrored) return true;

@@ -56,3 +56,7 @@ export function decodeEntry(bytes: Uint8Array): JournalEntry {
 export function nsToTimestamp(ns: bigint): Timestamp {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
 }
+
+export function timestampToNs([sec, nsec]: Timestamp): bigint {
+  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+}

@@ -5,6 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { codeOf } from '../errors.js';
+import { timestampToNs } from '../journal/entry.js';
+import { readCommitted, type Committed, type CommittedView } from '../vos/committed.js';
 
 /** Attributes drms keeps to itself (transaction control, the backup's commit generation): never compared. */
 const PRIVATE_XATTRS = 'user.drms.';
@@ -36,6 +38,8 @@ export interface DescribeOptions {
   hashes: boolean;
   recursive: boolean;
   keep?: Keep;
+  /** Files in an open transaction are described as the transaction found them (what the backup has). */
+  committed?: Committed;
 }
 
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('base64').slice(0, 22);
@@ -70,9 +74,10 @@ export async function describe(root: string, rel: string, opts: DescribeOptions)
     const e: TreeEntry = { path: p, type, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), xattrs: {} };
     for (const n of names.sort()) e.xattrs[n] = digest(attributeValue(abs, n));
     if (type === 'file') {
-      e.size = Number(st.size);
-      e.mtime = String(st.mtimeNs);
-      if (opts.hashes) e.hash = await hashFile(abs);
+      const view = opts.committed?.(p);
+      e.size = view ? view.size : Number(st.size);
+      e.mtime = String(view ? timestampToNs(view.mtime) : st.mtimeNs);
+      if (opts.hashes) e.hash = await hashFile(abs, view);
     } else if (type === 'symlink') {
       e.target = fs.readlinkSync(abs);
     }
@@ -110,7 +115,7 @@ function listDir(abs: string): string[] {
 }
 
 /** Contents hashed a megabyte at a time, yielding between reads once a slice is used up. */
-async function hashFile(abs: string): Promise<string> {
+async function hashFile(abs: string, view: CommittedView | undefined): Promise<string> {
   const h = createHash('sha256');
   let fd: number;
   try {
@@ -122,7 +127,7 @@ async function hashFile(abs: string): Promise<string> {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     let sliceStart = Date.now();
     for (let pos = 0; ; ) {
-      const n = fs.readSync(fd, buf, 0, READ_CHUNK, pos);
+      const n = view ? readCommitted(fd, view, buf, pos) : fs.readSync(fd, buf, 0, READ_CHUNK, pos);
       if (n === 0) break;
       h.update(buf.subarray(0, n));
       pos += n;

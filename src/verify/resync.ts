@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { EventLog } from '../admin/events.js';
 import { BLOCK_SIZE, PathCopier, type Locked } from '../fs/copy.js';
 import type { Journal } from '../journal/journal.js';
+import type { Committed } from '../vos/committed.js';
 import { stampsOf } from '../journal/stamps.js';
 import type { Logger } from '../log.js';
 import type { Shipper } from '../ship/shipper.js';
@@ -18,6 +19,8 @@ export interface ResyncDeps {
   /** Runs a step with the mount's mutations held back. */
   locked: Locked;
   mirrored: (p: string, kind?: 'dir' | 'file') => boolean;
+  /** Files in open transactions as the transactions found them: what the backup has of them. */
+  committed: Committed;
   events: EventLog;
   log: Logger;
 }
@@ -59,7 +62,7 @@ export class Resync {
   private readonly keep = (rel: string, isDir: boolean) => this.deps.mirrored(rel, isDir ? 'dir' : 'file');
 
   private copier(): PathCopier {
-    return new PathCopier(this.deps.root, this.deps.journal, (p, isDir) => this.deps.mirrored(p, isDir ? 'dir' : 'file'), this.deps.locked, true);
+    return new PathCopier(this.deps.root, this.deps.journal, (p, isDir) => this.deps.mirrored(p, isDir ? 'dir' : 'file'), this.deps.locked, true, this.deps.committed);
   }
 
   /** One baseline or verify at a time. */
@@ -87,7 +90,7 @@ export class Resync {
       await locked(async () => void journal.append({ op: 'baseline-start' }));
       const backup = await this.query<TreeEntry[]>({ kind: 'manifest', path: '/', hashes: false, recursive: true });
       p.phase = 'scanning';
-      const primary = await describe(this.deps.root, '/', { hashes: false, recursive: true, keep: this.keep });
+      const primary = await describe(this.deps.root, '/', { hashes: false, recursive: true, keep: this.keep, committed: this.deps.committed });
       for (const e of primary) {
         if (e.type === 'file') {
           p.filesTotal++;
@@ -170,14 +173,14 @@ export class Resync {
     const { root, locked } = this.deps;
     const [backup, primary] = await Promise.all([
       this.query<TreeEntry[]>({ kind: 'manifest', path: '/', hashes: true, recursive: true }),
-      describe(root, '/', { hashes: true, recursive: true, keep: this.keep }),
+      describe(root, '/', { hashes: true, recursive: true, keep: this.keep, committed: this.deps.committed }),
     ]);
     const differences: Difference[] = [];
     const copier = this.copier();
     const touchedDirs = new Set<string>();
     for (const candidate of diffTrees(primary, backup)) {
       const { mine, theirs } = await locked(async () => ({
-        mine: (await describe(root, candidate.path, { hashes: true, recursive: false, keep: this.keep }))[0],
+        mine: (await describe(root, candidate.path, { hashes: true, recursive: false, keep: this.keep, committed: this.deps.committed }))[0],
         theirs: this.query<TreeEntry[]>({ kind: 'manifest', path: candidate.path, hashes: true, recursive: false }),
       }));
       const b = (await theirs)[0];

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import type { Database, Key } from 'lmdb';
 import { nsToTimestamp, type Stamp } from '../journal/entry.js';
+import type { BeforeImage, CommittedView } from './committed.js';
 import { setTimes } from '../fs/native.js';
 import type { Journal } from '../journal/journal.js';
 import { stampsOf } from '../journal/stamps.js';
@@ -41,14 +42,6 @@ interface OpenTxn {
   stamps: Stamp[];
   /** Before-images saved so far. */
   images: number;
-}
-
-/** The bytes a change overwrote, and the file's size before it. */
-interface BeforeImage {
-  path: string;
-  offset: number;
-  data: Uint8Array;
-  size: number;
 }
 
 export class TransactionTable {
@@ -109,6 +102,21 @@ export class TransactionTable {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** `p` as its open transaction found it, or undefined when no transaction holds it. */
+  committedView(p: string): CommittedView | undefined {
+    const id = this.byPath.get(p);
+    if (!id) return undefined;
+    const txn = this.get(id);
+    const [, atime, mtime] = txn.stamps[txn.paths.indexOf(p)]!;
+    const images: BeforeImage[] = [];
+    for (let n = txn.images - 1; n >= 0; n--) {
+      const img = this.store.get(['b', id, n]) as BeforeImage | undefined;
+      if (img?.path === p) images.push(img);
+    }
+    const size = images.length ? images[images.length - 1]!.size : fs.statSync(this.abs(p)).size;
+    return { size, atime, mtime, images };
   }
 
   /** The transaction's files, checked to be open. */
