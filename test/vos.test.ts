@@ -465,15 +465,15 @@ t.test('the initial copy and verify take a file in an open transaction as the tr
   // Two files before the primary starts, so the initial copy copies both; the larger takes several of its steps.
   const original = { big: Buffer.alloc(2.5 * 2 ** 20 + 77), small: Buffer.from('small file, kept whole\n') };
   for (let i = 0; i < original.big.length; i++) original.big[i] = (i * 31 + (i >> 12)) & 0xff;
-  fs.writeFileSync(path.join(l.prod, 'accounts.table'), original.big);
-  fs.writeFileSync(path.join(l.prod, 'notes.txt'), original.small);
+  const big = path.join(l.prod, 'accounts.table');
+  const small = path.join(l.prod, 'notes.txt');
+  fs.writeFileSync(big, original.big);
+  fs.writeFileSync(small, original.small);
   const mtimeNs = (root: string) => ['accounts.table', 'notes.txt'].map((n) => fs.statSync(path.join(root, n), { bigint: true }).mtimeNs);
   const before = mtimeNs(l.prod);
   // No backup yet: the copy waits for it while the transactions change both files.
   const port = await freePort();
   const primary = await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${port}`, secret: l.secret });
-  const big = path.join(l.prod, 'accounts.table');
-  const small = path.join(l.prod, 'notes.txt');
   const kept = await Transaction.begin('T-kept', [big]);
   const gone = await Transaction.begin('T-gone', [small]);
   await sh(`printf 'TXN-WRITE' | dd of=accounts.table bs=1 seek=${1.5 * 2 ** 20} conv=notrunc status=none

@@ -115,15 +115,15 @@ export class Passthrough {
     this.checkBacklog();
   }
 
-  /**
-   * Whether the policy mirrors `p`. Decided by name (cached); only a path whose name the policy does not mirror
-   * is looked at further: a directory (in unless excluded) or a record file (the records class).
-   */
   /** A file in an open transaction as the transaction found it (see CommittedView). */
   committedView(p: string): CommittedView | undefined {
     return this.txns.committedView(p);
   }
 
+  /**
+   * Whether the policy mirrors `p`. Decided by name (cached); only a path whose name the policy does not mirror
+   * is looked at further: a directory (in unless excluded) or a record file (the records class).
+   */
   mirrored(p: string, kind?: 'dir' | 'file'): boolean {
     const policy = this.opts.policy;
     if (policy.mirrorsAll || policy.place(p, false).mirrored) return true;

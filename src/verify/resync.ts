@@ -5,10 +5,10 @@ import path from 'node:path';
 import type { EventLog } from '../admin/events.js';
 import { BLOCK_SIZE, PathCopier, type Locked } from '../fs/copy.js';
 import type { Journal } from '../journal/journal.js';
-import type { Committed } from '../vos/committed.js';
 import { stampsOf } from '../journal/stamps.js';
 import type { Logger } from '../log.js';
 import type { Shipper } from '../ship/shipper.js';
+import type { Committed } from '../vos/committed.js';
 import { compareEntries, describe, diffTrees, type BlockSums, type Difference, type TreeEntry } from './manifest.js';
 
 export interface ResyncDeps {
