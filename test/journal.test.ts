@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
-import { encodeEntry } from '../dist/journal/entry.js';
+import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
 import { Journal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -72,4 +72,28 @@ t.test("the capture logs' flush file has a directory of its own, away from the l
   const again = Journal.open(dir);
   t.equal(fs.statSync(flush).ino, st.ino, 'a restart keeps the flush file');
   await again.close();
+});
+
+t.test("an entry's summary for the activity counters is read from its first headers, and agrees with the decoded entry", async (t) => {
+  const at = { seq: 7, ts: 1 };
+  const entries: JournalEntry[] = [
+    { op: 'write', path: '/a', offset: 0, data: new Uint8Array(3), ...at },
+    { op: 'write', path: '/' + 'p'.repeat(40), offset: 200, data: new Uint8Array(300), ...at }, // str8, uint8, bin16
+    { op: 'write', path: '/' + 'q'.repeat(300), offset: 70_000, data: new Uint8Array(70_000), ...at }, // str16, uint32, bin32
+    { op: 'write', path: '/ø/é', offset: 2 ** 40, data: new Uint8Array(0), ...at }, // UTF-8, an offset past 32 bits
+    { op: 'write', path: '/b', offset: 1, data: new Uint8Array(1), txn: 'x', ...at },
+    { op: 'fsync', path: '/c', ...at, stamps: [['/c', [1, 2], [3, 4]]] },
+    { op: 'rename', path: '/d', to: '/e', ...at },
+    { op: 'txn-commit', txn: 'x', paths: ['/b'], ...at }, // no path: decoded
+    { op: 'baseline-start', ...at },
+  ];
+  for (const e of entries) {
+    const bytes = encodeEntry(e);
+    t.same(summarizeEncoded(bytes), summarize(decodeEntry(bytes)), `${e.op} ${'path' in e ? e.path.slice(0, 12) : ''}`);
+  }
+  t.same(summarizeEncoded(encodeEntry(entries[1]!)), { op: 'write', path: entries[1]!.op === 'write' ? entries[1]!.path : '', bytes: 300 }, 'a write counts its data bytes');
+  // Keys in another order (not the native layout) are decoded.
+  const reordered = encodeEntry({ path: '/f', op: 'write', data: new Uint8Array(5), offset: 0, ...at } as JournalEntry);
+  t.same(summarizeEncoded(reordered), { op: 'write', path: '/f', bytes: 5 });
+  t.throws(() => summarizeEncoded(encodeEntry(entries[2]!).subarray(0, 40)), 'a cut-off entry is an error, as decoding it is');
 });

@@ -233,7 +233,7 @@ t.test('capture logs rotate past 64 MiB and are reused: each starts a new genera
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
   const primary = await startPrimary(t, args);
   const { readLog } = (await import(CAPTURE_LOG)) as typeof import('../dist/journal/capture-log.js');
-  const { decodeEntry } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
+  const { decodeEntry, summarize, summarizeEncoded } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
   const logs = () => [0, 1].map((i) => readLog(fs.readFileSync(path.join(pstate, `capture-${i}.log`))));
   const first = logs()[0]!.generation;
   const RECORDS = 40;
@@ -253,6 +253,9 @@ t.test('capture logs rotate past 64 MiB and are reused: each starts a new genera
   const newest = logs()[0]!;
   const writes = newest.frames.map((f) => (f.kind === CAPTURED ? decodeEntry(f.body) : undefined)).filter((e) => e?.op === 'write' && e.path === '/ledger.log');
   t.same(writes.map((e) => (e!.op === 'write' ? e!.offset : -1)), Array.from({ length: RECORDS }, (_, i) => (RECORDS + i) * 64), 'the log now active reads back exactly the records written since it took over');
+  const captured = newest.frames.filter((f) => f.kind === CAPTURED);
+  const misread = captured.filter((f) => JSON.stringify(summarizeEncoded(f.body)) !== JSON.stringify(summarize(decodeEntry(f.body))));
+  t.same(misread.map((f) => f.seq), [], `the activity counters' summary of each of the ${captured.length} captured frames is its decoded entry's`);
   const second = await startPrimary(t, args);
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '120'])).code, 0);
   t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries, 'trees identical');

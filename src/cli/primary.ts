@@ -159,7 +159,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
   const j0 = journal;
   const adopted = adoptJournal(generation, j0.id);
   if (adopted !== generation) writeGeneration(stateDir, (generation = adopted));
-  j0.observer = (seq, op) => activity.record(seq, op.op, 'path' in op ? op.path : undefined, op.op === 'write' ? op.data.length : 0);
+  j0.observer = (seq, e) => activity.record(seq, e.op, e.path, e.bytes);
   j0.on('acked', (seq: number) => activity.acked(seq));
   // Only now, owning --state, may a dead mount left by our predecessor be detached; the entry it left in flight
   // is settled on the real directory before the new mount serves anything.

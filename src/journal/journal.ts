@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
 import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
-import { decodeEntry, encodeEntry, type JournalEntry, type Op, type Stamp } from './entry.js';
+import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type EntrySummary, type JournalEntry, type Op, type Stamp } from './entry.js';
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
@@ -63,7 +63,7 @@ export class Journal extends EventEmitter {
   /** The operation of the entry begun last, for `observer` when it completes. */
   private inflight: Op | undefined;
   /** Told of every entry whose operation completed (activity counters); must be cheap. */
-  observer: ((seq: number, op: Op) => void) | undefined;
+  observer: ((seq: number, entry: EntrySummary) => void) | undefined;
   private readonly meta: Database<unknown, string>;
 
   private constructor(env: RootDatabase, readonly dir: string, private readonly readOnly: boolean) {
@@ -164,7 +164,7 @@ export class Journal extends EventEmitter {
     if (this.pending.delete(seq)) this.sequencer?.logFrame(FrameKind.Done, seq);
     const op = final?.op ?? this.inflight;
     this.inflight = undefined;
-    if (op) this.observer?.(seq, op);
+    if (op) this.observer?.(seq, summarize(op));
     this.ingestSoon();
   }
 
@@ -257,7 +257,7 @@ export class Journal extends EventEmitter {
     }
     for (const f of frames) {
       this.last = Math.max(this.last, f.seq);
-      if (this.observer) this.observer(f.seq, decodeEntry(f.body));
+      if (this.observer) this.observer(f.seq, summarizeEncoded(f.body));
     }
     this.settleReady();
     if (all) this.emit('ingested', all.length);
