@@ -89,6 +89,20 @@ t.test('hostile entries from an authenticated peer never write outside the targe
   t.equal(fs.statSync(path.join(outside, 'victim')).mode & 0o777, 0o644, 'victim mode unchanged');
   t.same(fs.readdirSync(outside).sort(), ['victim'], 'nothing created outside');
   t.notOk(fs.existsSync(path.join(dir, 'escaped')), 'nothing created beside the target');
+
+  // A path checked once is not trusted after names change: its directory replaced by a symlink is seen.
+  r = await send([
+    { seq: 8, op: 'create', path: '/d/f', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 9, op: 'write', path: '/d/f', offset: 0, data: Buffer.from('one') },
+    { seq: 10, op: 'rename', path: '/d', to: '/d2' },
+    { seq: 11, op: 'symlink', path: '/d', target: outside, uid: 0, gid: 0 },
+  ]);
+  t.same(r.body, { appliedSeq: 11 });
+  r = await send([{ seq: 12, op: 'write', path: '/d/f', offset: 0, data: Buffer.from('two') }]);
+  t.equal(r.type, 'Error', 'a write to a path checked before its directory became a symlink: refused');
+  t.match(String(r.body.message), /through a symlink at \/d/);
+  t.same(fs.readdirSync(outside).sort(), ['victim'], 'nothing created outside');
+  t.equal(fs.readFileSync(path.join(dr, 'd2', 'f'), 'utf8'), 'one');
 });
 
 t.test('an unauthenticated peer cannot send a batch', async (t) => {

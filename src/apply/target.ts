@@ -4,20 +4,29 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PathEscapeError } from '../errors.js';
 
+const CHECKED_PATHS = 8192;
+
 export class Target {
   /** Directories known to be real (not symlinks) inside the target; cleared when names change. */
   private readonly realDirs = new Set<string>(['/']);
+
+  /** Paths whose shape was checked and whose parents are all in realDirs: a file written again costs no check. */
+  private readonly checked = new Set<string>();
 
   constructor(readonly root: string) {}
 
   /** Checks a wire path ("/a/b") and returns the absolute path inside the target. */
   async resolve(rel: unknown, opts: { allowRoot?: boolean } = {}): Promise<string> {
+    if (this.checked.has(rel as string)) return this.root + (rel as string);
     const p = checkShape(rel);
     if (p === '/') {
       if (!opts.allowRoot) throw new PathEscapeError('operation on the target root itself is not allowed', { path: p });
       return this.root + '/'; // the trailing slash follows a root that is itself a link (/proc/self/fd/N)
     }
-    await this.checkParents(p);
+    if (await this.checkParents(p)) {
+      if (this.checked.size >= CHECKED_PATHS) this.checked.clear();
+      this.checked.add(p);
+    }
     return this.root + p;
   }
 
@@ -25,9 +34,11 @@ export class Target {
   namesChanged(): void {
     this.realDirs.clear();
     this.realDirs.add('/');
+    this.checked.clear();
   }
 
-  private async checkParents(p: string): Promise<void> {
+  /** False where a parent is missing or not a directory: the operation fails inside the target, but not for good. */
+  private async checkParents(p: string): Promise<boolean> {
     const parts = p.split('/').slice(1, -1);
     let dir = '';
     for (const part of parts) {
@@ -37,12 +48,13 @@ export class Target {
       try {
         st = await fs.promises.lstat(this.root + dir);
       } catch {
-        return; // missing parent: the operation itself fails with ENOENT, inside the target
+        return false; // missing parent: the operation itself fails with ENOENT
       }
       if (st.isSymbolicLink()) throw new PathEscapeError(`path goes through a symlink at ${dir}`, { path: p });
-      if (!st.isDirectory()) return;
+      if (!st.isDirectory()) return false;
       this.realDirs.add(dir);
     }
+    return true;
   }
 }
 
