@@ -20,6 +20,8 @@ const FLUSH_INTERVAL_MS = 1000;
  * lag p50 2 ms instead of 3 and 8 writers about 10% faster, metadata about 10% slower (more, smaller lmdb commits).
  */
 const INGEST_DELAY_MS = 1;
+/** Entries kept in memory for the shipper (see read()): a few batches' worth, while it keeps up. */
+const RECENT_BYTES = 16 * 2 ** 20;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 
@@ -183,7 +185,7 @@ export class Journal extends EventEmitter {
   commitNow(): void {
     clearTimeout(this.ingestTimer);
     this.ingestTimer = undefined;
-    this.ingest();
+    if (this.ingest()) return;
     this.settleReady();
     this.emit('committed', this.readySeq);
   }
@@ -221,16 +223,36 @@ export class Journal extends EventEmitter {
   private untaken: Buffer | undefined;
   /** Entries of ours in the capture log that lmdb has not taken yet (see put()), by seq. */
   private readonly unstored = new Map<number, Buffer>();
+  /** What ingest() gave lmdb lately, by seq, as lmdb holds it: read() takes it from here, not back out of lmdb. */
+  private readonly recent = new Map<number, Buffer>();
+  private recentBytes = 0;
+  /** No seq below it is in `recent`. Evicted by seq: a Map iterated from its front after deletes there is slow. */
+  private recentLow = 0;
+
+  private keepRecent(seq: number, bytes: Buffer): void {
+    if (this.recent.size === 0) this.recentLow = seq;
+    this.recentBytes += bytes.length - (this.recent.get(seq)?.length ?? 0);
+    this.recent.set(seq, bytes);
+    this.recentLow = Math.min(this.recentLow, seq);
+    while (this.recentBytes > RECENT_BYTES && this.recent.size > 0) this.dropRecentBelow(this.recentLow + 1);
+  }
+
+  private dropRecentBelow(seq: number): void {
+    for (; this.recentLow < seq && this.recent.size > 0; this.recentLow++) {
+      this.recentBytes -= this.recent.get(this.recentLow)?.length ?? 0;
+      this.recent.delete(this.recentLow);
+    }
+  }
 
   /**
    * Takes what the native binding captured (writes, their times, fsync markers) and the entries recorded here
    * since into lmdb, in one transaction. Never throws: what lmdb refuses stays in memory (and in the capture log),
-   * 'ingest-failed' says why, the next call retries.
+   * 'ingest-failed' says why, the next call retries. True if it told the shipper how far it may send.
    */
-  private ingest(): void {
+  private ingest(): boolean {
     const taken = this.sequencer?.take();
     const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
-    if (!taken && !this.untaken && this.unstored.size === 0 && !trim) return;
+    if (!taken && !this.untaken && this.unstored.size === 0 && !trim) return false;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
     try {
@@ -243,15 +265,18 @@ export class Journal extends EventEmitter {
         for (let s = this.trimmedSeq + 1; s <= trim; s++) void this.entries.remove(s);
       });
       this.untaken = undefined;
-      this.unstored.clear();
     } catch (err) {
       this.untaken = all;
       this.settleReady();
       this.emit('ingest-failed', err);
-      return;
+      return false;
     }
+    for (const f of frames) this.keepRecent(f.seq, f.body);
+    for (const [seq, bytes] of this.unstored) this.keepRecent(seq, bytes);
+    this.unstored.clear();
     this.unflushed = true;
     if (trim) {
+      this.dropRecentBelow(trim + 1);
       this.trimmedSeq = trim;
       this.emit('trimmed'); // listeners may measure the backlog
     }
@@ -263,6 +288,7 @@ export class Journal extends EventEmitter {
     if (all) this.emit('ingested', all.length);
     this.emit('committed', this.readySeq);
     this.checkpointIfWanted();
+    return true;
   }
 
   private checkpointing = false;
@@ -423,8 +449,15 @@ export class Journal extends EventEmitter {
   /** Committed entries from `from` on (up to `lastSeq`), up to a byte budget (at least one entry). */
   read(from: number, maxBytes: number, maxCount: number, lastSeq = Infinity): EncodedEntry[] {
     const out: EncodedEntry[] = [];
+    const end = Math.min(this.readySeq, lastSeq);
     let bytes = 0;
-    for (const { key, value } of this.entries.getRange({ start: from, end: Math.min(this.readySeq, lastSeq) + 1, limit: maxCount })) {
+    let seq = from;
+    for (let value; seq <= end && out.length < maxCount && bytes < maxBytes && (value = this.recent.get(seq)); seq++) {
+      out.push({ seq, bytes: value });
+      bytes += value.length;
+    }
+    if (seq > end || out.length >= maxCount || bytes >= maxBytes) return out;
+    for (const { key, value } of this.entries.getRange({ start: seq, end: end + 1, limit: maxCount - out.length })) {
       out.push({ seq: key, bytes: value });
       bytes += value.length;
       if (bytes >= maxBytes) break;
