@@ -230,10 +230,9 @@ export class Journal extends EventEmitter {
   private recentLow = 0;
 
   private keepRecent(seq: number, bytes: Buffer): void {
-    if (this.recent.size === 0) this.recentLow = seq;
+    this.recentLow = this.recent.size === 0 ? seq : Math.min(this.recentLow, seq);
     this.recentBytes += bytes.length - (this.recent.get(seq)?.length ?? 0);
     this.recent.set(seq, bytes);
-    this.recentLow = Math.min(this.recentLow, seq);
     while (this.recentBytes > RECENT_BYTES && this.recent.size > 0) this.dropRecentBelow(this.recentLow + 1);
   }
 
