@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
+import { open } from 'lmdb';
 import { Journal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -96,4 +97,53 @@ t.test("an entry's summary for the activity counters is read from its first head
   const reordered = encodeEntry({ path: '/f', op: 'write', data: new Uint8Array(5), offset: 0, ...at } as JournalEntry);
   t.same(summarizeEncoded(reordered), { op: 'write', path: '/f', bytes: 5 });
   t.throws(() => summarizeEncoded(encodeEntry(entries[2]!).subarray(0, 40)), 'a cut-off entry is an error, as decoding it is');
+});
+
+t.test('acknowledged entries leave lmdb a database at a time: the file stays bounded, reads span both, and a restart keeps the split', async (t) => {
+  const dir = tmpdir(t);
+  const MiB = 2 ** 20;
+  const write = (j: Journal, n: number) => j.append({ op: 'write', path: '/big', offset: 0, data: Buffer.alloc(MiB, n % 251) });
+  const dataFile = path.join(dir, 'journal', 'data.mdb');
+  let j = Journal.open(dir);
+  for (let round = 0; round < 8; round++) {
+    for (let i = 0; i < 20; i++) write(j, i);
+    t.ok(j.backlogBytes() >= 20 * MiB && j.backlogBytes() < 21 * MiB, `round ${round}: the backlog counts what is not acknowledged (${j.backlogBytes()})`);
+    j.setAcked(j.lastSeq);
+    t.ok(j.backlogBytes() < 64 * 1024, `and drops once it is (${j.backlogBytes()})`);
+  }
+  t.equal(j.firstSeq(), 161, 'nothing acknowledged is read back');
+  t.ok(fs.statSync(dataFile).size < 120 * MiB, `160 MiB through the journal, its file ${fs.statSync(dataFile).size >> 20} MiB: what was acknowledged was freed`);
+
+  // 161-200, and past 170 acknowledged: the next entries go to the other database, 171-200 stay where they are.
+  for (let i = 0; i < 40; i++) write(j, i);
+  j.setAcked(170);
+  const needed = (to: number) => Array.from({ length: to - 170 }, (_, i) => 171 + i);
+  t.same([...j.entriesFrom(0)].map((e) => e.seq), needed(200), 'what the backup still needs, in order');
+  write(j, 201);
+  t.same(j.read(171, Infinity, 100).map((e) => e.seq), needed(201), 'the shipper reads it from both databases');
+  await j.close();
+
+  j = Journal.open(dir);
+  t.equal(j.lastSeq, 201);
+  t.equal(j.firstSeq(), 171, 'after a restart the same entries are held');
+  t.ok(j.backlogBytes() >= 31 * MiB && j.backlogBytes() < 32 * MiB, `and measured as the backlog (${j.backlogBytes()})`);
+  write(j, 202);
+  t.same([...j.entriesFrom(0)].map((e) => e.seq), needed(202), 'a new entry follows them');
+  await j.close();
+});
+
+t.test('a journal from before its entries were split in two databases is read as it was', async (t) => {
+  const dir = tmpdir(t);
+  const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
+  const entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
+  const meta = env.openDB<unknown, string>({ name: 'meta' });
+  await meta.put('ackedSeq', 1);
+  for (let seq = 2; seq <= 4; seq++) await entries.put(seq, encodeEntry({ op: 'fsync', path: `/f${seq}`, seq, ts: Date.now() }));
+  await env.close();
+  const j = Journal.open(dir);
+  t.equal(j.lastSeq, 4);
+  t.same([...j.entriesFrom(0)].map((e) => e.seq), [2, 3, 4], 'its entries after the acknowledged seq');
+  t.equal(j.append({ op: 'fsync', path: '/f5' }), 5, 'and it goes on from there');
+  t.same(j.read(2, Infinity, 10).map((e) => e.seq), [2, 3, 4, 5]);
+  await j.close();
 });

@@ -12,6 +12,7 @@ import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
 import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type EntrySummary, type JournalEntry, type Op, type Stamp } from './entry.js';
+import { Segments } from './segments.js';
 
 /** Unflushed entries are flushed at least this often. */
 const FLUSH_INTERVAL_MS = 1000;
@@ -24,6 +25,10 @@ const INGEST_DELAY_MS = 1;
 const RECENT_BYTES = 4 * 2 ** 20;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
+/** Entries go to the other of the two lmdb databases (Segments) once the one in use holds this many bytes. */
+const SEGMENT_BYTES = 32 * 2 ** 20;
+/** The backlog is measured from a mark of the bytes journaled up to a seq taken this often (it errs this much high). */
+const MARK_BYTES = 64 * 1024;
 
 export interface EncodedEntry {
   seq: number;
@@ -61,7 +66,13 @@ export class Journal extends EventEmitter {
   private readonly flushTimer: NodeJS.Timeout | undefined;
   /** The lmdb data file, flushed by flushed(). */
   private dataFd = -1;
-  private readonly entries: Database<Buffer, number>;
+  private readonly entries: Segments;
+  /** Bytes of every entry stored since the journal opened, with those it found unacknowledged (see backlogBytes). */
+  private storedBytes = 0;
+  /** Pairs of a seq and storedBytes once every entry up to it was stored, ascending (see backlogBytes). */
+  private readonly marks: number[] = [];
+  /** The highest seq stored. */
+  private storedSeq = 0;
   /** The operation of the entry begun last, for `observer` when it completes. */
   private inflight: Op | undefined;
   /** Told of every entry whose operation completed (activity counters); must be cheap. */
@@ -72,21 +83,23 @@ export class Journal extends EventEmitter {
     super();
     this.setMaxListeners(0); // one listener per sync-mode waiter
     this.env = env;
-    this.entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
+    this.entries = new Segments(env, this.meta, SEGMENT_BYTES);
     const existing = this.meta.get('journalId') as string | undefined;
     this.id = existing ?? randomUUID();
     if (!existing && !readOnly) this.meta.putSync('journalId', this.id);
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
     this.replayedSeq = this.ackedSeq;
     this.trimmedSeq = this.ackedSeq;
-    this.last = this.ackedSeq;
-    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) this.last = Math.max(this.last, key);
+    this.marks.push(this.ackedSeq, 0);
+    this.last = Math.max(this.ackedSeq, this.entries.lastKey());
     this.uncleanStop = this.meta.get('running') === true;
     this.readySeq = this.last;
     if (readOnly) return;
     this.dataFd = fs.openSync(path.join(dir, 'journal', 'data.mdb'), 'r');
     const { doubts, generation } = this.recoverCaptureLogs();
+    for (const { value } of this.entries.range(this.ackedSeq + 1)) this.storedBytes += value.length;
+    this.storedSeq = this.last;
     // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it (with capture
     // logs: the entry in flight in JavaScript, and a write captured last).
     for (const seq of doubts ?? (this.uncleanStop && this.last > this.ackedSeq ? [this.last] : [])) this.pending.add(seq);
@@ -229,6 +242,13 @@ export class Journal extends EventEmitter {
   /** No seq below it is in `recent`. Evicted by seq: a Map iterated from its front after deletes there is slow. */
   private recentLow = 0;
 
+  /** An entry lmdb took: the backlog counts it. */
+  private stored(seq: number, bytes: Buffer): void {
+    this.storedBytes += bytes.length;
+    if (seq > this.storedSeq) this.storedSeq = seq;
+    if (this.storedBytes - this.marks[this.marks.length - 1]! >= MARK_BYTES) this.marks.push(this.storedSeq, this.storedBytes);
+  }
+
   private keepRecent(seq: number, bytes: Buffer): void {
     this.recentLow = this.recent.size === 0 ? seq : Math.min(this.recentLow, seq);
     this.recentBytes += bytes.length - (this.recent.get(seq)?.length ?? 0);
@@ -254,15 +274,19 @@ export class Journal extends EventEmitter {
     if (!taken && !this.untaken && this.unstored.size === 0 && !trim) return false;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
+    let turned: (() => void) | undefined;
     try {
       // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
       this.env.transactionSync(() => {
-        for (const f of frames) void this.entries.put(f.seq, f.body);
-        for (const [seq, bytes] of this.unstored) void this.entries.put(seq, bytes);
-        if (!trim) return;
-        void this.meta.put('ackedSeq', trim);
-        for (let s = this.trimmedSeq + 1; s <= trim; s++) void this.entries.remove(s);
+        for (const f of frames) this.entries.put(f.seq, f.body);
+        for (const [seq, bytes] of this.unstored) this.entries.put(seq, bytes);
+        if (trim) void this.meta.put('ackedSeq', trim);
+        let top = Math.max(this.last, this.storedSeq);
+        for (const f of frames) top = Math.max(top, f.seq);
+        for (const seq of this.unstored.keys()) top = Math.max(top, seq);
+        turned = this.entries.turn(trim || this.trimmedSeq, top + 1);
       });
+      turned?.();
       this.untaken = undefined;
     } catch (err) {
       this.untaken = all;
@@ -270,8 +294,14 @@ export class Journal extends EventEmitter {
       this.emit('ingest-failed', err);
       return false;
     }
-    for (const f of frames) this.keepRecent(f.seq, f.body);
-    for (const [seq, bytes] of this.unstored) this.keepRecent(seq, bytes);
+    for (const f of frames) {
+      this.stored(f.seq, f.body);
+      this.keepRecent(f.seq, f.body);
+    }
+    for (const [seq, bytes] of this.unstored) {
+      this.stored(seq, bytes);
+      this.keepRecent(seq, bytes);
+    }
     this.unstored.clear();
     this.unflushed = true;
     if (trim) {
@@ -318,9 +348,10 @@ export class Journal extends EventEmitter {
     const seq = this.journaled((seq) => {
       const bytes = this.encode(seq, op, stamps, true);
       this.env.transactionSync(() => {
-        void this.entries.put(seq, bytes);
+        this.entries.put(seq, bytes);
         alongside();
       });
+      this.stored(seq, bytes);
       this.sequencer?.logFrame(FrameKind.Entry, seq, bytes);
     });
     this.unflushed = true;
@@ -349,7 +380,7 @@ export class Journal extends EventEmitter {
     }
     if (found.size === 0) return { generation };
     this.env.transactionSync(() => {
-      for (const [seq, f] of found) void this.entries.put(seq, Buffer.from(f.body));
+      for (const [seq, f] of found) this.entries.put(seq, Buffer.from(f.body));
     });
     fs.fdatasyncSync(this.dataFd);
     for (const seq of found.keys()) this.last = Math.max(this.last, seq);
@@ -411,6 +442,7 @@ export class Journal extends EventEmitter {
       this.unstored.set(seq, bytes);
     } else {
       this.entries.putSync(seq, bytes);
+      this.stored(seq, bytes);
     }
     this.unflushed = true;
   }
@@ -456,24 +488,26 @@ export class Journal extends EventEmitter {
       bytes += value.length;
     }
     if (seq > end || out.length >= maxCount || bytes >= maxBytes) return out;
-    for (const { key, value } of this.entries.getRange({ start: seq, end: end + 1, limit: maxCount - out.length })) {
+    for (const { key, value } of this.entries.range(seq, end + 1)) {
       out.push({ seq: key, bytes: value });
       bytes += value.length;
-      if (bytes >= maxBytes) break;
+      if (bytes >= maxBytes || out.length >= maxCount) break;
     }
     return out;
   }
 
-  /** Every stored entry from `from` on, in order, also one that was in flight at a crash (failback reads them all). */
+  /**
+   * Every entry the backup may still need from `from` on, in order, also one in flight at a crash (failback reads
+   * them all). Those it acknowledged are trimmed, even where their database still holds them (Segments).
+   */
   *entriesFrom(from: number): Generator<JournalEntry> {
-    for (const { value } of this.entries.getRange({ start: from })) yield decodeEntry(value);
+    for (const { value } of this.entries.range(Math.max(from, this.trimmedSeq + 1))) yield decodeEntry(value);
   }
 
   /** The first seq still held (older ones were trimmed after the backup applied them). */
   firstSeq(): number {
     const last = this.lastSeq; // takes in what lmdb has not yet
-    for (const key of this.entries.getKeys({ limit: 1 })) return key;
-    return last + 1;
+    return this.entries.firstKey(this.trimmedSeq + 1) ?? last + 1;
   }
 
   /** Capture time of the oldest entry the backup has not acknowledged as durable. */
@@ -504,14 +538,19 @@ export class Journal extends EventEmitter {
     this.setReplayed(seq);
     if (seq <= this.ackedSeq) return;
     this.ackedSeq = seq;
+    let passed = 0; // marks the next one at or below seq makes useless
+    while (2 * passed + 2 < this.marks.length && this.marks[2 * passed + 2]! <= seq) passed++;
+    this.marks.splice(0, 2 * passed);
     this.emit('acked', seq);
     this.ingestSoon();
   }
 
-  /** Bytes the journal's entries occupy (lmdb pages in use), i.e. the backlog the backup has not applied. */
+  /**
+   * Bytes of the entries in lmdb the backup has not acknowledged: those stored since the last mark at or below
+   * ackedSeq (up to MARK_BYTES more than exact, never less).
+   */
   backlogBytes(): number {
-    const st = this.entries.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
-    return st.pageSize * (st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages);
+    return this.storedBytes - this.marks[1]!;
   }
 
   /** The backup applied entries up to `seq` to its files (durable with a later setAcked). */

@@ -1,0 +1,88 @@
+// The journal's entries in lmdb, by seq, in two databases that take turns: entries from `activeBase` on go to the
+// active one, older ones are in the other. Once the backup has acknowledged all of the other's, it is emptied whole
+// and becomes the active one: one mdb_drop, where a delete per acknowledged entry cost the primary 3x its put.
+import type { Database, RootDatabase } from 'lmdb';
+
+/** A journal from before segments has 'entries' alone: it is the active one, from seq 0. */
+const NAMES = ['entries', 'entries-1'] as const;
+
+export interface StoredEntry {
+  key: number;
+  value: Buffer;
+}
+
+export class Segments {
+  private readonly dbs: [Database<Buffer, number>, Database<Buffer, number>];
+  private active: 0 | 1;
+  /** The first seq the active database takes; the other holds those below. */
+  private activeBase: number;
+  /** Bytes put into the active database since it became active (or since the journal opened). */
+  private activeBytes = 0;
+
+  constructor(env: RootDatabase, private readonly meta: Database<unknown, string>, private readonly turnBytes: number) {
+    this.dbs = [0, 1].map((i) => env.openDB<Buffer, number>({ name: NAMES[i], encoding: 'binary' })) as Segments['dbs'];
+    this.active = (meta.get('activeEntries') as 0 | 1 | undefined) ?? 0;
+    this.activeBase = (meta.get('activeBase') as number | undefined) ?? 0;
+  }
+
+  private dbFor(seq: number): Database<Buffer, number> {
+    return this.dbs[seq >= this.activeBase ? this.active : 1 - this.active];
+  }
+
+  get(seq: number): Buffer | undefined {
+    return this.dbFor(seq).get(seq);
+  }
+
+  /** Joins the caller's lmdb transaction. */
+  put(seq: number, bytes: Buffer): void {
+    void this.dbFor(seq).put(seq, bytes);
+    if (seq >= this.activeBase) this.activeBytes += bytes.length;
+  }
+
+  putSync(seq: number, bytes: Buffer): void {
+    this.dbFor(seq).putSync(seq, bytes);
+    if (seq >= this.activeBase) this.activeBytes += bytes.length;
+  }
+
+  removeSync(seq: number): void {
+    this.dbFor(seq).removeSync(seq);
+  }
+
+  /** The highest seq held, 0 when none is. */
+  lastKey(): number {
+    let last = 0;
+    for (const db of this.dbs) for (const key of db.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
+    return last;
+  }
+
+  /** The lowest seq held from `from` on. */
+  firstKey(from: number): number | undefined {
+    for (const { key } of this.range(from)) return key;
+    return undefined;
+  }
+
+  /** Entries from `start` to before `end`, in seq order. */
+  *range(start: number, end = Infinity): Generator<StoredEntry> {
+    const base = this.activeBase;
+    if (start < base) yield* this.dbs[1 - this.active].getRange({ start, end: Math.min(end, base) });
+    if (end > base) yield* this.dbs[this.active].getRange({ start: Math.max(start, base), end: end === Infinity ? undefined : end });
+  }
+
+  /**
+   * Within the caller's lmdb transaction: once the active database holds turnBytes and the backup has acknowledged
+   * every entry of the other (`ackedSeq`), empties the other, which is to take the entries from `nextSeq` on. Returns
+   * what to call once the transaction has committed (this routes seqs the new way from then on).
+   */
+  turn(ackedSeq: number, nextSeq: number): (() => void) | undefined {
+    if (this.activeBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
+    const next = (1 - this.active) as 0 | 1;
+    this.dbs[next].clearSync(); // lmdb runs it in the caller's transaction
+    void this.meta.put('activeEntries', next);
+    void this.meta.put('activeBase', nextSeq);
+    return () => {
+      this.active = next;
+      this.activeBase = nextSeq;
+      this.activeBytes = 0;
+    };
+  }
+}
