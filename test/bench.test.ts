@@ -66,3 +66,16 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   const left = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => base && l.includes(`${base}/`));
   t.same(left, [], 'no mount left behind');
 });
+
+t.test('a mistyped benchmark flag is named, with the usage, and nothing runs', async (t) => {
+  for (const [argv, reason] of [
+    [['--roudns', '3'], /Unknown option '--roudns'/],
+    [['--only', 'txn-9'], /--only names none of: txn-1, txn-8/],
+    [['--seconds', 'two'], /--seconds two: not a positive number/],
+  ] as const) {
+    const err = await run(process.execPath, [BENCH, ...argv]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+    t.equal(err?.code, 2, `${argv.join(' ')}: exit 2`);
+    t.match(err?.stderr, reason, 'the reason');
+    t.match(err?.stderr, /^usage: npm run bench/m, 'the usage');
+  }
+});

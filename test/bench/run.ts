@@ -16,25 +16,51 @@ const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const WORKER = path.join(import.meta.dirname, 'worker.js');
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    seconds: { type: 'string', default: '2' },
-    out: { type: 'string', default: path.join(ROOT, 'bench-results') },
-    'backlog-mib': { type: 'string', default: '1024' },
-    quick: { type: 'boolean', default: false },
-    only: { type: 'string' },
-    drms: { type: 'string' },
-  },
-});
-const ROUNDS = args.quick ? 1 : Number(args.rounds);
-const SECONDS = args.quick ? 0.3 : Number(args.seconds);
+const USAGE = `usage: npm run bench -- [--rounds N] [--seconds S] [--out DIR] [--backlog-mib M] [--quick]
+                     [--only txn-1,txn-8,...] [--drms drms-async,drms-sync,...]`;
+
+/** A mistyped flag gets its reason and the usage, not a stack trace. */
+function usageError(reason: string): never {
+  process.stderr.write(`bench: ${reason}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function parsed() {
+  try {
+    return parseArgs({
+      options: {
+        rounds: { type: 'string', default: '3' },
+        seconds: { type: 'string', default: '2' },
+        out: { type: 'string', default: path.join(ROOT, 'bench-results') },
+        'backlog-mib': { type: 'string', default: '1024' },
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        drms: { type: 'string' },
+        help: { type: 'boolean', default: false },
+      },
+    }).values;
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+}
+
+const args = parsed();
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+function positive(flag: 'rounds' | 'seconds' | 'backlog-mib'): number {
+  const n = Number(args[flag]);
+  return Number.isFinite(n) && n > 0 ? n : usageError(`--${flag} ${args[flag]}: not a positive number`);
+}
+const ROUNDS = args.quick ? 1 : positive('rounds');
+const SECONDS = args.quick ? 0.3 : positive('seconds');
 /**
  * Every target first runs every workload once, unmeasured, for this long: the drms processes' code is compiled and
  * every target's caches are warm before the first measured round, as on a server that has been running.
  */
 const WARMUP_SECONDS = SECONDS / 4;
-const BACKLOG_MIB = args.quick ? 64 : Number(args['backlog-mib']);
+const BACKLOG_MIB = args.quick ? 64 : positive('backlog-mib');
 
 interface Case {
   name: string;
@@ -56,7 +82,7 @@ const ALL_CASES: Case[] = [
 ];
 /** --only txn-1,meta: a subset of the workloads, by name. */
 const CASES = args.only ? ALL_CASES.filter((c) => args.only!.split(',').includes(c.name)) : ALL_CASES;
-if (CASES.length === 0) throw new Error(`--only names none of: ${ALL_CASES.map((c) => c.name).join(', ')}`);
+if (CASES.length === 0) usageError(`--only names none of: ${ALL_CASES.map((c) => c.name).join(', ')}`);
 
 /** drms targets: the default (native binding, over io_uring) in both modes, through /dev/fuse, with the writeback cache, and on fuse-native. */
 const DRMS_TARGETS = [
@@ -69,7 +95,7 @@ const DRMS_TARGETS = [
 type DrmsTarget = (typeof DRMS_TARGETS)[number];
 /** --drms drms-async,drms-sync: a subset of the drms targets (ext4 and bindfs always run, for the ratios). */
 const DRMS_RUN = args.drms ? DRMS_TARGETS.filter((d) => args.drms!.split(',').includes(d.name)) : DRMS_TARGETS;
-if (DRMS_RUN.length === 0) throw new Error(`--drms names none of: ${DRMS_TARGETS.map((d) => d.name).join(', ')}`);
+if (DRMS_RUN.length === 0) usageError(`--drms names none of: ${DRMS_TARGETS.map((d) => d.name).join(', ')}`);
 
 interface Target {
   /** drms-primary: a primary with no backup on the machine (alonePhase). */
