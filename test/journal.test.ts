@@ -132,6 +132,23 @@ t.test('acknowledged entries leave lmdb a database at a time: the file stays bou
   await j.close();
 });
 
+t.test('a backlog leaves lmdb as soon as the backup has acknowledged it: the pages it held take the next entries', async (t) => {
+  const dir = tmpdir(t);
+  const MiB = 2 ** 20;
+  const j = Journal.open(dir);
+  const write = () => j.append({ op: 'write', path: '/big', offset: 0, data: Buffer.alloc(MiB, 1) });
+  for (let i = 0; i < 60; i++) write(); // the backup away
+  j.setAcked(j.lastSeq); // and back: all of it applied
+  const grown = fs.statSync(path.join(dir, 'journal', 'data.mdb')).size;
+  for (let i = 0; i < 40; i++) {
+    write();
+    j.setAcked(j.lastSeq);
+  }
+  const size = fs.statSync(path.join(dir, 'journal', 'data.mdb')).size;
+  t.ok(size < grown + 8 * MiB, `40 MiB more, acknowledged as they came, in the backlog's pages: ${grown >> 20} MiB, then ${size >> 20} MiB`);
+  await j.close();
+});
+
 t.test('a journal from before its entries were split in two databases is read as it was', async (t) => {
   const dir = tmpdir(t);
   const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });

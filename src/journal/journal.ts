@@ -25,7 +25,7 @@ const INGEST_DELAY_MS = 1;
 const RECENT_BYTES = 4 * 2 ** 20;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
-/** Entries go to the other of the two lmdb databases (Segments) once the one in use holds this many bytes. */
+/** The acknowledged entries in lmdb are dropped (a database of them: Segments) about every this many bytes. */
 const SEGMENT_BYTES = 32 * 2 ** 20;
 /** The backlog is measured from a mark of the bytes journaled up to a seq taken this often (it errs this much high). */
 const MARK_BYTES = 64 * 1024;

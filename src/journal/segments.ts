@@ -18,6 +18,8 @@ export class Segments {
   private activeBase: number;
   /** Bytes put into the active database since it became active (or since the journal opened). */
   private activeBytes = 0;
+  /** What activeBytes was when the other database stopped being the active one (0: before this process). */
+  private otherBytes = 0;
 
   constructor(env: RootDatabase, private readonly meta: Database<unknown, string>, private readonly turnBytes: number) {
     this.dbs = [0, 1].map((i) => env.openDB<Buffer, number>({ name: NAMES[i], encoding: 'binary' })) as Segments['dbs'];
@@ -69,12 +71,13 @@ export class Segments {
   }
 
   /**
-   * Within the caller's lmdb transaction: once the active database holds turnBytes and the backup has acknowledged
-   * every entry of the other (`ackedSeq`), empties the other, which is to take the entries from `nextSeq` on. Returns
+   * Within the caller's lmdb transaction: once the backup has acknowledged every entry of the other database
+   * (`ackedSeq`) and the two hold turnBytes, empties the other, which is to take the entries from `nextSeq` on. So a
+   * large backlog leaves as soon as it is acknowledged, and what is acknowledged stays under about turnBytes. Returns
    * what to call once the transaction has committed (this routes seqs the new way from then on).
    */
   turn(ackedSeq: number, nextSeq: number): (() => void) | undefined {
-    if (this.activeBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
+    if (this.activeBytes + this.otherBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
     const next = (1 - this.active) as 0 | 1;
     this.dbs[next].clearSync(); // lmdb runs it in the caller's transaction
     void this.meta.put('activeEntries', next);
@@ -82,6 +85,7 @@ export class Segments {
     return () => {
       this.active = next;
       this.activeBase = nextSeq;
+      this.otherBytes = this.activeBytes;
       this.activeBytes = 0;
     };
   }
