@@ -7,7 +7,7 @@ import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
 import { open } from 'lmdb';
-import { Journal } from '../dist/journal/journal.js';
+import { Journal, readJournal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
 t.test('an acknowledgement releases waiters, then trims what it covers; both survive a restart', async (t) => {
@@ -154,9 +154,12 @@ t.test('a journal from before its entries were split in two databases is read as
   const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
   const entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
   const meta = env.openDB<unknown, string>({ name: 'meta' });
+  await meta.put('journalId', 'j-old');
   await meta.put('ackedSeq', 1);
-  for (let seq = 2; seq <= 4; seq++) await entries.put(seq, encodeEntry({ op: 'fsync', path: `/f${seq}`, seq, ts: Date.now() }));
+  const ts = Date.now();
+  for (let seq = 2; seq <= 4; seq++) await entries.put(seq, encodeEntry({ op: 'fsync', path: `/f${seq}`, seq, ts: ts + seq }));
   await env.close();
+  t.same(readJournal(dir), { journalId: 'j-old', lastSeq: 4, ackedSeq: 1, baselineDone: false, oldestUnackedTs: ts + 2 }, 'drms status reads it without its node');
   const j = Journal.open(dir);
   t.equal(j.lastSeq, 4);
   t.same([...j.entriesFrom(0)].map((e) => e.seq), [2, 3, 4], 'its entries after the acknowledged seq');

@@ -2,6 +2,7 @@
 // active one, older ones are in the other. Once the backup has acknowledged all of the other's, it is emptied whole
 // and becomes the active one: one mdb_drop, where a delete per acknowledged entry cost the primary 3x its put.
 import type { Database, RootDatabase } from 'lmdb';
+import { DrmsError } from '../errors.js';
 
 /** A journal from before segments has 'entries' alone: it is the active one, from seq 0. */
 const NAMES = ['entries', 'entries-1'] as const;
@@ -12,7 +13,8 @@ export interface StoredEntry {
 }
 
 export class Segments {
-  private readonly dbs: [Database<Buffer, number>, Database<Buffer, number>];
+  /** Opened read-only, a journal from before segments has no 'entries-1': undefined, and no seq is routed to it. */
+  private readonly dbs: Array<Database<Buffer, number> | undefined>;
   private active: 0 | 1;
   /** The first seq the active database takes; the other holds those below. */
   private activeBase: number;
@@ -22,13 +24,19 @@ export class Segments {
   private otherBytes = 0;
 
   constructor(env: RootDatabase, private readonly meta: Database<unknown, string>, private readonly turnBytes: number) {
-    this.dbs = [0, 1].map((i) => env.openDB<Buffer, number>({ name: NAMES[i], encoding: 'binary' })) as Segments['dbs'];
+    this.dbs = NAMES.map((name) => env.openDB<Buffer, number>({ name, encoding: 'binary' }) as Database<Buffer, number> | undefined);
     this.active = (meta.get('activeEntries') as 0 | 1 | undefined) ?? 0;
     this.activeBase = (meta.get('activeBase') as number | undefined) ?? 0;
   }
 
   private dbFor(seq: number): Database<Buffer, number> {
-    return this.dbs[seq >= this.activeBase ? this.active : 1 - this.active];
+    return this.db(seq >= this.activeBase ? this.active : 1 - this.active);
+  }
+
+  private db(i: number): Database<Buffer, number> {
+    const db = this.dbs[i];
+    if (!db) throw new DrmsError(`the journal's database ${NAMES[i]} is missing, though its meta routes entries to it`, { db: NAMES[i] });
+    return db;
   }
 
   get(seq: number): Buffer | undefined {
@@ -53,7 +61,7 @@ export class Segments {
   /** The highest seq held, 0 when none is. */
   lastKey(): number {
     let last = 0;
-    for (const db of this.dbs) for (const key of db.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
+    for (const db of this.dbs) for (const key of db?.getKeys({ reverse: true, limit: 1 }) ?? []) last = Math.max(last, key);
     return last;
   }
 
@@ -66,8 +74,8 @@ export class Segments {
   /** Entries from `start` to before `end`, in seq order. */
   *range(start: number, end = Infinity): Generator<StoredEntry> {
     const base = this.activeBase;
-    if (start < base) yield* this.dbs[1 - this.active].getRange({ start, end: Math.min(end, base) });
-    if (end > base) yield* this.dbs[this.active].getRange({ start: Math.max(start, base), end: end === Infinity ? undefined : end });
+    if (start < base) yield* this.db(1 - this.active).getRange({ start, end: Math.min(end, base) });
+    if (end > base) yield* this.db(this.active).getRange({ start: Math.max(start, base), end: end === Infinity ? undefined : end });
   }
 
   /**
@@ -79,7 +87,7 @@ export class Segments {
   turn(ackedSeq: number, nextSeq: number): (() => void) | undefined {
     if (this.activeBytes + this.otherBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
     const next = (1 - this.active) as 0 | 1;
-    this.dbs[next].clearSync(); // lmdb runs it in the caller's transaction
+    this.db(next).clearSync(); // lmdb runs it in the caller's transaction
     void this.meta.put('activeEntries', next);
     void this.meta.put('activeBase', nextSeq);
     return () => {
