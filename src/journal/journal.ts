@@ -69,10 +69,8 @@ export class Journal extends EventEmitter {
   private readonly entries: Segments;
   /** Bytes of every entry stored since the journal opened, with those it found unacknowledged (see backlogBytes). */
   private storedBytes = 0;
-  /** Pairs of a seq and storedBytes once every entry up to it was stored, ascending (see backlogBytes). */
+  /** Pairs of a seq and storedBytes once no entry above the seq was stored yet, ascending (see backlogBytes). */
   private readonly marks: number[] = [];
-  /** The highest seq stored. */
-  private storedSeq = 0;
   /** The operation of the entry begun last, for `observer` when it completes. */
   private inflight: Op | undefined;
   /** Told of every entry whose operation completed (activity counters); must be cheap. */
@@ -92,14 +90,13 @@ export class Journal extends EventEmitter {
     this.replayedSeq = this.ackedSeq;
     this.trimmedSeq = this.ackedSeq;
     this.marks.push(this.ackedSeq, 0);
-    this.last = Math.max(this.ackedSeq, this.entries.lastKey());
+    this.last = Math.max(this.ackedSeq, this.entries.highestSeq);
     this.uncleanStop = this.meta.get('running') === true;
     this.readySeq = this.last;
     if (readOnly) return;
     this.dataFd = fs.openSync(path.join(dir, 'journal', 'data.mdb'), 'r');
     const { doubts, generation } = this.recoverCaptureLogs();
     for (const { value } of this.entries.range(this.ackedSeq + 1)) this.storedBytes += value.length;
-    this.storedSeq = this.last;
     // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it (with capture
     // logs: the entry in flight in JavaScript, and a write captured last).
     for (const seq of doubts ?? (this.uncleanStop && this.last > this.ackedSeq ? [this.last] : [])) this.pending.add(seq);
@@ -243,10 +240,9 @@ export class Journal extends EventEmitter {
   private recentLow = 0;
 
   /** An entry lmdb took: the backlog counts it. */
-  private stored(seq: number, bytes: Buffer): void {
+  private stored(bytes: Buffer): void {
     this.storedBytes += bytes.length;
-    if (seq > this.storedSeq) this.storedSeq = seq;
-    if (this.storedBytes - this.marks[this.marks.length - 1]! >= MARK_BYTES) this.marks.push(this.storedSeq, this.storedBytes);
+    if (this.storedBytes - this.marks[this.marks.length - 1]! >= MARK_BYTES) this.marks.push(this.entries.highestSeq, this.storedBytes);
   }
 
   private keepRecent(seq: number, bytes: Buffer): void {
@@ -281,10 +277,7 @@ export class Journal extends EventEmitter {
         for (const f of frames) this.entries.put(f.seq, f.body);
         for (const [seq, bytes] of this.unstored) this.entries.put(seq, bytes);
         if (trim) void this.meta.put('ackedSeq', trim);
-        let top = Math.max(this.last, this.storedSeq);
-        for (const f of frames) top = Math.max(top, f.seq);
-        for (const seq of this.unstored.keys()) top = Math.max(top, seq);
-        turned = this.entries.turn(trim || this.trimmedSeq, top + 1);
+        turned = this.entries.turn(trim || this.trimmedSeq);
       });
       turned?.();
       this.untaken = undefined;
@@ -295,11 +288,11 @@ export class Journal extends EventEmitter {
       return false;
     }
     for (const f of frames) {
-      this.stored(f.seq, f.body);
+      this.stored(f.body);
       this.keepRecent(f.seq, f.body);
     }
     for (const [seq, bytes] of this.unstored) {
-      this.stored(seq, bytes);
+      this.stored(bytes);
       this.keepRecent(seq, bytes);
     }
     this.unstored.clear();
@@ -351,7 +344,7 @@ export class Journal extends EventEmitter {
         this.entries.put(seq, bytes);
         alongside();
       });
-      this.stored(seq, bytes);
+      this.stored(bytes);
       this.sequencer?.logFrame(FrameKind.Entry, seq, bytes);
     });
     this.unflushed = true;
@@ -442,7 +435,7 @@ export class Journal extends EventEmitter {
       this.unstored.set(seq, bytes);
     } else {
       this.entries.putSync(seq, bytes);
-      this.stored(seq, bytes);
+      this.stored(bytes);
     }
     this.unflushed = true;
   }

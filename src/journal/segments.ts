@@ -22,11 +22,14 @@ export class Segments {
   private activeBytes = 0;
   /** What activeBytes was when the other database stopped being the active one (0: before this process). */
   private otherBytes = 0;
+  /** The highest seq put (or held when opened), 0 when none: a turn gives the emptied database the seqs above it. */
+  highestSeq = 0;
 
   constructor(env: RootDatabase, private readonly meta: Database<unknown, string>, private readonly turnBytes: number) {
     this.dbs = NAMES.map((name) => env.openDB<Buffer, number>({ name, encoding: 'binary' }) as Database<Buffer, number> | undefined);
     this.active = (meta.get('activeEntries') as 0 | 1 | undefined) ?? 0;
     this.activeBase = (meta.get('activeBase') as number | undefined) ?? 0;
+    for (const db of this.dbs) for (const key of db?.getKeys({ reverse: true, limit: 1 }) ?? []) this.highestSeq = Math.max(this.highestSeq, key);
   }
 
   private dbFor(seq: number): Database<Buffer, number> {
@@ -46,23 +49,21 @@ export class Segments {
   /** Joins the caller's lmdb transaction. */
   put(seq: number, bytes: Buffer): void {
     void this.dbFor(seq).put(seq, bytes);
-    if (seq >= this.activeBase) this.activeBytes += bytes.length;
+    this.added(seq, bytes);
   }
 
   putSync(seq: number, bytes: Buffer): void {
     this.dbFor(seq).putSync(seq, bytes);
+    this.added(seq, bytes);
+  }
+
+  private added(seq: number, bytes: Buffer): void {
     if (seq >= this.activeBase) this.activeBytes += bytes.length;
+    if (seq > this.highestSeq) this.highestSeq = seq;
   }
 
   removeSync(seq: number): void {
     this.dbFor(seq).removeSync(seq);
-  }
-
-  /** The highest seq held, 0 when none is. */
-  lastKey(): number {
-    let last = 0;
-    for (const db of this.dbs) for (const key of db?.getKeys({ reverse: true, limit: 1 }) ?? []) last = Math.max(last, key);
-    return last;
   }
 
   /** The lowest seq held from `from` on. */
@@ -80,13 +81,14 @@ export class Segments {
 
   /**
    * Within the caller's lmdb transaction: once the backup has acknowledged every entry of the other database
-   * (`ackedSeq`) and the two hold turnBytes, empties the other, which is to take the entries from `nextSeq` on. So a
+   * (`ackedSeq`) and the two hold turnBytes, empties the other, which is to take the seqs above highestSeq. So a
    * large backlog leaves as soon as it is acknowledged, and what is acknowledged stays under about turnBytes. Returns
    * what to call once the transaction has committed (this routes seqs the new way from then on).
    */
-  turn(ackedSeq: number, nextSeq: number): (() => void) | undefined {
+  turn(ackedSeq: number): (() => void) | undefined {
     if (this.activeBytes + this.otherBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
     const next = (1 - this.active) as 0 | 1;
+    const nextSeq = this.highestSeq + 1;
     this.db(next).clearSync(); // lmdb runs it in the caller's transaction
     void this.meta.put('activeEntries', next);
     void this.meta.put('activeBase', nextSeq);
