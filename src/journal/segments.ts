@@ -23,13 +23,17 @@ export class Segments {
   /** What activeBytes was when the other database stopped being the active one (0: before this process). */
   private otherBytes = 0;
   /** The highest seq put (or held when opened), 0 when none: a turn gives the emptied database the seqs above it. */
-  highestSeq = 0;
+  private highest = 0;
 
   constructor(env: RootDatabase, private readonly meta: Database<unknown, string>, private readonly turnBytes: number) {
     this.dbs = NAMES.map((name) => env.openDB<Buffer, number>({ name, encoding: 'binary' }) as Database<Buffer, number> | undefined);
     this.active = (meta.get('activeEntries') as 0 | 1 | undefined) ?? 0;
     this.activeBase = (meta.get('activeBase') as number | undefined) ?? 0;
-    for (const db of this.dbs) for (const key of db?.getKeys({ reverse: true, limit: 1 }) ?? []) this.highestSeq = Math.max(this.highestSeq, key);
+    for (const db of this.dbs) for (const key of db?.getKeys({ reverse: true, limit: 1 }) ?? []) this.highest = Math.max(this.highest, key);
+  }
+
+  get highestSeq(): number {
+    return this.highest;
   }
 
   private dbFor(seq: number): Database<Buffer, number> {
@@ -59,7 +63,7 @@ export class Segments {
 
   private added(seq: number, bytes: Buffer): void {
     if (seq >= this.activeBase) this.activeBytes += bytes.length;
-    if (seq > this.highestSeq) this.highestSeq = seq;
+    if (seq > this.highest) this.highest = seq;
   }
 
   removeSync(seq: number): void {
@@ -88,7 +92,7 @@ export class Segments {
   turn(ackedSeq: number): (() => void) | undefined {
     if (this.activeBytes + this.otherBytes < this.turnBytes || ackedSeq < this.activeBase - 1) return undefined;
     const next = (1 - this.active) as 0 | 1;
-    const nextSeq = this.highestSeq + 1;
+    const nextSeq = this.highest + 1;
     this.db(next).clearSync(); // lmdb runs it in the caller's transaction
     void this.meta.put('activeEntries', next);
     void this.meta.put('activeBase', nextSeq);
