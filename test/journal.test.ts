@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
-import { open } from 'lmdb';
+import { open, type Database } from 'lmdb';
 import { Journal, readJournal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -165,5 +165,65 @@ t.test('a journal from before its entries were split in two databases is read as
   t.same([...j.entriesFrom(0)].map((e) => e.seq), [2, 3, 4], 'its entries after the acknowledged seq');
   t.equal(j.append({ op: 'fsync', path: '/f5' }), 5, 'and it goes on from there');
   t.same(j.read(2, Infinity, 10).map((e) => e.seq), [2, 3, 4, 5]);
+  await j.close();
+});
+
+t.test("a start takes the backlog from the counts meta keeps with the entries, not from reading them; entries stored without the counts are measured", async (t) => {
+  const dir = tmpdir(t);
+  const KiB = 1024;
+  const lmdbEntries = async (use: (entries: Database<Buffer, number>) => unknown) => {
+    const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
+    await use(env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' }));
+    await env.close();
+  };
+  const unacknowledgedBytes = async () => {
+    let bytes = 0;
+    await lmdbEntries((entries) => {
+      for (const { value } of entries.getRange({ start: 101 })) bytes += value.length;
+    });
+    return bytes;
+  };
+  const entryOf = (seq: number, size: number) => encodeEntry({ op: 'write', path: '/log', offset: 0, data: Buffer.alloc(size, seq), seq, ts: Date.now(), done: true });
+
+  let j = Journal.open(dir);
+  for (let i = 0; i < 300; i++) j.append({ op: 'write', path: '/log', offset: 0, data: Buffer.alloc(KiB, i) });
+  j.setAcked(100);
+  const counted = j.backlogBytes();
+  const exact = await unacknowledgedBytes();
+  t.ok(counted >= exact && counted < exact + 64 * KiB, `the backlog as counted (${counted} B, ${exact} B exact)`);
+  await j.close();
+
+  // An entry grown behind the journal's back, at a seq below the highest: a start that read the entries would see it.
+  await lmdbEntries((entries) => entries.put(150, entryOf(150, 100 * KiB)));
+  j = Journal.open(dir);
+  t.equal(j.backlogBytes(), counted, 'a restart reads the counts: the same backlog');
+  await j.close();
+
+  // Another writer (a version before the counts) stored past the highest seq they record: measured from the entries.
+  await lmdbEntries((entries) => entries.put(301, entryOf(301, KiB)));
+  const measured = await unacknowledgedBytes();
+  j = Journal.open(dir);
+  t.equal(j.backlogBytes(), measured, `counts another writer left behind are measured again (${measured} B)`);
+  t.equal(j.lastSeq, 301);
+  await j.close();
+
+  // A capture log whose frames lmdb partly holds: recovery counts what it adds, once.
+  let held!: Buffer;
+  await lmdbEntries((entries) => void (held = Buffer.from(entries.get(301)!)));
+  const generation = 1000n;
+  fs.writeFileSync(path.join(dir, 'capture-0.log'), Buffer.concat([
+    encodeFrame(FrameKind.Generation, 1000, generation),
+    encodeFrame(FrameKind.Captured, 301, generation, held),
+    encodeFrame(FrameKind.Captured, 302, generation, entryOf(302, 2 * KiB)),
+    encodeFrame(FrameKind.Captured, 303, generation, entryOf(303, 3 * KiB)),
+  ]));
+  const recovered = measured + entryOf(302, 2 * KiB).length + entryOf(303, 3 * KiB).length;
+  j = Journal.open(dir);
+  t.equal(j.lastSeq, 303, 'the captured entries are taken in');
+  t.equal(j.backlogBytes(), recovered, 'and counted once each');
+  await j.close();
+  t.equal(await unacknowledgedBytes(), recovered, 'as lmdb holds them');
+  j = Journal.open(dir);
+  t.equal(j.backlogBytes(), recovered, 'the counts recovery recorded');
   await j.close();
 });

@@ -29,6 +29,16 @@ const ROTATE_BYTES = 64 * 2 ** 20;
 const SEGMENT_BYTES = 32 * 2 ** 20;
 /** The backlog is measured from a mark of the bytes journaled up to a seq taken this often (it errs this much high). */
 const MARK_BYTES = 64 * 1024;
+/** meta's key for StoredCounts. */
+const COUNTS_KEY = 'storedCounts';
+
+/** What the backlog is measured from, recorded in every transaction that stores entries (see loadCounts). */
+interface StoredCounts {
+  storedBytes: number;
+  /** The highest seq in lmdb once the transaction commits: another writer's entries make it differ. */
+  highestSeq: number;
+  trimmedMark: number;
+}
 
 export interface EncodedEntry {
   seq: number;
@@ -67,10 +77,12 @@ export class Journal extends EventEmitter {
   /** The lmdb data file, flushed by flushed(). */
   private dataFd = -1;
   private readonly entries: Segments;
-  /** Bytes of every entry stored since the journal opened, with those it found unacknowledged (see backlogBytes). */
+  /** Bytes of every entry stored, counted on from those found unacknowledged when meta held no count (see backlogBytes). */
   private storedBytes = 0;
   /** Pairs of a seq and storedBytes once no entry above the seq was stored yet, ascending (see backlogBytes). */
   private readonly marks: number[] = [];
+  /** The mark at or below the acknowledged seq lmdb holds (trimmedSeq), as the counts in meta record it. */
+  private trimmedMark = 0;
   /** The operation of the entry begun last, for `observer` when it completes. */
   private inflight: Op | undefined;
   /** Told of every entry whose operation completed (activity counters); must be cheap. */
@@ -89,14 +101,14 @@ export class Journal extends EventEmitter {
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
     this.replayedSeq = this.ackedSeq;
     this.trimmedSeq = this.ackedSeq;
-    this.marks.push(this.ackedSeq, 0);
     this.last = Math.max(this.ackedSeq, this.entries.highestSeq);
     this.uncleanStop = this.meta.get('running') === true;
     this.readySeq = this.last;
     if (readOnly) return;
     this.dataFd = fs.openSync(path.join(dir, 'journal', 'data.mdb'), 'r');
+    this.loadCounts();
+    this.marks.push(this.ackedSeq, this.trimmedMark);
     const { doubts, generation } = this.recoverCaptureLogs();
-    for (const { value } of this.entries.range(this.ackedSeq + 1)) this.storedBytes += value.length;
     // After an unclean stop the last unacknowledged entry is in doubt until recovery settles it (with capture
     // logs: the entry in flight in JavaScript, and a write captured last).
     for (const seq of doubts ?? (this.uncleanStop && this.last > this.ackedSeq ? [this.last] : [])) this.pending.add(seq);
@@ -239,6 +251,28 @@ export class Journal extends EventEmitter {
   /** No seq below it is in `recent`. Evicted by seq: a Map iterated from its front after deletes there is slow. */
   private recentLow = 0;
 
+  /**
+   * The backlog's counts as the last transaction that stored entries left them, so a start reads two numbers, not
+   * the backlog (3 s a GiB). Counts a version before them left, or one that stored without them (its highest seq is
+   * not theirs), are measured again from the entries.
+   */
+  private loadCounts(): void {
+    const counts = this.meta.get(COUNTS_KEY) as StoredCounts | undefined;
+    if (counts && counts.highestSeq === this.entries.highestSeq) {
+      this.storedBytes = counts.storedBytes;
+      this.trimmedMark = counts.trimmedMark;
+      return;
+    }
+    for (const { value } of this.entries.range(this.ackedSeq + 1)) this.storedBytes += value.length;
+    this.trimmedMark = 0;
+  }
+
+  /** Within a transaction that stores `added` bytes of entries (after their puts): the counts loadCounts() reads. */
+  private putCounts(added: number, trimmedMark = this.trimmedMark): void {
+    const counts: StoredCounts = { storedBytes: this.storedBytes + added, highestSeq: this.entries.highestSeq, trimmedMark };
+    void this.meta.put(COUNTS_KEY, counts);
+  }
+
   /** An entry lmdb took: the backlog counts it. */
   private stored(bytes: Buffer): void {
     this.storedBytes += bytes.length;
@@ -271,12 +305,21 @@ export class Journal extends EventEmitter {
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
     let turned: (() => void) | undefined;
+    const trimmedMark = trim ? this.marks[1]! : this.trimmedMark;
     try {
       // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
       this.env.transactionSync(() => {
-        for (const f of frames) this.entries.put(f.seq, f.body);
-        for (const [seq, bytes] of this.unstored) this.entries.put(seq, bytes);
+        let added = 0;
+        for (const f of frames) {
+          this.entries.put(f.seq, f.body);
+          added += f.body.length;
+        }
+        for (const [seq, bytes] of this.unstored) {
+          this.entries.put(seq, bytes);
+          added += bytes.length;
+        }
         if (trim) void this.meta.put('ackedSeq', trim);
+        this.putCounts(added, trimmedMark);
         turned = this.entries.turn(trim || this.trimmedSeq);
       });
       turned?.();
@@ -300,6 +343,7 @@ export class Journal extends EventEmitter {
     if (trim) {
       this.dropRecentBelow(trim + 1);
       this.trimmedSeq = trim;
+      this.trimmedMark = trimmedMark;
       this.emit('trimmed'); // listeners may measure the backlog
     }
     for (const f of frames) {
@@ -342,6 +386,7 @@ export class Journal extends EventEmitter {
       const bytes = this.encode(seq, op, stamps, true);
       this.env.transactionSync(() => {
         this.entries.put(seq, bytes);
+        this.putCounts(bytes.length);
         alongside();
       });
       this.stored(bytes);
@@ -373,7 +418,13 @@ export class Journal extends EventEmitter {
     }
     if (found.size === 0) return { generation };
     this.env.transactionSync(() => {
-      for (const [seq, f] of found) this.entries.put(seq, Buffer.from(f.body));
+      let added = 0; // lmdb may hold some of them already, counted
+      for (const [seq, f] of found) {
+        added += f.body.length - (this.entries.get(seq)?.length ?? 0);
+        this.entries.put(seq, Buffer.from(f.body));
+      }
+      this.putCounts(added);
+      this.storedBytes += added;
     });
     fs.fdatasyncSync(this.dataFd);
     for (const seq of found.keys()) this.last = Math.max(this.last, seq);
@@ -434,7 +485,10 @@ export class Journal extends EventEmitter {
       this.sequencer.logFrame(FrameKind.Entry, seq, bytes);
       this.unstored.set(seq, bytes);
     } else {
-      this.entries.putSync(seq, bytes);
+      this.env.transactionSync(() => {
+        this.entries.put(seq, bytes);
+        this.putCounts(bytes.length);
+      });
       this.stored(bytes);
     }
     this.unflushed = true;

@@ -56,11 +56,6 @@ export class Segments {
     this.added(seq, bytes);
   }
 
-  putSync(seq: number, bytes: Buffer): void {
-    this.dbFor(seq).putSync(seq, bytes);
-    this.added(seq, bytes);
-  }
-
   private added(seq: number, bytes: Buffer): void {
     if (seq >= this.activeBase) this.activeBytes += bytes.length;
     if (seq > this.highest) this.highest = seq;
