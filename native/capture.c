@@ -22,10 +22,9 @@
 
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
 #define PENDING_MAX (16u << 20)
-// Buffers kept from one use to the next up to this size (a take can hold PENDING_MAX and a MiB more): a MiB write
-// copied into fresh memory cost the kernel 256 page faults, each a zeroed page (4 MiB of them a MiB written, with
-// lmdb's and V8's). At most two such buffers stay, besides each thread's frame.
-#define BUF_KEEP (PENDING_MAX + (2u << 20))
+// Buffers kept from one use to the next up to this size: a MiB write copied into fresh memory cost the kernel 256
+// page faults, each a zeroed page (4 MiB of them a MiB written, with lmdb's and V8's).
+#define BUF_KEEP (20u << 20)
 
 // zlib's, exported by the node binary this addon is loaded into (JavaScript checks frames with zlib.crc32).
 extern unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
