@@ -22,9 +22,6 @@
 
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
 #define PENDING_MAX (16u << 20)
-// Buffers kept from one use to the next up to this size: a MiB write copied into fresh memory cost the kernel 256
-// page faults, each a zeroed page (4 MiB of them a MiB written, with lmdb's and V8's).
-#define BUF_KEEP (20u << 20)
 
 // zlib's, exported by the node binary this addon is loaded into (JavaScript checks frames with zlib.crc32).
 extern unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
@@ -44,8 +41,6 @@ struct capture {
   uint64_t appended;         // bytes appended since start, never decreasing (atomic: read by the syncer)
   char *pending;
   size_t pending_len, pending_cap;
-  char *taken_p;             // what the last capture_take handed out, kept for the next one (JavaScript's thread)
-  size_t taken_cap;
   int notify_queued;
   int held;                  // capture_hold count: writers wait while it is not 0
   void (*notify)(void *);
@@ -74,38 +69,6 @@ struct capture {
 // ---- msgpack, the journal's entry encoding (decoded by msgpackr in JavaScript) ----
 
 struct buf { char *p; size_t len, cap; };
-
-// Each libfuse thread builds its write frames in a buffer of its own, kept (up to BUF_KEEP) until the thread ends.
-static pthread_key_t frame_key;
-static pthread_once_t frame_once = PTHREAD_ONCE_INIT;
-
-static void frame_free(void *arg) {
-  struct buf *b = arg;
-  free(b->p);
-  free(b);
-}
-
-static void frame_key_init(void) {
-  if (pthread_key_create(&frame_key, frame_free) != 0) abort();
-}
-
-static struct buf *thread_frame(void) {
-  pthread_once(&frame_once, frame_key_init);
-  struct buf *b = pthread_getspecific(frame_key);
-  if (!b && (b = calloc(1, sizeof *b)) && pthread_setspecific(frame_key, b) != 0) {
-    free(b);
-    b = NULL;
-  }
-  return b;
-}
-
-static void frame_done(struct buf *b) {
-  b->len = 0;
-  if (b->cap <= BUF_KEEP) return;
-  free(b->p);
-  b->p = NULL;
-  b->cap = 0;
-}
 
 static int grow(struct buf *b, size_t n) {
   if (b->len + n <= b->cap) return 0;
@@ -500,7 +463,6 @@ void capture_free(struct capture *c) {
   free(c->mode);
   free(c->dirty);
   free(c->pending);
-  free(c->taken_p);
   free(c);
 }
 
@@ -533,8 +495,7 @@ static void write_frame(struct buf *b, const char *path, off_t off, const char *
 }
 
 int capture_write(struct capture *c, const char *path, int fd, const char *data, size_t size, off_t off) {
-  struct buf *b = thread_frame();
-  if (!b || grow(b, size + 512) != 0) return -EAGAIN; // JavaScript journals it (or says why it cannot)
+  struct buf b = { 0 };
   int notify = 0;
   ssize_t written;
   pthread_mutex_lock(&c->lock);
@@ -545,38 +506,38 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
     return -EAGAIN;
   }
   uint64_t seq = c->next_seq;
-  write_frame(b, path, off, data, size, seq);
-  int rc = append(c, b);
+  write_frame(&b, path, off, data, size, seq);
+  int rc = append(c, &b);
   if (rc != 0) {
     // The log cannot take it (a full disk): JavaScript journals it or refuses it, and says so.
     pthread_mutex_unlock(&c->lock);
-    frame_done(b);
+    free(b.p);
     return -EAGAIN;
   }
   written = pwrite(fd, data, size, off);
   if (written < 0 || (size_t)written < size) {
     // The entry must say what landed: nothing (cut it off again), or a short write (journal that instead).
     int e = errno;
-    cut(c, c->log_size - (off_t)b->len);
+    cut(c, c->log_size - (off_t)b.len);
     if (written <= 0) {
       pthread_mutex_unlock(&c->lock);
-      frame_done(b);
+      free(b.p);
       return written < 0 ? -e : 0;
     }
     size = (size_t)written;
-    write_frame(b, path, off, data, size, seq);
-    rc = append(c, b);
+    write_frame(&b, path, off, data, size, seq);
+    rc = append(c, &b);
     if (rc != 0) {
       pthread_mutex_unlock(&c->lock);
-      frame_done(b);
+      free(b.p);
       return rc;
     }
   }
   c->next_seq++;
   c->dirty[fd] = 1;
-  notify = hand_over(c, b);
+  notify = hand_over(c, &b);
   pthread_mutex_unlock(&c->lock);
-  frame_done(b);
+  free(b.p);
   if (notify) c->notify(c->notify_arg);
   return (int)written;
 }
@@ -745,21 +706,12 @@ int capture_wants_checkpoint(struct capture *c) {
   return __atomic_load_n(&c->want_checkpoint, __ATOMIC_RELAXED) && !__atomic_load_n(&c->fast, __ATOMIC_RELAXED);
 }
 
-const char *capture_take(struct capture *c, size_t *len) {
-  if (c->taken_cap > BUF_KEEP) {
-    free(c->taken_p);
-    c->taken_p = NULL;
-    c->taken_cap = 0;
-  }
+char *capture_take(struct capture *c, size_t *len) {
   pthread_mutex_lock(&c->lock);
   char *p = c->pending;
-  size_t cap = c->pending_cap;
   *len = c->pending_len;
-  c->pending = c->taken_p; // writers go on in the buffer taken last time, and keep its pages
-  c->pending_cap = c->taken_cap;
-  c->pending_len = 0;
-  c->taken_p = p;
-  c->taken_cap = cap;
+  c->pending = NULL;
+  c->pending_len = c->pending_cap = 0;
   c->notify_queued = 0;
   pthread_cond_broadcast(&c->taken);
   pthread_mutex_unlock(&c->lock);

@@ -1322,10 +1322,14 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
   size_t len;
-  const char *p = capture_take(c, &len);
-  if (!len) return NULL;
+  char *p = capture_take(c, &len);
+  if (!p || !len) {
+    free(p);
+    return NULL;
+  }
   void *copy;
   napi_create_buffer_copy(env, len, p, &copy, &out);
+  free(p);
   return out;
 }
 
