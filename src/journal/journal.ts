@@ -417,15 +417,15 @@ export class Journal extends EventEmitter {
       else found.set(f.seq, f);
     }
     if (found.size === 0) return { generation };
+    let added = 0; // lmdb may hold some of them already, counted
     this.env.transactionSync(() => {
-      let added = 0; // lmdb may hold some of them already, counted
       for (const [seq, f] of found) {
         added += f.body.length - (this.entries.get(seq)?.length ?? 0);
         this.entries.put(seq, Buffer.from(f.body));
       }
       this.putCounts(added);
-      this.storedBytes += added;
     });
+    this.storedBytes += added;
     fs.fdatasyncSync(this.dataFd);
     for (const seq of found.keys()) this.last = Math.max(this.last, seq);
     if (!this.uncleanStop) return { doubts: [], generation };
