@@ -4,6 +4,8 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { getAttribute } from 'fs-xattr';
+import picomatch from 'picomatch';
+import { globMatcher } from '../src/policy/policy.js';
 import { drms, isMounted, layout, sh, startBackup, startPrimary } from './helpers/cluster.js';
 import { snapshot } from './helpers/tree.js';
 
@@ -24,6 +26,41 @@ classes:
 function pathsOf(entries: Record<string, unknown>): string[] {
   return Object.keys(entries).sort();
 }
+
+t.test('a set of globs decides as picomatch does, glob by glob', async (t) => {
+  // The reference: each glob on its own, as picomatch's own matcher takes it (name globs by basename).
+  const reference = (globs: string[], rel: string) =>
+    globs.some((g) => {
+      const bare = g.replace(/\/$/, '');
+      return bare.includes('/') ? picomatch(bare.replace(/^\//, ''), { dot: true })(rel) : picomatch(bare, { basename: true, dot: true })(rel);
+    });
+  const sets = [
+    ['*.cm'],
+    ['*.c', '*.h', 'Makefile', '*.mk'],
+    ['*.tmp', '*.lock', 'scratch/'],
+    ['**'],
+    ['!*.tmp'],
+    ['{a,b}*.x', '[ab].z', 'x?y', '.hidden*', '*.(c|h)', 'foo[bar'],
+    ['src/**/*.c', '/data/*', 'logs/'],
+    ['*.cm', 'src/**/*.c'],
+  ];
+  const paths = ['a.cm', 'dir/a.cm', 'dir/a.cmx', 'Makefile', 'sub/Makefile', 'x.c', 'deep/er/x.h', 'q.tmp', 'scratch', 'scratch/f',
+    'a1.x', 'c1.x', 'a.z', '[ab].z', 'xzy', 'x/y', '.hidden', 'd/.hiddenfile', 'u.c', 'foo[bar', 'k/foo[bar', 'src/a/b/c.c',
+    'src/c.c', 'other/src/c.c', 'data/f', 'data/f/g', 'logs', 'logs/x', '.', '.dot', 'dir/.dot.cm', 'dir/', '*.(c|h)', 'k/*.(c|h)'];
+  let disagreements = 0;
+  for (const globs of sets) {
+    const match = globMatcher(globs);
+    for (const rel of paths) {
+      if (match(rel) !== reference(globs, rel)) {
+        disagreements++;
+        t.fail(`${JSON.stringify(globs)} on ${rel}: ${match(rel)}, picomatch says ${reference(globs, rel)}`);
+      }
+    }
+  }
+  t.equal(disagreements, 0, `${sets.length} glob sets on ${paths.length} paths`);
+  // Both sides do decide: the matrix holds matches and misses.
+  t.ok(globMatcher(['*.cm'])('dir/a.cm') && !globMatcher(['*.cm'])('dir/a.cmx'), 'a name glob matches at depth, and only its own suffix');
+});
 
 t.test('a policy with excludes and classes: new critical files anywhere are mirrored, the rest are not', async (t) => {
   const { dir, prod, dr, pstate, bstate, secret } = layout(t);

@@ -45,13 +45,29 @@ const CLASS_KEYS = new Set(['patterns', 'mirror', 'organization', 'recordSize', 
 const TOP_KEYS = new Set(['include', 'exclude', 'classes']);
 const CACHE_LIMIT = 100_000;
 
-/** Globs without a '/' match a name at any depth (as in .gitignore); with one, the path from the mount's root. */
-function matcher(patterns: string[]): (rel: string) => boolean {
-  const byName = patterns.filter((p) => !p.replace(/\/$/, '').includes('/')).map((p) => p.replace(/\/$/, ''));
-  const byPath = patterns.filter((p) => p.replace(/\/$/, '').includes('/')).map((p) => p.replace(/^\//, '').replace(/\/$/, ''));
-  const name = byName.length ? picomatch(byName, { basename: true, dot: true }) : () => false;
-  const full = byPath.length ? picomatch(byPath, { dot: true }) : () => false;
-  return (rel) => name(rel) || full(rel);
+/**
+ * Globs without a '/' match a name at any depth (as in .gitignore); with one, the path from the mount's root.
+ * Each set is one regular expression (picomatch's, joined): a class of 17 globs costs one test, not 17.
+ */
+export function globMatcher(patterns: string[]): (rel: string) => boolean {
+  const trimmed = patterns.map((p) => p.replace(/\/$/, ''));
+  const byName = trimmed.filter((p) => !p.includes('/'));
+  const byPath = trimmed.filter((p) => p.includes('/')).map((p) => p.replace(/^\//, ''));
+  // picomatch's rule too: a path that is a glob's own text matches it (the whole path, even for a name glob).
+  const literal = new Set([...byName, ...byPath]);
+  const name = anyOf(byName);
+  const full = anyOf(byPath);
+  return (rel) => rel !== '' && (literal.has(rel) || name.test(baseName(rel)) || full.test(rel));
+}
+
+function anyOf(globs: string[]): RegExp {
+  return globs.length ? new RegExp(globs.map((g) => `(?:${picomatch.makeRe(g, { dot: true }).source})`).join('|')) : /(?!)/;
+}
+
+/** The last segment, as picomatch's basename matching takes it (a trailing '/' is skipped). */
+function baseName(rel: string): string {
+  const end = rel.endsWith('/') ? rel.length - 1 : rel.length;
+  return rel.slice(rel.lastIndexOf('/', end - 1) + 1, end);
 }
 
 export class Policy {
@@ -76,9 +92,9 @@ export class Policy {
 
   private constructor(include: string[], exclude: string[], classes: FileClass[], readonly file: string | undefined) {
     this.classes = classes;
-    this.included = matcher(include);
-    this.excluded = matcher(exclude);
-    this.byPattern = classes.filter((c) => c.patterns.length).map((cls) => ({ cls, match: matcher(cls.patterns) }));
+    this.included = globMatcher(include);
+    this.excluded = globMatcher(exclude);
+    this.byPattern = classes.filter((c) => c.patterns.length).map((cls) => ({ cls, match: globMatcher(cls.patterns) }));
     this.records = classes.find((c) => c.name === 'records')!;
     this.other = classes.find((c) => c.name === 'other')!;
     this.mirrorsAll = exclude.length === 0 && include.includes('**') && classes.every((c) => c.mirror);
