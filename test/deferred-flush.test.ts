@@ -25,11 +25,19 @@ async function replayed(state: string): Promise<NodeReport> {
   throw new Error('the backup did not apply the writes within 20 s');
 }
 
-// A new file first (its create is flushed with the files: a checkpoint), then plain appends within the redo log's
-// span (1 s): one open for all of them, so that a loaded machine still writes them well inside it.
-const appends = (file: string, from: number, to: number) => `
-  : > ${file}
-  for i in $(seq ${from} ${to}); do echo "record $i"; done >> ${file}`;
+// Plain appends through one open, so that a loaded machine still writes them well inside the redo log's span (1 s).
+const appends = (file: string, from: number, to: number) => `for i in $(seq ${from} ${to}); do echo "record $i"; done >> ${file}`;
+
+/**
+ * A new file, applied on its own first (its create is flushed with the files: a checkpoint, which starts the redo
+ * log's span), then appends: applied, and not durable until asked. Run together, a loaded primary could take the
+ * create and the appends into one batch, and the create's flush would make them durable too.
+ */
+async function createThenAppend(prod: string, pstate: string, file: string, records: number): Promise<void> {
+  await sh(`: > ${file}`, prod);
+  await replayed(pstate);
+  await sh(appends(file, 1, records), prod);
+}
 
 t.test('async: writes are applied at once and made durable when the primary asks; a backup killed in between loses nothing', async (t) => {
   const { prod, dr, pstate, bstate, secret } = layout(t);
@@ -37,7 +45,7 @@ t.test('async: writes are applied at once and made durable when the primary asks
   const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
   await primary.waitFor('connected to backup; shipping');
 
-  await sh(appends('a.log', 1, 50), prod);
+  await createThenAppend(prod, pstate, 'a.log', 50);
   const before = await replayed(pstate);
   t.equal(before.replayedSeq, before.lastSeq, 'every write applied on the backup');
   t.ok(before.appliedSeq < before.replayedSeq!, `not all durable yet: applied ${before.replayedSeq}, durable ${before.appliedSeq}`);
@@ -51,12 +59,12 @@ t.test('async: writes are applied at once and made durable when the primary asks
   t.equal(after.durableLagSeconds, 0);
 
   // Applied, not flushed, and the backup dies: the primary still holds those entries and sends them again.
-  await sh(appends('b.log', 1, 50), prod);
+  await createThenAppend(prod, pstate, 'b.log', 50);
   const pending = await replayed(pstate);
   t.ok(pending.appliedSeq < pending.replayedSeq!, `entries applied and not durable when the backup is killed (durable ${pending.appliedSeq} of ${pending.replayedSeq})`);
   backup.proc.kill('SIGKILL');
   await backup.exited;
-  await sh(appends('c.log', 1, 20), prod);
+  await sh(`: > c.log; ${appends('c.log', 1, 20)}`, prod);
   await startBackup(t, { target: dr, state: bstate, secret, port: backup.port });
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '30'])).code, 0, 'the restarted backup catches up');
   for (const f of ['a.log', 'b.log', 'c.log']) {
