@@ -119,3 +119,27 @@ t.test('a file\'s pages stay cached across opens; a change made beneath the moun
   await sh('printf "limit=250\\n" > config.table', l.prod);
   t.equal(await sh('cat config.table', l.prod), 'limit=250\n', 'a write through the mount is read back at once');
 });
+
+t.test('two processes creating the same names at once: every open succeeds, both writes land, the sites match', async (t) => {
+  const l = layout(t);
+  fs.mkdirSync(path.join(l.prod, 'race'));
+  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
+  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  // Both walk the same names in step: each open creates the file or opens the one the other has just made (O_CREAT
+  // without O_EXCL or O_TRUNC), and must keep the other's bytes. Each writes 8 bytes of its own at an offset of its own.
+  const creator = (id: number) => `node -e '
+    const fs = require("fs");
+    for (let i = 0; i < 400; i++) {
+      const fd = fs.openSync("race/f" + i, fs.constants.O_CREAT | fs.constants.O_WRONLY, 0o644);
+      fs.writeSync(fd, "writer-${id}", ${id * 8});
+      fs.closeSync(fd);
+    }'`;
+  await sh(`${creator(0)} & a=$!; ${creator(1)} & b=$!; wait $a; wait $b`, l.prod);
+  const names = fs.readdirSync(path.join(l.prod, 'race'));
+  t.equal(names.length, 400, 'every name exists once');
+  const whole = names.filter((n) => fs.readFileSync(path.join(l.prod, 'race', n), 'utf8') === 'writer-0writer-1');
+  t.equal(whole.length, 400, 'every file holds both writers\' bytes');
+  const synced = await drms(['sync', '--state', l.pstate, '--timeout', '30']);
+  t.equal(synced.code, 0, synced.stderr);
+  t.same((await snapshot(l.dr)).entries, (await snapshot(l.prod)).entries, 'the backup holds the same files, bytes and times');
+});

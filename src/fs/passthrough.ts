@@ -10,7 +10,7 @@ import { codeOf, errnoOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, type Op, type Stamp, type Timestamp } from '../journal/entry.js';
 import type { Journal } from '../journal/journal.js';
-import { stampsOf } from '../journal/stamps.js';
+import { stampOf, stampsOf } from '../journal/stamps.js';
 import type { EventLog } from '../admin/events.js';
 import type { Policy } from '../policy/policy.js';
 import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/layout.js';
@@ -592,22 +592,26 @@ export class Passthrough {
   private create(p: string, mode: number): Promise<number> {
     const a = (x: string) => this.abs(x);
     return this.serial.run(async () => {
-      // Two processes racing to O_CREAT the same new name both get create: for the second the file exists, so
-      // this is an open, and journaling a create would empty the backup's copy of what the first wrote.
-      const existing = openIfExists(a(p));
-      if (existing !== undefined) {
+      let fd: number;
+      try {
+        fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
+          this.forget(p);
+          const fd = fs.openSync(a(p), C.O_CREAT | C.O_EXCL | C.O_RDWR, mode);
+          this.rules.created(p);
+          this.opened(p, fd, { dirty: false, lastSeq: 0, syncWrites: false });
+          const st = fs.fstatSync(fd, { bigint: true });
+          const stamps = [...this.stamps([parentOf(p)]), stampOf(p, st)];
+          return { value: fd, stamps, final: { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) } };
+        });
+      } catch (err) {
+        // The kernel holds the directory's lock from its lookup to this create, so the name is new unless a program
+        // made it beneath the mount meanwhile: then this is an open (the create's entry was retracted), as it would
+        // have been on ext4. Journaling a create would empty the backup's copy.
+        if (codeOf(err) !== 'EEXIST') throw err;
+        const existing = fs.openSync(a(p), C.O_RDWR | C.O_NOFOLLOW);
         this.opened(p, existing, { dirty: false, lastSeq: 0, syncWrites: false });
         return existing;
       }
-      const fd = await this.mutateNow<number>({ op: 'create', path: p, mode: mode & 0o7777, uid: -1, gid: -1 }, async () => {
-        this.forget(p);
-        const fd = fs.openSync(a(p), C.O_CREAT | C.O_RDWR, mode);
-        this.rules.created(p);
-        this.opened(p, fd, { dirty: false, lastSeq: 0, syncWrites: false });
-        const st = fs.fstatSync(fd, { bigint: true });
-        const stamps = this.stamps([parentOf(p), p]);
-        return { value: fd, stamps, final: { op: 'create', path: p, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid) } };
-      });
       const { cls } = this.opts.policy.place(p, false);
       if (cls.organization && fs.fstatSync(fd).size === 0) {
         this.capture?.setHandle(fd, HandleMode.js); // a record file: its writes follow the record rules
@@ -888,15 +892,6 @@ export class Passthrough {
       this.stamps(mirrored), () => this.txns.end(id));
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
-  }
-}
-
-function openIfExists(abs: string): number | undefined {
-  try {
-    return fs.openSync(abs, C.O_RDWR | C.O_NOFOLLOW);
-  } catch (err) {
-    if (codeOf(err) === 'ENOENT') return undefined;
-    throw err;
   }
 }
 

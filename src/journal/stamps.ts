@@ -16,7 +16,12 @@ export function stampsOf(root: string, paths: Iterable<string>): Stamp[] {
     } catch {
       continue;
     }
-    out.push([p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)]);
+    out.push(stampOf(p, st));
   }
   return out;
+}
+
+/** The times of `p` from stats already taken. */
+export function stampOf(p: string, st: fs.BigIntStats): Stamp {
+  return [p, nsToTimestamp(st.atimeNs), nsToTimestamp(st.mtimeNs)];
 }
