@@ -90,6 +90,7 @@ struct request {
   struct timespec tv[2];
   int result; uint64_t out_fh;
   int done;
+  int detached;                    // nobody waits for the answer: finish() frees it (see op_release)
   pthread_mutex_t lock; pthread_cond_t cond;
 };
 
@@ -113,6 +114,10 @@ static struct session *current(void) { return fuse_get_context()->private_data; 
 static const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
 
 static void finish(struct request *r, int result) {
+  if (r->detached) {
+    free(r);
+    return;
+  }
   pthread_mutex_lock(&r->lock);
   r->result = result;
   r->done = 1;
@@ -609,8 +614,19 @@ static int op_release(const char *path, struct fuse_file_info *fi) {
   // Before JavaScript closes it: the descriptor number may be reused at once.
   if (current()->capture) capture_set_mode(current()->capture, fi->fh, H_JS);
   open_node_remove(current()->dev_fd, request_nodeid, fi->fh);
-  struct request r = { .op = OP_RELEASE, .path = path, .fh = fi->fh };
-  return dispatch(&r);
+  // Nothing waits for a release (the kernel sends it once close(2) has returned), so this thread does not wait for
+  // JavaScript either: it forgets the handle and closes the descriptor in its turn. JavaScript's own opens run on
+  // its thread, after this in its queue, so the number cannot be reused before it is closed.
+  struct request *r = calloc(1, sizeof *r);
+  if (r != NULL) {
+    r->op = OP_RELEASE;
+    r->fh = fi->fh;
+    r->detached = 1;
+    if (napi_call_threadsafe_function(current()->tsfn, r, napi_tsfn_blocking) == napi_ok) return 0;
+    free(r);
+  }
+  // JavaScript cannot be told (no memory, the session closing): its entry stays until the number is opened again.
+  return close((int)fi->fh) == 0 ? 0 : -errno;
 }
 
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
