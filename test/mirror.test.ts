@@ -143,3 +143,31 @@ t.test('two processes creating the same names at once: every open succeeds, both
   t.equal(synced.code, 0, synced.stderr);
   t.same((await snapshot(l.dr)).entries, (await snapshot(l.prod)).entries, 'the backup holds the same files, bytes and times');
 });
+
+t.test('a primary keeps no descriptor of a closed file: 2,000 opens and closes leave its count as it was', async (t) => {
+  const l = layout(t);
+  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
+  const primary = await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  const sync = async () => t.equal((await drms(['sync', '--state', l.pstate, '--timeout', '30'])).code, 0, 'drms sync');
+  await sync();
+  const open = () => fs.readdirSync(`/proc/${primary.proc.pid}/fd`).length;
+  const before = open();
+  // Creates, opens for reading, O_TRUNC rewrites and appends: each close's release reaches the primary after
+  // close(2) has returned, and must close the descriptor it opened.
+  await sh(`node -e '
+    const fs = require("fs");
+    for (let i = 0; i < 500; i++) {
+      fs.writeFileSync("f" + i, "new " + i);
+      fs.readFileSync("f" + i);
+      fs.writeFileSync("f" + i, "rewritten " + i);
+      fs.appendFileSync("f" + i, "!");
+    }'`, l.prod);
+  await sync();
+  let after = open();
+  for (let i = 0; i < 50 && after > before + 16; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = open();
+  }
+  t.ok(after <= before + 16, `descriptors open in the primary: ${before} before, ${after} after`);
+  t.same((await snapshot(l.dr)).entries, (await snapshot(l.prod)).entries, 'the backup holds the same files');
+});
