@@ -169,13 +169,13 @@ export class Applier {
       case 'unlink': {
         const abs = await t.resolve(e.path);
         this.namesChange(abs);
-        quietly(() => fs.unlinkSync(abs), 'ENOENT');
+        unless('ENOENT', () => fs.unlinkSync(abs)); // on this thread: no mount is served here
         return;
       }
       case 'rmdir': {
         const abs = await t.resolve(e.path);
         this.namesChange(abs);
-        quietly(() => fs.rmdirSync(abs), 'ENOENT');
+        unless('ENOENT', () => fs.rmdirSync(abs));
         return;
       }
       case 'rename': {
@@ -369,8 +369,8 @@ function ignoreIf(err: unknown, code: string): void {
   if (codeOf(err) !== code) throw err;
 }
 
-/** Runs a metadata call on this thread (a few microseconds, against two thread wake-ups through libuv's pool). */
-function quietly(call: () => void, code: string): void {
+/** Runs `call`, taking `code` for "already done" (applied before a crash). */
+function unless(code: string, call: () => void): void {
   try {
     call();
   } catch (err) {
