@@ -2,15 +2,20 @@
 // Journal first: under one lock a write takes the next seq, its entry is appended to the capture log, then the data
 // is written. An fdatasync flushes only the log (concurrent ones share that flush: group commit): the log holds
 // the data, and recovery writes it again after a power cut. That redo is sound while only captured writes follow
-// the last checkpoint (a syncfs of the mirrored tree, then a checkpoint frame): a frame of JavaScript's (a
+// the last checkpoint (a syncfs of the mirrored tree, then a checkpoint frame): any other frame (a
 // namespace change, say) turns the fast path off until the next checkpoint, and one after fast fsyncs is preceded
 // by a checkpoint. JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries
-// take their seqs here too, so the journal has one order.
+// take their seqs here too, so the journal has one order. Creates, renames, unlinks and rmdirs are served and
+// journaled here as JavaScript journals its own (an intent frame, then the final one) while nothing of its policy
+// could refuse or redirect them.
 #include "capture.h"
 #include "flush.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -52,7 +57,10 @@ struct capture {
   int fast;                  // fdatasync may flush only the log: no frame of JavaScript's since the last checkpoint
   int fast_acked;            // an fdatasync was answered that way since the last checkpoint
   int want_checkpoint;       // an fdatasync could not be (JavaScript asks through capture_wants_checkpoint)
-  uint64_t js_frames;        // frames of JavaScript's appended so far
+  uint64_t js_frames;        // frames of JavaScript's appended so far (and of namespace changes served here)
+  int names;                 // namespace changes may be served here (capture_serve_names)
+  int create_mode;           // the handle mode of files created here; H_JS: JavaScript creates them
+  uint64_t names_changed;    // namespace changes served here so far
 
   pthread_t syncer;
   pthread_mutex_t sync_lock; // group commit
@@ -133,6 +141,14 @@ static void mp_time(struct buf *b, const struct timespec *ts) {
   put_u8(b, 0x92);
   mp_uint(b, (uint64_t)ts->tv_sec);
   mp_uint(b, (uint64_t)ts->tv_nsec);
+}
+
+// [path, atime, mtime]: a stamp, as JavaScript's entries carry the times an operation left.
+static void mp_stamp(struct buf *b, const char *path, const struct stat *st) {
+  put_u8(b, 0x93);
+  mp_key(b, path);
+  mp_time(b, &st->st_atim);
+  mp_time(b, &st->st_mtim);
 }
 
 static double now_ms(void) {
@@ -553,10 +569,7 @@ static int mark(struct capture *c, struct buf *b, const char *op, const char *pa
   if (stamped) {
     mp_key(b, "stamps");
     put_u8(b, 0x91);
-    put_u8(b, 0x93);
-    mp_key(b, path);
-    mp_time(b, &st.st_atim);
-    mp_time(b, &st.st_mtim);
+    mp_stamp(b, path, &st);
   }
   entry_tail(b, seq, 1);
   frame_end(b, FRAME_CAPTURED, seq);
@@ -678,6 +691,176 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
   free(b.p);
   if (rc == 0 && checkpoint) rc = log_durable(c, target);
   return rc;
+}
+
+// ---- namespace changes served here ----
+
+static const char *const NAMES_OPS[] = { "rename", "unlink", "rmdir", "create" };
+
+// One change as its entry says it: a create's mode and owner (-1: the intent's "leave it"), a rename's new name.
+struct names_change {
+  enum names_op op;
+  const char *path, *to;
+  int mode;
+  int64_t uid, gid;
+};
+
+static const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
+
+// `p`'s parent, as a mount path ("/" for a name at the top).
+static void parent_of(char *out, size_t size, const char *p) {
+  const char *slash = strrchr(p, '/');
+  size_t n = slash && slash != p ? (size_t)(slash - p) : 1;
+  if (n >= size) n = size - 1;
+  memcpy(out, p, n);
+  out[n] = 0;
+}
+
+static void mp_id(struct buf *b, int64_t id) {
+  if (id < 0) put_u8(b, 0xff); // -1
+  else mp_uint(b, (uint64_t)id);
+}
+
+// A change's entry: its intent (`final` 0), or its final form, done, with the times of the `n` paths it changed.
+static void names_frame(struct buf *b, const struct names_change *ch, uint64_t seq, int final, int n,
+                        const char *const *stamped, const struct stat *st) {
+  int create = ch->op == NAMES_CREATE;
+  entry_head(b, 4 + (ch->to != NULL) + 3 * create + (n > 0) + final, NAMES_OPS[ch->op], ch->path);
+  if (ch->to) {
+    mp_key(b, "to");
+    mp_key(b, ch->to);
+  }
+  if (create) {
+    mp_key(b, "mode");
+    mp_uint(b, (uint64_t)ch->mode);
+    mp_key(b, "uid");
+    mp_id(b, ch->uid);
+    mp_key(b, "gid");
+    mp_id(b, ch->gid);
+  }
+  if (n > 0) {
+    mp_key(b, "stamps");
+    put_u8(b, (uint8_t)(0x90 | n));
+    for (int i = 0; i < n; i++) mp_stamp(b, stamped[i], &st[i]);
+  }
+  entry_tail(b, seq, final);
+  frame_end(b, FRAME_ENTRY, seq);
+}
+
+void capture_serve_names(struct capture *c, int on, int create_mode) {
+  // Under the lock: once this returns, no change JavaScript has just forbidden is still running here.
+  pthread_mutex_lock(&c->lock);
+  c->names = on;
+  c->create_mode = on ? create_mode : H_JS;
+  pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t capture_names_changed(struct capture *c) {
+  return __atomic_load_n(&c->names_changed, __ATOMIC_ACQUIRE);
+}
+
+// A change is journaled as JavaScript journals its own: the intent frame, the change, the final frame; all under the
+// lock (names_begin to names_end or names_fail), so that the seq order is the order on disk. The kernel holds the
+// parents' locks throughout, so no other change of these names runs meanwhile.
+static int names_begin(struct capture *c, struct buf *b, const struct names_change *ch) {
+  pthread_mutex_lock(&c->lock);
+  while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
+  // Writes answered by the log alone must reach their files before names change (a syncfs, see capture_log):
+  // JavaScript's path does that, not this thread under the lock.
+  if (!c->names || (ch->op == NAMES_CREATE && c->create_mode == H_JS) || c->fast_acked || c->stop) {
+    pthread_mutex_unlock(&c->lock);
+    return -EAGAIN;
+  }
+  names_frame(b, ch, c->next_seq, 0, 0, NULL, NULL);
+  if (!b->p || append(c, b) != 0) {
+    // The log cannot take it (a full disk): JavaScript journals it or refuses it, and says so.
+    pthread_mutex_unlock(&c->lock);
+    free(b->p);
+    return -EAGAIN;
+  }
+  return 0;
+}
+
+// The change failed (`e`: errno, EAGAIN for JavaScript to serve it): it never happened, its intent goes.
+static int names_fail(struct capture *c, struct buf *b, int e) {
+  cut(c, c->log_size - (off_t)b->len);
+  pthread_mutex_unlock(&c->lock);
+  free(b->p);
+  return -e;
+}
+
+static void names_end(struct capture *c, struct buf *b, const struct names_change *ch) {
+  uint64_t seq = c->next_seq++;
+  c->js_frames++;
+  __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED); // a redo of captured writes alone would now miss this change
+  __atomic_store_n(&c->names_changed, c->names_changed + 1, __ATOMIC_RELEASE);
+  // The times it left: the parents', a new file's, and a renamed file's (its ctime is not journaled).
+  char parents[2][PATH_MAX];
+  const char *paths[3];
+  int n = 0;
+  parent_of(parents[0], PATH_MAX, ch->path);
+  paths[n++] = parents[0];
+  if (ch->op == NAMES_CREATE) paths[n++] = ch->path;
+  if (ch->op == NAMES_RENAME) {
+    parent_of(parents[1], PATH_MAX, ch->to);
+    paths[n++] = parents[1];
+    paths[n++] = ch->to;
+  }
+  const char *stamped[3];
+  struct stat st[3];
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    int seen = 0;
+    for (int j = 0; j < i; j++) seen |= strcmp(paths[i], paths[j]) == 0;
+    if (!seen && fstatat(c->root_fd, rel(paths[i]), &st[k], AT_SYMLINK_NOFOLLOW) == 0) stamped[k++] = paths[i];
+  }
+  names_frame(b, ch, seq, 1, k, stamped, st);
+  // If the final frame cannot be logged, JavaScript takes the intent (every seq must reach it); recovery after a
+  // crash redoes it, as it does JavaScript's unfinished entries.
+  if (append(c, b) != 0) {
+    struct names_change intent = *ch;
+    if (ch->op == NAMES_CREATE) intent.uid = intent.gid = -1;
+    names_frame(b, &intent, seq, 0, 0, NULL, NULL);
+  }
+  int notify = hand_over(c, b);
+  pthread_mutex_unlock(&c->lock);
+  free(b->p);
+  if (notify) c->notify(c->notify_arg);
+}
+
+int capture_names(struct capture *c, enum names_op op, const char *path, const char *to) {
+  struct buf b = { 0 };
+  struct names_change ch = { .op = op, .path = path, .to = to, .mode = -1 };
+  int rc = names_begin(c, &b, &ch);
+  if (rc != 0) return rc;
+  rc = op == NAMES_RENAME ? renameat(c->root_fd, rel(path), c->root_fd, rel(to))
+     : unlinkat(c->root_fd, rel(path), op == NAMES_RMDIR ? AT_REMOVEDIR : 0);
+  if (rc != 0) return names_fail(c, &b, errno);
+  names_end(c, &b, &ch);
+  return 0;
+}
+
+int capture_create(struct capture *c, const char *path, mode_t mode) {
+  struct buf b = { 0 };
+  struct names_change ch = { .op = NAMES_CREATE, .path = path, .mode = (int)(mode & 07777), .uid = -1, .gid = -1 };
+  int rc = names_begin(c, &b, &ch);
+  if (rc != 0) return rc;
+  int fd = openat(c->root_fd, rel(path), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, mode);
+  // EEXIST: a program made the name beneath the mount; JavaScript opens it as ext4 would (see its create).
+  if (fd < 0) return names_fail(c, &b, errno == EEXIST ? EAGAIN : errno);
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    ch.mode = (int)(st.st_mode & 07777);
+    ch.uid = st.st_uid;
+    ch.gid = st.st_gid;
+  }
+  // Its writes are captured from the first; a handle past the table is JavaScript's.
+  if ((uint64_t)fd < c->handles) {
+    __atomic_store_n(&c->mode[fd], (uint8_t)c->create_mode, __ATOMIC_RELEASE);
+    c->dirty[fd] = 0;
+  }
+  names_end(c, &b, &ch);
+  return fd;
 }
 
 int capture_checkpoint(struct capture *c) {

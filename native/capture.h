@@ -1,4 +1,5 @@
-// Capture: the journal append of writes to mirrored files, made on libfuse's threads (see capture.c).
+// Capture: the journal append of writes to mirrored files and of namespace changes, made on libfuse's threads (see
+// capture.c).
 #ifndef DRMS_CAPTURE_H
 #define DRMS_CAPTURE_H
 
@@ -49,6 +50,20 @@ int capture_write(struct capture *c, const char *path, int fd, const char *buf, 
 typedef void (*capture_marked_fn)(void *arg, uint64_t seq);
 int capture_flush(struct capture *c, const char *path, int fd, capture_marked_fn marked, void *arg);
 int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg);
+
+// Namespace changes served here (names_op): journaled like JavaScript's own (an intent frame before the change runs,
+// the final one with the times it left after), while JavaScript lets them (capture_serve_names: nothing of its
+// policy, transactions or caps can refuse or redirect them).
+enum names_op { NAMES_RENAME, NAMES_UNLINK, NAMES_RMDIR, NAMES_CREATE };
+// `create_mode`: the handle mode files created here get; H_JS: creates are JavaScript's (a class may declare a VOS
+// organization at creation, or have a mode of its own).
+void capture_serve_names(struct capture *c, int on, int create_mode);
+// 0, -errno, or -EAGAIN: not served here, serve it in JavaScript.
+int capture_names(struct capture *c, enum names_op op, const char *path, const char *to);
+// The new file's descriptor, -errno, or -EAGAIN (as capture_names).
+int capture_create(struct capture *c, const char *path, mode_t mode);
+// How many namespace changes were served here: JavaScript's caches by path are stale when it moved.
+uint64_t capture_names_changed(struct capture *c);
 
 uint64_t capture_reserve(struct capture *c);
 // Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.

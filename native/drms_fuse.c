@@ -1,6 +1,7 @@
 // drms's own FUSE binding on libfuse3: serves reads and metadata lookups on libfuse's threads against the
 // directory under the mount (*at() calls on its fd), journals writes, flushes and fsyncs of plain mirrored files
-// there too (capture.c), and hands every other mutation to JavaScript, which journals it.
+// there too, and creates, renames, unlinks and rmdirs while JavaScript lets it (capture.c), and hands every other
+// mutation to JavaScript, which journals it.
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
 #include <fuse_lowlevel.h>
@@ -552,6 +553,18 @@ static int op_open(const char *path, struct fuse_file_info *fi) {
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  struct session *s = current();
+  if (s->capture) {
+    // Served natively while JavaScript lets it (capture_create); a new name, so forgotten before and after (dispatch).
+    nocap_forget(s);
+    int fd = capture_create(s->capture, path, mode);
+    if (fd != -EAGAIN) {
+      nocap_forget(s);
+      if (fd < 0) return fd;
+      opened(fi, (uint64_t)fd);
+      return 0;
+    }
+  }
   struct request r = { .op = OP_CREATE, .path = path, .mode = mode };
   int rc = dispatch(&r);
   if (rc == 0) opened(fi, r.out_fh);
@@ -657,14 +670,26 @@ static int op_utimens(const char *path, const struct timespec tv[2], struct fuse
   return dispatch(&r);
 }
 
+// A rename, unlink or rmdir: journaled and served here while JavaScript lets it (capture_names), else there.
+static int change_names(enum names_op op, struct request *r) {
+  struct session *s = current();
+  if (!s->capture) return dispatch(r);
+  int names_new = op == NAMES_RENAME; // a new name: forgotten before and after, as dispatch does
+  if (names_new) nocap_forget(s);
+  int rc = capture_names(s->capture, op, r->path, r->path2);
+  if (rc == -EAGAIN) return dispatch(r);
+  if (names_new) nocap_forget(s);
+  return rc;
+}
+
 static int op_unlink(const char *path) {
   struct request r = { .op = OP_UNLINK, .path = path };
-  return dispatch(&r);
+  return change_names(NAMES_UNLINK, &r);
 }
 
 static int op_rmdir(const char *path) {
   struct request r = { .op = OP_RMDIR, .path = path };
-  return dispatch(&r);
+  return change_names(NAMES_RMDIR, &r);
 }
 
 static int op_mkdir(const char *path, mode_t mode) {
@@ -676,7 +701,7 @@ static int op_rename(const char *from, const char *to, unsigned int flags) {
   // RENAME_NOREPLACE / RENAME_EXCHANGE are not journaled forms: callers (mv) fall back to a plain rename.
   if (flags) return -EINVAL;
   struct request r = { .op = OP_RENAME, .path = from, .path2 = to };
-  return dispatch(&r);
+  return change_names(NAMES_RENAME, &r);
 }
 
 static int op_symlink(const char *target, const char *path) {
@@ -1290,14 +1315,19 @@ static struct capture *capture_arg(napi_env env, napi_callback_info info, size_t
   return s->capture;
 }
 
-// reserve(session) -> the next seq, for an entry JavaScript journals.
-static napi_value js_reserve(napi_env env, napi_callback_info info) {
+// fn(session) -> the number `value` gives of the session's capture.
+static napi_value capture_number(napi_env env, napi_callback_info info, uint64_t (*value)(struct capture *)) {
   size_t argc = 1;
   napi_value argv[1], out;
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
-  napi_create_double(env, (double)capture_reserve(c), &out);
+  napi_create_double(env, (double)value(c), &out);
   return out;
+}
+
+// reserve(session) -> the next seq, for an entry JavaScript journals.
+static napi_value js_reserve(napi_env env, napi_callback_info info) {
+  return capture_number(env, info, capture_reserve);
 }
 
 // unreserve(session, seq) -> whether the seq was given back.
@@ -1389,6 +1419,26 @@ static napi_value js_hold(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// serveNames(session, on, createMode): renames, unlinks and rmdirs are journaled and served natively from now, or in
+// JavaScript; creates too unless createMode is H_JS (else new files' handles get that mode).
+static napi_value js_serve_names(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  bool on = false;
+  int32_t create_mode = H_JS;
+  napi_get_value_bool(env, argv[1], &on);
+  napi_get_value_int32(env, argv[2], &create_mode);
+  capture_serve_names(c, on, create_mode);
+  return NULL;
+}
+
+// namesChanged(session) -> how many namespace changes were served natively so far.
+static napi_value js_names_changed(napi_env env, napi_callback_info info) {
+  return capture_number(env, info, capture_names_changed);
+}
+
 static napi_value js_reset_handles(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1399,12 +1449,7 @@ static napi_value js_reset_handles(napi_env env, napi_callback_info info) {
 
 // logBytes(session) -> bytes of frames in the active log.
 static napi_value js_log_bytes(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  struct capture *c = capture_arg(env, info, &argc, argv);
-  if (!c) return NULL;
-  napi_create_double(env, (double)capture_log_bytes(c), &out);
-  return out;
+  return capture_number(env, info, capture_log_bytes);
 }
 
 // rotate(session): the other log takes the frames from now on (see capture_rotate).
@@ -1495,6 +1540,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
     { "dropCache", NULL, js_drop_cache, NULL, NULL, NULL, napi_default, NULL },
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },
+    { "serveNames", NULL, js_serve_names, NULL, NULL, NULL, napi_default, NULL },
+    { "namesChanged", NULL, js_names_changed, NULL, NULL, NULL, napi_default, NULL },
     { "rotate", NULL, js_rotate, NULL, NULL, NULL, napi_default, NULL },
     { "logBytes", NULL, js_log_bytes, NULL, NULL, NULL, napi_default, NULL },
     { "checkpoint", NULL, js_checkpoint, NULL, NULL, NULL, napi_default, NULL },

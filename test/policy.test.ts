@@ -139,6 +139,7 @@ t.test('a policy with excludes and classes: new critical files anywhere are mirr
     { path: '/notes.cm', class: 'macros', how: 'linked-in' },
   ], 'each detection is an event in status, with its class and how it was found');
   t.ok((status.events as Array<{ kind: string; path: string }>).some((e) => e.kind === 'left-policy' && e.path === '/new/rates.table'), 'leaving the policy is an event');
+  t.equal(status.namesServedNatively ?? 0, 0, 'a policy with edges: every rename and unlink was decided in JavaScript');
 
   // A file declared a record file joins the records class, whatever its name; undeclared, it leaves.
   await sh(`printf 'ATM1' > ledger.dat; setfattr -n user.vos.organization -v stream ledger.dat; printf 'ATM2' >> ledger.dat`, prod);

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setAttribute } from 'fs-xattr';
-import { drms, freePort, layout, NATIVE_BINDING, sh, startBackup, startPrimary } from './helpers/cluster.js';
+import { drms, freePort, layout, NATIVE_BINDING, outcome, sh, startBackup, startPrimary } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { consistentRead, RecordFile, Transaction } from '../dist/vos/record-file.js';
 import type { RecordListing } from '../dist/cli/records.js';
@@ -82,16 +82,6 @@ t.test('each organization round-trips through the mount and is mirrored record b
   t.match(out, /card 00000000333/, 'cat shows the records');
   t.same(fs.readFileSync(path.join(dir, 'cards.copy')), fs.readFileSync(path.join(dr, 'cards.table')), 'cp copies the bytes');
 });
-
-/** The errno code of a failed call, or 'ok'. */
-async function outcome(fn: () => Promise<unknown>): Promise<string> {
-  try {
-    await fn();
-    return 'ok';
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err);
-  }
-}
 
 async function pwrite(file: string, data: Buffer, offset: number): Promise<void> {
   const fh = await fs.promises.open(file, 'r+');

@@ -139,6 +139,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       role: 'primary', state: stateDir, running: true, pid: process.pid, startedAt, mount: mounted?.dir, mode: settings.mode, syncDegraded: mounted?.syncDegraded,
       epoch: generation.epoch, peerEpoch: shipper?.peerEpoch, readOnly: mounted?.readOnlyReason, superseded: generation.superseded,
       backlogBytes: j.backlogBytes(), backlogFull: mounted?.backlogFull, binding: settings.binding, ringEntries: mounted?.ringEntries,
+      namesServedNatively: mounted?.namesServedNatively,
       connected: shipper?.connected ?? false, route: shipper?.route?.label, peer: shipper?.peer, lastError: shipper?.lastError,
       reconnects: shipper?.reconnects ?? 0, routeSwitches: shipper?.routeSwitches ?? 0,
       journalId: j.id, lastSeq: j.lastSeq, appliedSeq: j.ackedSeq, replayedSeq: j.replayedSeq, lagOps, lagSeconds: oldest ? (Date.now() - oldest) / 1000 : 0,

@@ -30,6 +30,8 @@ export interface NodeReport {
   binding?: string;
   /** io_uring entries that have served the mount's requests (primary, native binding). */
   ringEntries?: number;
+  /** Creates, renames, unlinks and rmdirs served on libfuse's threads (primary, native binding). */
+  namesServedNatively?: number;
   target?: string;
   listen?: string;
   journalId?: string;
@@ -122,7 +124,7 @@ export function formatReport(r: NodeReport): string {
     ['state', r.state],
     ['running', r.running ? `yes (pid ${r.pid}, since ${r.startedAt})` : 'no'],
     ['mount', r.mount],
-    ['FUSE', r.binding && `${r.binding}${r.ringEntries ? `, requests over io_uring (${r.ringEntries} ring entries in use)` : ', requests through /dev/fuse'}`],
+    ['FUSE', r.binding && `${r.binding}${r.ringEntries ? `, requests over io_uring (${r.ringEntries} ring entries in use)` : ', requests through /dev/fuse'}${r.namesServedNatively ? `, ${r.namesServedNatively} namespace changes served natively` : ''}`],
     ['mode', r.mode && (r.syncDegraded ? `${r.mode} (DEGRADED to async: backup not acknowledging)` : r.mode)],
     ['target', r.target],
     ['listen', r.listen],

@@ -1,6 +1,6 @@
 // The FUSE bindings a mount can be served with, behind one interface: drms's own libfuse3 addon (native/), which
-// answers reads and lookups on libfuse's threads and journals plain writes there (capture), and fuse-native
-// (libfuse2), where every request crosses into JS.
+// answers reads and lookups on libfuse's threads and journals plain writes and namespace changes there (capture),
+// and fuse-native (libfuse2), where every request crosses into JS.
 import Fuse from 'fuse-native';
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
@@ -34,6 +34,14 @@ export interface Capture {
   setHandle(fh: number, mode: HandleMode): void;
   /** Every handle back to JS (read-only, policy change, a transaction, the backlog cap). */
   resetHandles(): void;
+  /**
+   * Renames, unlinks and rmdirs are journaled and served natively (on) or here: natively only while nothing here
+   * could refuse or redirect one (a transaction, the policy's edges, read-only, the backlog cap). Creates too, unless
+   * `creates` is HandleMode.js; else the new files' handles get that mode.
+   */
+  serveNames(on: boolean, creates: HandleMode): void;
+  /** How many namespace changes were served natively: caches by path are stale once it moves. */
+  namesChanged(): number;
   /** Captured writes wait (counted) while every mutation must. */
   hold(on: boolean): void;
   /** The kernel forgets a file's cached pages and attributes: it was changed beneath the mount (a rollback). */
@@ -103,6 +111,8 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
       },
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
       resetHandles: () => a.resetHandles(session),
+      serveNames: (on, creates) => a.serveNames(session, on, creates),
+      namesChanged: () => a.namesChanged(session),
       hold: (on) => a.hold(session, on),
       dropCache: (p) => a.dropCache(session, p),
     };

@@ -22,6 +22,8 @@ export interface Mounted {
   readonly backlogFull: boolean;
   /** io_uring entries that have served the mount's requests (0: all came through /dev/fuse). */
   readonly ringEntries: number;
+  /** Creates, renames, unlinks and rmdirs the native binding journaled and served itself (0: all were JavaScript's). */
+  readonly namesServedNatively: number;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of a file. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** New replication settings or policy (configuration reload); mutations already running keep the old. */
@@ -112,7 +114,7 @@ export async function mountOver(
   }
   const session = await serve(dir, dirFd, passthrough.operations(), { ...opts, capture });
   journal.attach(session.capture?.sequencer);
-  passthrough.capture = session.capture;
+  passthrough.attachCapture(session.capture);
   let down = false;
   return {
     dir,
@@ -137,11 +139,14 @@ export async function mountOver(
     get ringEntries() {
       return session.ringEntries();
     },
+    get namesServedNatively() {
+      return passthrough.namesServedNatively;
+    },
     async unmount() {
       if (down) return;
       down = true;
       await session.unmount((settled) => journal.attach(undefined, settled));
-      passthrough.capture = undefined;
+      passthrough.attachCapture(undefined);
       fs.closeSync(dirFd);
     },
   };

@@ -24,6 +24,8 @@ export interface NativeAddon {
   take(session: unknown): Buffer | undefined;
   setHandle(session: unknown, fh: number, mode: number): void;
   resetHandles(session: unknown): void;
+  serveNames(session: unknown, on: boolean, createMode: number): void;
+  namesChanged(session: unknown): number;
   hold(session: unknown, on: boolean): void;
   dropCache(session: unknown, path: string): void;
   rotate(session: unknown): void;

@@ -100,10 +100,11 @@ export class Passthrough {
 
   /** `root` reaches the directory under the mount: /proc/self/fd/<fd opened before mounting>. */
   constructor(private readonly root: string, private readonly journal: Journal, private readonly opts: PassthroughOptions) {
-    this.rules = new RecordRules((p) => this.abs(p));
+    this.rules = new RecordRules((p) => this.abs(p), () => this.capture?.namesChanged() ?? 0);
     this.txns = new TransactionTable(journal, (p) => this.abs(p));
     this.copier = new PathCopier(root, journal, (p, isDir) => this.mirrored(p, isDir ? 'dir' : 'file'), (fn) => fn(), false, (p) => this.txns.committedView(p));
     journal.on('ingested', (bytes: number) => this.captured(bytes));
+    journal.on('created', (p: string) => this.detectCreated(p));
     journal.on('ingest-failed', (err: unknown) => void this.journalFailure(err, { op: 'none' }));
     // Nothing is lost: fdatasyncs go on flushing their files too, and the next one asks again.
     journal.on('checkpoint-failed', (err: unknown) => this.opts.log.warn({ err }, 'checkpoint: syncing the mirrored tree failed'));
@@ -209,8 +210,43 @@ export class Passthrough {
     this.uncapture();
   }
 
-  /** The native binding's capture of plain writes (set by mountOver; undefined: every write is served here). */
-  capture: Capture | undefined;
+  /** The native binding's capture of plain writes and names (undefined: every mutation is served here). */
+  private capture: Capture | undefined;
+
+  /** Set by mountOver once the binding serves the mount, and cleared at its unmount. */
+  attachCapture(capture: Capture | undefined): void {
+    this.capture = capture;
+    this.serveNames();
+  }
+
+  /** How many creates, renames, unlinks and rmdirs the native binding served (for status). */
+  get namesServedNatively(): number {
+    return this.capture?.namesChanged() ?? 0;
+  }
+
+  /**
+   * Renames, unlinks, rmdirs and creates are served natively while nothing here could refuse or redirect one: every
+   * name mirrored (no policy edge to cross), no transaction open, writes neither refused nor held at the cap. Creates
+   * also need every class to add nothing at creation (a VOS organization to declare, a mode of its own): then a new
+   * file's handle mode is the mount's, as handleMode would say.
+   */
+  private serveNames(): void {
+    if (!this.capture) return;
+    const { policy, mode } = this.opts;
+    const on = policy.mirrorsAll && !this.readOnly && !this.backlogFull && !this.txns.holdsAny;
+    const plainCreates = policy.classes.every((c) => !c.organization && (c.sync ?? mode) === mode);
+    this.capture.serveNames(on, !on || !plainCreates ? HandleMode.js : mode === 'sync' ? HandleMode.sync : HandleMode.capture);
+  }
+
+  /**
+   * The handle `fd` was opened as. A file the native binding created is first seen here once its writes come back
+   * to JavaScript (uncapture): its times are journaled at its next flush, as every handle's then.
+   */
+  private handle(fd: number): Handle {
+    let h = this.handles.get(fd);
+    if (!h) this.handles.set(fd, (h = { dirty: true, lastSeq: 0, syncWrites: false }));
+    return h;
+  }
 
   /**
    * How a newly opened file's writes are served: captured natively when nothing but order, durability and (sync
@@ -237,6 +273,7 @@ export class Passthrough {
     if (!this.capture) return;
     this.capture.resetHandles();
     for (const h of this.handles.values()) h.dirty = true;
+    this.serveNames();
   }
 
   private refusedReadOnly(what: string | Op | undefined): Error {
@@ -356,6 +393,7 @@ export class Passthrough {
       if (cap && this.journal.backlogBytes() >= cap * 0.9) return;
       this.journal.off('trimmed', check);
       this.heldAtCap = undefined;
+      this.serveNames();
       this.opts.log.warn({ backlogBytes: this.journal.backlogBytes(), cap }, 'backlog under the cap again: writers resume');
       resolve();
     };
@@ -502,7 +540,7 @@ export class Passthrough {
         reply(cb, this.mutate(() => this.truncateIntent(p, size, () => fs.fstatSync(fd).size), async () => {
           fs.ftruncateSync(fd, size);
           return done(undefined, [p]);
-        }, this.handles.get(fd))),
+        }, this.handle(fd))),
 
       chmod: (p: string, mode: number, cb: Reply) =>
         reply(cb, this.mutate({ op: 'chmod', path: p, mode: mode & 0o7777 }, async () => {
@@ -625,9 +663,15 @@ export class Passthrough {
           });
         }
       }
-      if (cls !== this.opts.policy.other && this.mirrored(p, 'file')) this.opts.events.emit('detected', 'critical file detected', { path: p, class: cls.name, how: 'created' });
+      this.detectCreated(p);
       return fd;
     });
+  }
+
+  /** A new file: a critical one is an event (created here, or natively and seen when its entry is taken in). */
+  private detectCreated(p: string): void {
+    const { cls } = this.opts.policy.place(p, false);
+    if (cls !== this.opts.policy.other && this.mirrored(p, 'file')) this.opts.events.emit('detected', 'critical file detected', { path: p, class: cls.name, how: 'created' });
   }
 
   /**
@@ -725,14 +769,14 @@ export class Passthrough {
   }
 
   private async write(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    const h = this.handles.get(fd);
+    const h = this.handle(fd);
     const n = await this.mutate(() => this.writeIntent(p, fd, pos, buf.subarray(0, len)), async (intent) => {
       // Mutations run one at a time anyway; a buffered pwrite costs less here than a trip through the pool.
       const written = fs.writeSync(fd, buf, 0, len, pos);
-      if (h) h.dirty = true;
+      h.dirty = true;
       return { value: written, final: written < len ? { ...intent, data: buf.subarray(0, written) } as Op : undefined };
     }, h);
-    if (h?.syncWrites) {
+    if (h.syncWrites) {
       await this.journal.flushed();
       await this.replicated(h.lastSeq, p);
     }
@@ -740,16 +784,15 @@ export class Passthrough {
   }
 
   private async flush(p: string, fd: number): Promise<void> {
-    const h = this.handles.get(fd);
-    if (!h) return;
+    const h = this.handle(fd);
     const wrote = h.dirty;
     await this.settle(p, h);
     if (wrote) await this.replicated(h.lastSeq, p);
   }
 
   private async fsync(p: string, datasync: boolean, fd: number): Promise<void> {
-    const h = this.handles.get(fd);
-    if (h) await this.settle(p, h);
+    const h = this.handle(fd);
+    await this.settle(p, h);
     await this.record({ op: 'fsync', path: p }, [], h);
     // Read-only (fenced, switched over): the journal may be closed, and nothing of this file is journaled anymore.
     const journaled = this.mirrored(p) && !this.readOnly;
@@ -758,7 +801,7 @@ export class Passthrough {
       new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
       journaled ? this.journal.flushed() : undefined,
     ]);
-    if (journaled) await this.replicated(h ? h.lastSeq : this.journal.lastSeq, p);
+    if (journaled) await this.replicated(h.lastSeq, p);
   }
 
   /** The intent carries the times asked for (resolved), so a redo after a crash sets the same. */
@@ -787,7 +830,7 @@ export class Passthrough {
       nativeAddon().fallocate(fd, mode, offset, length);
       return { value: undefined, stamps: this.stamps([p]) };
     };
-    const h = this.handles.get(fd);
+    const h = this.handle(fd);
     if (mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) {
       if (length > MAX_ZEROED) return Promise.reject(fail('range too large to mirror as zeros', errno.EOPNOTSUPP));
       return this.mutate(() => {
@@ -865,8 +908,13 @@ export class Passthrough {
 
   private async control(p: string, { action, id }: TxnControl): Promise<number | undefined> {
     if (action === 'begin') {
-      this.refusable(p, () => this.txns.begin(id, p));
-      this.uncapture();
+      // Before the file is held: no rename or unlink of it may be running natively then.
+      this.capture?.serveNames(false, HandleMode.js);
+      try {
+        this.refusable(p, () => this.txns.begin(id, p));
+      } finally {
+        this.uncapture();
+      }
       this.opts.log.info({ txn: id, path: p }, 'transaction: file joined');
       return undefined;
     }
@@ -890,6 +938,7 @@ export class Passthrough {
     }
     const seq = this.journal.appendWith(action === 'commit' ? { op: 'txn-commit', txn: id, paths: mirrored } : { op: 'txn-abort', txn: id },
       this.stamps(mirrored), () => this.txns.end(id));
+    this.serveNames();
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
   }

@@ -348,7 +348,9 @@ export class Journal extends EventEmitter {
     }
     for (const f of frames) {
       this.last = Math.max(this.last, f.seq);
-      if (this.observer) this.observer(f.seq, summarizeEncoded(f.body));
+      const summary = summarizeEncoded(f.body);
+      this.observer?.(f.seq, summary);
+      if (summary.op === 'create') this.emit('created', summary.path); // created natively: JavaScript saw no create
     }
     this.settleReady();
     if (all) this.emit('ingested', all.length);

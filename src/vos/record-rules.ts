@@ -17,8 +17,14 @@ interface Known {
 export class RecordRules {
   private readonly known = new Map<string, Known>();
 
-  /** `abs(p)` reaches a mount path on the real directory. */
-  constructor(private readonly abs: (p: string) => string) {}
+  /** namesChanged() at the last lookup. */
+  private names = 0;
+
+  /**
+   * `abs(p)` reaches a mount path on the real directory; `namesChanged()` counts namespace changes made elsewhere
+   * (the native binding's): when it moves, what is known by path may be another file's.
+   */
+  constructor(private readonly abs: (p: string) => string, private readonly namesChanged: () => number = () => 0) {}
 
   /** Drops what is known of `p` (or of everything, after a rename or unlink that may move many names). */
   forget(p?: string): void {
@@ -78,6 +84,11 @@ export class RecordRules {
   }
 
   private lookup(p: string): Known {
+    const names = this.namesChanged();
+    if (names !== this.names) {
+      this.names = names;
+      this.known.clear();
+    }
     let k = this.known.get(p);
     if (!k) {
       k = { fmt: formatOf(this.attribute(p, XATTR_ORGANIZATION), this.attribute(p, XATTR_RECORD_SIZE)) };

@@ -58,6 +58,11 @@ export class TransactionTable {
     return this.byPath.get(p);
   }
 
+  /** Whether any transaction is open. */
+  get holdsAny(): boolean {
+    return this.byPath.size > 0;
+  }
+
   /** Every path held by a transaction at or below `p` (a directory being renamed or removed). */
   holds(p: string): boolean {
     if (this.byPath.has(p)) return true;

@@ -178,3 +178,13 @@ export async function freeMount(dir: string): Promise<void> {
   if (minor) await fs.promises.writeFile(`/sys/fs/fuse/connections/${minor}/abort`, '1').catch(() => undefined);
   await run('fusermount', ['-uz', real]).catch(() => undefined);
 }
+
+/** The errno code of a failed call, or 'ok'. */
+export async function outcome(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return 'ok';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
