@@ -2,7 +2,6 @@
 // sync(), which comes before the batch is acknowledged, flushes those that still have a name, and closes them all.
 import t from 'tap';
 import fs from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { pino } from 'pino';
 import { Applier } from '../src/apply/applier.js';
@@ -15,18 +14,15 @@ const entry = (e: Record<string, unknown>): JournalEntry => ({ ...e, seq: ++seq,
 t.test('names change without a flush of each file; the batch\'s sync flushes the named ones and closes every one', async (t) => {
   const dir = fs.realpathSync(tmpdir(t));
   const applier = new Applier(dir, pino({ level: 'silent' }));
-  // Every FileHandle's datasync, by the name its descriptor has at that moment.
-  const probe = await fs.promises.open(dir, 'r');
-  const proto = Object.getPrototypeOf(probe) as FileHandle;
-  await probe.close();
-  const datasync = proto.datasync;
+  // Every fdatasync, by the name its descriptor has at that moment.
+  const fdatasync = fs.fdatasync;
   const flushed: string[] = [];
-  proto.datasync = function (this: FileHandle) {
-    flushed.push(fs.readlinkSync(`/proc/self/fd/${this.fd}`));
-    return datasync.call(this);
-  };
+  fs.fdatasync = ((fd: number, cb: fs.NoParamCallback) => {
+    flushed.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    fdatasync(fd, cb);
+  }) as typeof fs.fdatasync;
   t.teardown(() => {
-    proto.datasync = datasync;
+    fs.fdatasync = fdatasync;
   });
   const open = () => fs.readdirSync('/proc/self/fd').length;
   const before = open();

@@ -1,7 +1,6 @@
 // Applies journal entries to the backup's target, in order. Re-applying the last entry after a crash is harmless:
 // every operation is written so that applying it to a tree that already has it changes nothing.
 import fs from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
@@ -24,13 +23,36 @@ function isRetryable(err: unknown): boolean {
   return RETRYABLE.has(codeOf(err) ?? '');
 }
 
+/**
+ * A file the applier holds open: a descriptor, not a FileHandle (whose promises cost about 40 µs of CPU more per
+ * file here). Opened and flushed on libuv's pool: an open waits for the directory's lock, which a directory's fsync
+ * holds through a disk flush on ext4 without a journal, and many files flush in parallel. Truncated and closed on
+ * this thread: a few microseconds, against two thread wake-ups (this process serves no mount).
+ */
+class OpenFile {
+  private constructor(readonly fd: number) {}
+
+  static open(abs: string, flags: number, mode?: number): Promise<OpenFile> {
+    return new Promise((resolve, reject) => fs.open(abs, flags, mode, (err, fd) => (err ? reject(err) : resolve(new OpenFile(fd)))));
+  }
+
+  /** fdatasync, or fsync (`data` false: a directory's entries). */
+  flush(data = true): Promise<void> {
+    return new Promise((resolve, reject) => (data ? fs.fdatasync : fs.fsync)(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
 export class Applier {
   readonly target: Target;
   /** Open files by absolute path, most recent last; closed whenever names change. */
-  private readonly files = new Map<string, FileHandle>();
-  private readonly dirtyFiles = new Set<FileHandle>();
+  private readonly files = new Map<string, OpenFile>();
+  private readonly dirtyFiles = new Set<OpenFile>();
   /** Dirty files pushed out of `files`: still open, flushed and closed by the next sync(). */
-  private readonly closing: FileHandle[] = [];
+  private readonly closing: OpenFile[] = [];
   private readonly dirtyDirs = new Set<string>();
   divergences = 0;
   /** Stamps skipped for a later entry's (see apply), by path. */
@@ -96,13 +118,19 @@ export class Applier {
     const closing = this.flushClosing();
     this.closingFlushed = Promise.resolve();
     await closing;
-    await Promise.all([...this.dirtyFiles].map((fh) => fh.datasync()));
+    await Promise.all([...this.dirtyFiles].map((fh) => fh.flush()));
     this.dirtyFiles.clear();
     for (const dir of this.dirtyDirs) {
-      const fh = await fs.promises.open(dir, C.O_RDONLY | C.O_DIRECTORY).catch(() => undefined);
-      if (fh) {
-        await fh.sync();
-        await fh.close();
+      let fh: OpenFile;
+      try {
+        fh = await OpenFile.open(dir, C.O_RDONLY | C.O_DIRECTORY);
+      } catch {
+        continue; // gone since
+      }
+      try {
+        await fh.flush(false);
+      } finally {
+        fh.close();
       }
     }
     this.dirtyDirs.clear();
@@ -110,7 +138,7 @@ export class Applier {
 
   async close(): Promise<void> {
     await this.sync();
-    await Promise.all([...this.files.values()].map((fh) => fh.close())); // all clean once synced
+    for (const fh of this.files.values()) fh.close(); // all clean once synced
     this.files.clear();
   }
 
@@ -132,14 +160,14 @@ export class Applier {
       }
       case 'truncate': {
         const fh = await this.file(await t.resolve(e.path));
-        await fh.truncate(e.size);
+        fs.ftruncateSync(fh.fd, e.size);
         this.dirtyFiles.add(fh);
         return;
       }
       case 'create': {
         const abs = await t.resolve(e.path);
         this.forget(abs);
-        const fh = await fs.promises.open(abs, C.O_CREAT | C.O_TRUNC | C.O_WRONLY | C.O_NOFOLLOW, e.mode);
+        const fh = await OpenFile.open(abs, C.O_CREAT | C.O_TRUNC | C.O_WRONLY | C.O_NOFOLLOW, e.mode);
         fs.fchmodSync(fh.fd, e.mode);
         fs.fchownSync(fh.fd, e.uid, e.gid);
         this.remember(abs, fh);
@@ -261,15 +289,15 @@ export class Applier {
       await fs.promises.chown(tmp, st.uid, st.gid);
       await fs.promises.chmod(tmp, st.mode & 0o7777);
       for (const name of await listAttributes(abs)) await setAttribute(tmp, name, await getAttribute(abs, name));
-      const fh = await fs.promises.open(tmp, C.O_WRONLY | C.O_NOFOLLOW);
+      const fh = await OpenFile.open(tmp, C.O_WRONLY | C.O_NOFOLLOW);
       try {
         for (const w of staged) {
           if (w.op === 'write' && w.path === p) fs.writeSync(fh.fd, w.data, 0, w.data.length, w.offset);
-          else if (w.op === 'truncate' && w.path === p) await fh.truncate(w.size);
+          else if (w.op === 'truncate' && w.path === p) fs.ftruncateSync(fh.fd, w.size);
         }
-        await fh.datasync();
+        await fh.flush();
       } finally {
-        await fh.close();
+        fh.close();
       }
       swaps.push([tmp, abs]);
     }
@@ -306,18 +334,18 @@ export class Applier {
     for (const p of paths) this.dirtyDirs.add(path.dirname(p));
   }
 
-  private async file(abs: string): Promise<FileHandle> {
+  private async file(abs: string): Promise<OpenFile> {
     const open = this.files.get(abs);
     if (open) return open;
-    const fh = await fs.promises.open(abs, C.O_WRONLY | C.O_NOFOLLOW);
+    const fh = await OpenFile.open(abs, C.O_WRONLY | C.O_NOFOLLOW);
     this.remember(abs, fh);
     return fh;
   }
 
-  private remember(abs: string, fh: FileHandle): void {
+  private remember(abs: string, fh: OpenFile): void {
     this.files.set(abs, fh);
     if (this.files.size > OPEN_FILES) {
-      const [oldest, ofh] = this.files.entries().next().value as [string, FileHandle];
+      const [oldest, ofh] = this.files.entries().next().value as [string, OpenFile];
       this.files.delete(oldest);
       this.letGo(ofh);
     }
@@ -328,9 +356,13 @@ export class Applier {
    * its batch is acknowledged (a batch that changes names always ends in one), so a rename or an unlink does not
    * wait for a disk flush of each file written before it.
    */
-  private letGo(fh: FileHandle): void {
+  private letGo(fh: OpenFile): void {
     if (!this.dirtyFiles.delete(fh)) {
-      fh.close().catch(() => undefined); // nothing unsynced in it: a failed close loses nothing
+      try {
+        fh.close();
+      } catch {
+        // nothing unsynced in it: a failed close loses nothing
+      }
       return;
     }
     this.closing.push(fh);
@@ -346,8 +378,11 @@ export class Applier {
   private flushClosing(): Promise<unknown> {
     const batch = this.closing.splice(0);
     const done = Promise.all(batch.map(async (fh) => {
-      if (fs.fstatSync(fh.fd).nlink > 0) await fh.datasync();
-      await fh.close();
+      try {
+        if (fs.fstatSync(fh.fd).nlink > 0) await fh.flush();
+      } finally {
+        fh.close();
+      }
     }));
     this.closingFlushed = Promise.all([this.closingFlushed, done]);
     return this.closingFlushed;
