@@ -2,12 +2,12 @@
 // Journal first: under one lock a write takes the next seq, its entry is appended to the capture log, then the data
 // is written. An fdatasync flushes only the log (concurrent ones share that flush: group commit): the log holds
 // the data, and recovery writes it again after a power cut. That redo is sound while only captured writes follow
-// the last checkpoint (a syncfs of the mirrored tree, then a checkpoint frame): any other frame (a
-// namespace change, say) turns the fast path off until the next checkpoint, and one after fast fsyncs is preceded
-// by a checkpoint. JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries
-// take their seqs here too, so the journal has one order. Creates, renames, unlinks and rmdirs are served and
-// journaled here as JavaScript journals its own (an intent frame, then the final one) while nothing of its policy
-// could refuse or redirect them.
+// the last checkpoint (a syncfs of the mirrored tree, then a checkpoint frame): any other frame (a namespace change,
+// say) turns the fast path off until the next checkpoint, and one after fast fsyncs is preceded by a checkpoint.
+// JavaScript takes the captured entries into the journal (lmdb) and ships them; its own entries take their seqs here
+// too, so the journal has one order. Namespace changes (create, mkdir, symlink, link, rename, unlink, rmdir) are
+// served and journaled here as JavaScript journals its own (an intent frame, then the final one) while nothing of
+// its policy could refuse or redirect them.
 #include "capture.h"
 #include "flush.h"
 
@@ -695,13 +695,15 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
 
 // ---- namespace changes served here ----
 
-static const char *const NAMES_OPS[] = { "rename", "unlink", "rmdir", "create" };
+static const char *const NAMES_OPS[] = { "rename", "unlink", "rmdir", "create", "mkdir", "symlink", "link" };
 
-// One change as its entry says it: a create's mode and owner (-1: the intent's "leave it"), a rename's new name.
+// One change as its entry says it: a rename's or link's new name, a symlink's target, a create's or mkdir's mode,
+// and for a new name of its own (create, mkdir, symlink) its owner (-1: the intent's "leave it").
 struct names_change {
   enum names_op op;
-  const char *path, *to;
-  int mode;
+  const char *path, *to, *target;
+  int mode; // -1: none
+  int owned;
   int64_t uid, gid;
 };
 
@@ -724,15 +726,21 @@ static void mp_id(struct buf *b, int64_t id) {
 // A change's entry: its intent (`final` 0), or its final form, done, with the times of the `n` paths it changed.
 static void names_frame(struct buf *b, const struct names_change *ch, uint64_t seq, int final, int n,
                         const char *const *stamped, const struct stat *st) {
-  int create = ch->op == NAMES_CREATE;
-  entry_head(b, 4 + (ch->to != NULL) + 3 * create + (n > 0) + final, NAMES_OPS[ch->op], ch->path);
+  int pairs = 4 + (ch->to != NULL) + (ch->target != NULL) + (ch->mode >= 0) + 2 * ch->owned + (n > 0) + final;
+  entry_head(b, pairs, NAMES_OPS[ch->op], ch->path);
   if (ch->to) {
     mp_key(b, "to");
     mp_key(b, ch->to);
   }
-  if (create) {
+  if (ch->target) {
+    mp_key(b, "target");
+    mp_key(b, ch->target);
+  }
+  if (ch->mode >= 0) {
     mp_key(b, "mode");
     mp_uint(b, (uint64_t)ch->mode);
+  }
+  if (ch->owned) {
     mp_key(b, "uid");
     mp_id(b, ch->uid);
     mp_key(b, "gid");
@@ -794,17 +802,20 @@ static void names_end(struct capture *c, struct buf *b, const struct names_chang
   c->js_frames++;
   __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED); // a redo of captured writes alone would now miss this change
   __atomic_store_n(&c->names_changed, c->names_changed + 1, __ATOMIC_RELEASE);
-  // The times it left: the parents', a new file's, and a renamed file's (its ctime is not journaled).
+  // The times it left, as JavaScript stamps its own: the parents' whose entries changed, a new name's, a renamed
+  // file's (its ctime is not journaled; a link changes only that).
   char parents[2][PATH_MAX];
   const char *paths[3];
   int n = 0;
-  parent_of(parents[0], PATH_MAX, ch->path);
-  paths[n++] = parents[0];
-  if (ch->op == NAMES_CREATE) paths[n++] = ch->path;
-  if (ch->op == NAMES_RENAME) {
+  if (ch->op != NAMES_LINK) {
+    parent_of(parents[0], PATH_MAX, ch->path);
+    paths[n++] = parents[0];
+  }
+  if (ch->owned) paths[n++] = ch->path;
+  if (ch->to) {
     parent_of(parents[1], PATH_MAX, ch->to);
     paths[n++] = parents[1];
-    paths[n++] = ch->to;
+    if (ch->op == NAMES_RENAME) paths[n++] = ch->to;
   }
   const char *stamped[3];
   struct stat st[3];
@@ -819,7 +830,7 @@ static void names_end(struct capture *c, struct buf *b, const struct names_chang
   // crash redoes it, as it does JavaScript's unfinished entries.
   if (append(c, b) != 0) {
     struct names_change intent = *ch;
-    if (ch->op == NAMES_CREATE) intent.uid = intent.gid = -1;
+    if (ch->owned) intent.uid = intent.gid = -1;
     names_frame(b, &intent, seq, 0, 0, NULL, NULL);
   }
   int notify = hand_over(c, b);
@@ -828,21 +839,39 @@ static void names_end(struct capture *c, struct buf *b, const struct names_chang
   if (notify) c->notify(c->notify_arg);
 }
 
-int capture_names(struct capture *c, enum names_op op, const char *path, const char *to) {
+int capture_names(struct capture *c, enum names_op op, const char *path, const char *other, mode_t mode) {
   struct buf b = { 0 };
-  struct names_change ch = { .op = op, .path = path, .to = to, .mode = -1 };
+  if (op == NAMES_CREATE) return -EINVAL; // capture_create
+  struct names_change ch = { .op = op, .path = path, .mode = -1, .uid = -1, .gid = -1 };
+  if (op == NAMES_RENAME || op == NAMES_LINK) ch.to = other;
+  if (op == NAMES_SYMLINK) ch.target = other;
+  if (op == NAMES_MKDIR) ch.mode = (int)(mode & 07777);
+  ch.owned = op == NAMES_MKDIR || op == NAMES_SYMLINK;
   int rc = names_begin(c, &b, &ch);
   if (rc != 0) return rc;
-  rc = op == NAMES_RENAME ? renameat(c->root_fd, rel(path), c->root_fd, rel(to))
-     : unlinkat(c->root_fd, rel(path), op == NAMES_RMDIR ? AT_REMOVEDIR : 0);
+  int root = c->root_fd;
+  switch (op) {
+    case NAMES_RENAME: rc = renameat(root, rel(path), root, rel(other)); break;
+    case NAMES_UNLINK: rc = unlinkat(root, rel(path), 0); break;
+    case NAMES_RMDIR: rc = unlinkat(root, rel(path), AT_REMOVEDIR); break;
+    case NAMES_MKDIR: rc = mkdirat(root, rel(path), mode); break;
+    case NAMES_SYMLINK: rc = symlinkat(other, root, rel(path)); break;
+    default: rc = linkat(root, rel(path), root, rel(other), 0); break;
+  }
   if (rc != 0) return names_fail(c, &b, errno);
+  struct stat st;
+  if (ch.owned && fstatat(root, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (ch.mode >= 0) ch.mode = (int)(st.st_mode & 07777);
+    ch.uid = st.st_uid;
+    ch.gid = st.st_gid;
+  }
   names_end(c, &b, &ch);
   return 0;
 }
 
 int capture_create(struct capture *c, const char *path, mode_t mode) {
   struct buf b = { 0 };
-  struct names_change ch = { .op = NAMES_CREATE, .path = path, .mode = (int)(mode & 07777), .uid = -1, .gid = -1 };
+  struct names_change ch = { .op = NAMES_CREATE, .path = path, .mode = (int)(mode & 07777), .owned = 1, .uid = -1, .gid = -1 };
   int rc = names_begin(c, &b, &ch);
   if (rc != 0) return rc;
   int fd = openat(c->root_fd, rel(path), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, mode);

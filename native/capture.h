@@ -54,12 +54,13 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, cap
 // Namespace changes served here (names_op): journaled like JavaScript's own (an intent frame before the change runs,
 // the final one with the times it left after), while JavaScript lets them (capture_serve_names: nothing of its
 // policy, transactions or caps can refuse or redirect them).
-enum names_op { NAMES_RENAME, NAMES_UNLINK, NAMES_RMDIR, NAMES_CREATE };
+enum names_op { NAMES_RENAME, NAMES_UNLINK, NAMES_RMDIR, NAMES_CREATE, NAMES_MKDIR, NAMES_SYMLINK, NAMES_LINK };
 // `create_mode`: the handle mode files created here get; H_JS: creates are JavaScript's (a class may declare a VOS
 // organization at creation, or have a mode of its own).
 void capture_serve_names(struct capture *c, int on, int create_mode);
+// Any but a create (capture_create). `other`: a rename's or link's new name, a symlink's target; `mode`: mkdir's.
 // 0, -errno, or -EAGAIN: not served here, serve it in JavaScript.
-int capture_names(struct capture *c, enum names_op op, const char *path, const char *to);
+int capture_names(struct capture *c, enum names_op op, const char *path, const char *other, mode_t mode);
 // The new file's descriptor, -errno, or -EAGAIN (as capture_names).
 int capture_create(struct capture *c, const char *path, mode_t mode);
 // How many namespace changes were served here: JavaScript's caches by path are stale when it moved.

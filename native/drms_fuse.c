@@ -1,7 +1,7 @@
 // drms's own FUSE binding on libfuse3: serves reads and metadata lookups on libfuse's threads against the
 // directory under the mount (*at() calls on its fd), journals writes, flushes and fsyncs of plain mirrored files
-// there too, and creates, renames, unlinks and rmdirs while JavaScript lets it (capture.c), and hands every other
-// mutation to JavaScript, which journals it.
+// there too, and namespace changes while JavaScript lets it (capture.c), and hands every other mutation to
+// JavaScript, which journals it.
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
 #include <fuse_lowlevel.h>
@@ -670,13 +670,13 @@ static int op_utimens(const char *path, const struct timespec tv[2], struct fuse
   return dispatch(&r);
 }
 
-// A rename, unlink or rmdir: journaled and served here while JavaScript lets it (capture_names), else there.
+// A namespace change: journaled and served here while JavaScript lets it (capture_names), else there.
 static int change_names(enum names_op op, struct request *r) {
   struct session *s = current();
   if (!s->capture) return dispatch(r);
-  int names_new = op == NAMES_RENAME; // a new name: forgotten before and after, as dispatch does
+  int names_new = op != NAMES_UNLINK && op != NAMES_RMDIR; // forgotten before and after, as dispatch does
   if (names_new) nocap_forget(s);
-  int rc = capture_names(s->capture, op, r->path, r->path2);
+  int rc = capture_names(s->capture, op, r->path, r->path2, r->mode);
   if (rc == -EAGAIN) return dispatch(r);
   if (names_new) nocap_forget(s);
   return rc;
@@ -694,7 +694,7 @@ static int op_rmdir(const char *path) {
 
 static int op_mkdir(const char *path, mode_t mode) {
   struct request r = { .op = OP_MKDIR, .path = path, .mode = mode };
-  return dispatch(&r);
+  return change_names(NAMES_MKDIR, &r);
 }
 
 static int op_rename(const char *from, const char *to, unsigned int flags) {
@@ -706,12 +706,12 @@ static int op_rename(const char *from, const char *to, unsigned int flags) {
 
 static int op_symlink(const char *target, const char *path) {
   struct request r = { .op = OP_SYMLINK, .path = path, .path2 = target };
-  return dispatch(&r);
+  return change_names(NAMES_SYMLINK, &r);
 }
 
 static int op_link(const char *from, const char *to) {
   struct request r = { .op = OP_LINK, .path = from, .path2 = to };
-  return dispatch(&r);
+  return change_names(NAMES_LINK, &r);
 }
 
 static int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
@@ -1419,8 +1419,8 @@ static napi_value js_hold(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// serveNames(session, on, createMode): renames, unlinks and rmdirs are journaled and served natively from now, or in
-// JavaScript; creates too unless createMode is H_JS (else new files' handles get that mode).
+// serveNames(session, on, createMode): renames, unlinks, rmdirs, mkdirs, symlinks and links are journaled and served
+// natively from now, or in JavaScript; creates too unless createMode is H_JS (else new files' handles get that mode).
 static napi_value js_serve_names(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];

@@ -1,7 +1,7 @@
-// Creates, renames, unlinks and rmdirs served on libfuse's threads (native binding): journaled in order with the
-// writes around them, mirrored with the times they leave, and sent back to JavaScript whenever it must decide (a
-// transaction holds a file, the policy has edges, a class declares a VOS organization); record formats known by
-// name do not outlive a move, and a new critical file is still an event.
+// Namespace changes (create, mkdir, symlink, link, rename, unlink, rmdir) served on libfuse's threads (native
+// binding): journaled in order with the writes around them, mirrored with the times they leave, and sent back to
+// JavaScript whenever it must decide (a transaction holds a file, the policy has edges, a class declares a VOS
+// organization); record formats known by name do not outlive a move, and a new critical file is still an event.
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,11 +20,11 @@ async function pair(t: Test) {
   return { ...l, synced, servedNatively };
 }
 
-t.test('creates, renames, unlinks and rmdirs are served natively, in order with the writes around them', { skip }, async (t) => {
+t.test('every namespace change is served natively, in order with the writes around them', { skip }, async (t) => {
   const { prod, dr, synced, servedNatively } = await pair(t);
   fs.mkdirSync(path.join(prod, 'in'));
-  fs.mkdirSync(path.join(prod, 'out'));
-  let changes = 0;
+  fs.mkdirSync(path.join(prod, 'out'), 0o750);
+  let changes = 2;
   for (let i = 0; i < 60; i++) {
     const tmp = path.join(prod, 'in', `batch-${i}.tmp`);
     fs.writeFileSync(tmp, `batch ${i}\n`);
@@ -34,7 +34,12 @@ t.test('creates, renames, unlinks and rmdirs are served natively, in order with 
     if (i % 3 === 0) {
       fs.mkdirSync(path.join(prod, 'in', `d${i}`));
       fs.rmdirSync(path.join(prod, 'in', `d${i}`));
-      changes++;
+      changes += 2;
+    }
+    if (i % 4 === 0) {
+      fs.linkSync(path.join(prod, 'out', 'current.dat'), path.join(prod, 'in', `hard-${i}`));
+      fs.symlinkSync(`../out/kept-${i % 5}.dat`, path.join(prod, 'in', `latest-${i}`));
+      changes += 2;
     }
     if (i % 2 === 0) {
       fs.writeFileSync(path.join(prod, `gone-${i}`), 'x');
@@ -48,10 +53,14 @@ t.test('creates, renames, unlinks and rmdirs are served natively, in order with 
   t.equal(await outcome(() => fs.promises.rmdir(path.join(prod, 'out'))), 'ENOTEMPTY', 'and a failing rmdir');
   t.equal(await outcome(() => fs.promises.unlink(path.join(prod, 'in'))), 'EISDIR', 'and an unlink of a directory');
   t.equal(await outcome(() => fs.promises.writeFile(path.join(prod, 'nowhere', 'x'), '')), 'ENOENT', 'and a create in no directory');
+  t.equal(await outcome(() => fs.promises.mkdir(path.join(prod, 'out'))), 'EEXIST', 'and a mkdir of a name taken');
+  t.equal(await outcome(() => fs.promises.symlink('x', path.join(prod, 'out'))), 'EEXIST', 'and a symlink');
+  t.equal(await outcome(() => fs.promises.link(path.join(prod, 'in', 'hard-0'), path.join(prod, 'out', 'kept-0.dat'))), 'EEXIST', 'and a link');
   t.equal(await servedNatively(), changes, `the ${changes} changes were served natively (the failed ones count none)`);
   await synced();
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
-  t.same(b.entries, p.entries, 'the sites are identical');
+  t.same(b.entries, p.entries, 'the sites are identical: content, modes, owners, symlinks');
+  t.same(b.linkGroups, p.linkGroups, 'hard links alike');
   t.same(mtimeDrift(p, b), [], 'directories and files carry the same times');
   t.equal(fs.readFileSync(path.join(dr, 'out', 'kept-4.dat'), 'utf8'), 'batch 59\nmore\n', 'the last batch under its last name');
 });

@@ -179,8 +179,11 @@ t.test('capture log (native binding): after a crash its entries reach the journa
 
 interface LoggedFrame {
   kind: number;
+  seq: number;
   op?: string;
   offset?: number;
+  done?: boolean;
+  stamps?: number;
 }
 
 async function loggedFrames(state: string): Promise<LoggedFrame[]> {
@@ -188,7 +191,7 @@ async function loggedFrames(state: string): Promise<LoggedFrame[]> {
   const { decodeEntry } = (await import(ENTRY)) as typeof import('../dist/journal/entry.js');
   return readCaptureLogs(state).frames.map((f) => {
     const e = f.kind !== GENERATION && f.body.length ? decodeEntry(f.body) : undefined;
-    return { kind: f.kind, op: e?.op, offset: e?.op === 'write' ? e.offset : undefined };
+    return { kind: f.kind, seq: f.seq, op: e?.op, offset: e?.op === 'write' ? e.offset : undefined, done: e?.done, stamps: e?.stamps?.length };
   });
 }
 
@@ -349,4 +352,35 @@ t.test('a capture-log frame torn by a power cut ends the log: what it held is ne
     t.equal(fs.readFileSync(path.join(prod, f!), 'utf8'), want, `primary /${f}`);
     t.equal(fs.readFileSync(path.join(dr, f!), 'utf8'), want, `backup /${f}`);
   }
+});
+
+t.test('a namespace change served natively: its intent is logged before it runs, its outcome after; an intent alone at a crash is redone (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+  const { dir, prod, dr, pstate, secret } = layout(t);
+  for (const f of ['a', 'b']) fs.writeFileSync(path.join(prod, f), f);
+  const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
+  const primary = await startPrimary(t, args);
+  fs.renameSync(path.join(prod, 'a'), path.join(prod, 'a2'));
+  fs.mkdirSync(path.join(prod, 'd'));
+  const served = JSON.parse((await drms(['status', '--state', pstate, '--json'])).stdout) as { namesServedNatively: number };
+  t.equal(served.namesServedNatively, 2, 'both were served natively');
+  const frames = (await loggedFrames(pstate)).filter((f) => f.op === 'rename' || f.op === 'mkdir');
+  t.match(frames, [
+    { kind: 0, op: 'rename', done: undefined, stamps: undefined },
+    { kind: 0, op: 'rename', done: true, stamps: 2 },
+    { kind: 0, op: 'mkdir', done: undefined, stamps: undefined },
+    { kind: 0, op: 'mkdir', done: true, stamps: 2 },
+  ], 'each: its intent, then its outcome with the times it left (of the parent, the root here, and the new name)');
+  t.equal(frames[0]!.seq, frames[1]!.seq, 'under one seq');
+  primary.proc.kill('SIGKILL');
+  await primary.exited;
+  await run('fusermount', ['-uz', prod]).catch(() => undefined);
+
+  // A crash between a rename and its outcome frame: the log holds the intent alone, as it would.
+  await crashWithFrames(pstate, [{ kind: 0, entry: { op: 'rename', path: '/b', to: '/b2' } }]);
+  const second = await startPrimary(t, args);
+  t.match((await second.waitFor(/recovery: redid/)).path, '/b');
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  t.same(fs.readdirSync(prod).sort(), ['a2', 'b2', 'd'], 'the primary has the redone rename');
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'and the backup is identical');
 });

@@ -30,7 +30,7 @@ export interface NodeReport {
   binding?: string;
   /** io_uring entries that have served the mount's requests (primary, native binding). */
   ringEntries?: number;
-  /** Creates, renames, unlinks and rmdirs served on libfuse's threads (primary, native binding). */
+  /** Namespace changes (create, mkdir, symlink, link, rename, unlink, rmdir) served on libfuse's threads (primary, native binding). */
   namesServedNatively?: number;
   target?: string;
   listen?: string;

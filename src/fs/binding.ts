@@ -35,9 +35,9 @@ export interface Capture {
   /** Every handle back to JS (read-only, policy change, a transaction, the backlog cap). */
   resetHandles(): void;
   /**
-   * Renames, unlinks and rmdirs are journaled and served natively (on) or here: natively only while nothing here
-   * could refuse or redirect one (a transaction, the policy's edges, read-only, the backlog cap). Creates too, unless
-   * `creates` is HandleMode.js; else the new files' handles get that mode.
+   * Namespace changes (mkdir, symlink, link, rename, unlink, rmdir) are journaled and served natively (on) or here:
+   * natively only while nothing here could refuse or redirect one (a transaction, the policy's edges, read-only, the
+   * backlog cap). Creates too, unless `creates` is HandleMode.js; else the new files' handles get that mode.
    */
   serveNames(on: boolean, creates: HandleMode): void;
   /** How many namespace changes were served natively: caches by path are stale once it moves. */

@@ -22,7 +22,7 @@ export interface Mounted {
   readonly backlogFull: boolean;
   /** io_uring entries that have served the mount's requests (0: all came through /dev/fuse). */
   readonly ringEntries: number;
-  /** Creates, renames, unlinks and rmdirs the native binding journaled and served itself (0: all were JavaScript's). */
+  /** Namespace changes the native binding journaled and served itself (0: all were JavaScript's). */
   readonly namesServedNatively: number;
   /** Runs `fn` with every mutation held back, e.g. to journal a consistent copy of a file. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;

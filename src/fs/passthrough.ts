@@ -219,16 +219,16 @@ export class Passthrough {
     this.serveNames();
   }
 
-  /** How many creates, renames, unlinks and rmdirs the native binding served (for status). */
+  /** How many namespace changes the native binding served (for status). */
   get namesServedNatively(): number {
     return this.capture?.namesChanged() ?? 0;
   }
 
   /**
-   * Renames, unlinks, rmdirs and creates are served natively while nothing here could refuse or redirect one: every
-   * name mirrored (no policy edge to cross), no transaction open, writes neither refused nor held at the cap. Creates
-   * also need every class to add nothing at creation (a VOS organization to declare, a mode of its own): then a new
-   * file's handle mode is the mount's, as handleMode would say.
+   * Namespace changes (create, mkdir, symlink, link, rename, unlink, rmdir) are served natively while nothing here
+   * could refuse or redirect one: every name mirrored (no policy edge to cross), no transaction open, writes neither
+   * refused nor held at the cap. Creates also need every class to add nothing at creation (a VOS organization to
+   * declare, a mode of its own): then a new file's handle mode is the mount's, as handleMode would say.
    */
   private serveNames(): void {
     if (!this.capture) return;
