@@ -197,6 +197,20 @@ async function loggedFrames(state: string): Promise<LoggedFrame[]> {
 
 const [CAPTURED, GENERATION, CHECKPOINT] = [2, 3, 4];
 
+const answeredByLog = (frames: LoggedFrame[]) => frames.slice(frames.map((f) => f.kind).lastIndexOf(CHECKPOINT) + 1).every((f) => f.kind === CAPTURED);
+
+/**
+ * Waits until only captured frames follow the log's last checkpoint. A file's creation turns the log's fast answers
+ * off until the next checkpoint, which the journal takes when an fdatasync wants one: on a loaded machine maybe only
+ * after many; from then on fdatasyncs are answered by the log.
+ */
+async function untilLogAnswers(state: string): Promise<void> {
+  for (let i = 0; !answeredByLog(await loggedFrames(state)); i++) {
+    if (i === 200) throw new Error('no checkpoint after the fdatasyncs within 10 s');
+    await sleep(50);
+  }
+}
+
 t.test('a capture log is overwritten, not emptied: what an older generation left in it, or a frame not sealed with its salt, is not read back after a crash (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   fs.writeFileSync(path.join(prod, 'a'), 'original');
@@ -272,7 +286,9 @@ t.test('power cut (native binding): fdatasyncs answered by the capture log alone
   const args = await ranAndStopped(t, { dir, prod, dr, pstate, secret });
   const primary = await startPrimary(t, args);
   const RECORDS = 300;
-  await appendSynced(path.join(prod, 'ledger.log'), RECORDS);
+  await appendSynced(path.join(prod, 'ledger.log'), 25);
+  await untilLogAnswers(pstate);
+  await appendSynced(path.join(prod, 'ledger.log'), RECORDS - 25, '', 25);
 
   const frames = await loggedFrames(pstate);
   const last = frames.map((f) => f.kind).lastIndexOf(CHECKPOINT);
@@ -308,13 +324,7 @@ t.test('a namespace change after fdatasyncs answered by the capture log waits fo
   const primary = await startPrimary(t, args);
   const day = path.join(prod, 'day.log');
   await appendSynced(day, 25);
-  // The file's creation turned the log's fast answers off until the next checkpoint, which the journal takes when
-  // an fdatasync wants one: on a loaded machine maybe only after these 25. The next ones are answered by the log.
-  const answeredByLog = (frames: LoggedFrame[]) => frames.slice(frames.map((f) => f.kind).lastIndexOf(CHECKPOINT) + 1).every((f) => f.kind === CAPTURED);
-  for (let i = 0; !answeredByLog(await loggedFrames(pstate)); i++) {
-    if (i === 200) throw new Error('no checkpoint after the fdatasyncs within 10 s');
-    await sleep(50);
-  }
+  await untilLogAnswers(pstate);
   // The rename could put another file at the name the log's writes were made to: they must not be redone there.
   await appendSynced(day, 25, `fs.renameSync(${JSON.stringify(day)}, ${JSON.stringify(path.join(prod, 'day-1.log'))});`);
   const frames = await loggedFrames(pstate);

@@ -48,12 +48,15 @@ rmdir staging
 rm -f pre/remove-me.txt
 `;
 
-/** Appends `n` 64-byte records to `file` from a child process, each followed by fdatasync; then runs `then`. */
-export async function appendSynced(file: string, n: number, then = ''): Promise<void> {
+/**
+ * Appends `n` 64-byte records (numbered from `from`) to `file` from a child process, each followed by fdatasync; then
+ * runs `then`.
+ */
+export async function appendSynced(file: string, n: number, then = '', from = 0): Promise<void> {
   const script = `
     const fs = require('node:fs');
     const fd = fs.openSync(${JSON.stringify(file)}, 'a');
-    for (let i = 0; i < ${n}; i++) {
+    for (let i = ${from}; i < ${from + n}; i++) {
       fs.writeSync(fd, ('record ' + i).padEnd(63) + '\\n');
       fs.fdatasyncSync(fd);
     }
