@@ -54,7 +54,7 @@ struct capture {
   size_t handles;
 
   int root_fd;               // the mirrored tree, for syncfs
-  int fast;                  // fdatasync may flush only the log: no frame of JavaScript's since the last checkpoint
+  int fast;                  // fdatasync may flush only the log: only captured writes since the last checkpoint
   int fast_acked;            // an fdatasync was answered that way since the last checkpoint
   int want_checkpoint;       // an fdatasync could not be (JavaScript asks through capture_wants_checkpoint)
   uint64_t js_frames;        // frames of JavaScript's appended so far (and of namespace changes served here)
