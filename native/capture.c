@@ -51,6 +51,7 @@ struct capture {
   void (*notify)(void *);
   void *notify_arg;
   uint8_t *mode, *dirty;
+  uint8_t *created;          // a handle capture_create opened that JavaScript has not taken over (capture_js_handle)
   size_t handles;
 
   int root_fd;               // the mirrored tree, for syncfs
@@ -437,6 +438,7 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   c->handles = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 22) ? rl.rlim_cur : (1u << 20);
   c->mode = calloc(c->handles, 1);
   c->dirty = calloc(c->handles, 1);
+  c->created = calloc(c->handles, 1);
   c->root_fd = root_fd;
   c->log_fds[0] = log_fds[0];
   c->log_fds[1] = log_fds[1];
@@ -457,9 +459,10 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   pthread_cond_init(&c->taken, NULL);
   pthread_mutex_init(&c->sync_lock, NULL);
   pthread_cond_init(&c->sync_req, NULL);
-  if (!c->mode || !c->dirty || pthread_create(&c->syncer, NULL, syncer_main, c) != 0) {
+  if (!c->mode || !c->dirty || !c->created || pthread_create(&c->syncer, NULL, syncer_main, c) != 0) {
     free(c->mode);
     free(c->dirty);
+    free(c->created);
     free(c);
     return NULL;
   }
@@ -478,6 +481,7 @@ void capture_free(struct capture *c) {
   pthread_mutex_unlock(&c->lock);
   free(c->mode);
   free(c->dirty);
+  free(c->created);
   free(c->pending);
   free(c);
 }
@@ -492,6 +496,14 @@ void capture_set_mode(struct capture *c, uint64_t fh, int mode) {
   __atomic_store_n(&c->mode[fh], (uint8_t)mode, __ATOMIC_RELEASE);
   c->dirty[fh] = 0;
   pthread_mutex_unlock(&c->lock);
+}
+
+void capture_js_handle(struct capture *c, uint64_t fh) {
+  if (fh < c->handles) __atomic_store_n(&c->created[fh], 0, __ATOMIC_RELEASE);
+}
+
+int capture_js_owns(struct capture *c, uint64_t fh) {
+  return fh >= c->handles || !__atomic_load_n(&c->created[fh], __ATOMIC_ACQUIRE);
 }
 
 void capture_reset_modes(struct capture *c) {
@@ -887,6 +899,7 @@ int capture_create(struct capture *c, const char *path, mode_t mode) {
   if ((uint64_t)fd < c->handles) {
     __atomic_store_n(&c->mode[fd], (uint8_t)c->create_mode, __ATOMIC_RELEASE);
     c->dirty[fd] = 0;
+    __atomic_store_n(&c->created[fd], 1, __ATOMIC_RELEASE);
   }
   names_end(c, &b, &ch);
   return fd;

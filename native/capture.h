@@ -38,6 +38,10 @@ int capture_mode(struct capture *c, uint64_t fh);
 void capture_set_mode(struct capture *c, uint64_t fh, int mode);
 // Every handle back to JavaScript (read-only mount, policy change, backlog cap).
 void capture_reset_modes(struct capture *c);
+// JavaScript keeps state for the handle (it opened it, or took over one created here): its release goes there.
+void capture_js_handle(struct capture *c, uint64_t fh);
+// Whether JavaScript keeps state for the handle: true unless capture_create opened it and JavaScript never took it over.
+int capture_js_owns(struct capture *c, uint64_t fh);
 
 // Holds captured writes back (nested: counted) while JavaScript needs every mutation to wait.
 void capture_hold(struct capture *c, int on);

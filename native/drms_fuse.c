@@ -624,9 +624,13 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi) {
-  // Before JavaScript closes it: the descriptor number may be reused at once.
-  if (current()->capture) capture_set_mode(current()->capture, fi->fh, H_JS);
+  struct capture *c = current()->capture;
+  // Before the descriptor is closed: its number may be reused at once.
+  if (c) capture_set_mode(c, fi->fh, H_JS);
   open_node_remove(current()->dev_fd, request_nodeid, fi->fh);
+  // A file created natively whose writes never came back to JavaScript: JavaScript knows nothing of the handle.
+  // (It takes one over only while serving a request on it, before answering, so never while this runs.)
+  if (c && !capture_js_owns(c, fi->fh)) return close((int)fi->fh) == 0 ? 0 : -errno;
   // Nothing waits for a release (the kernel sends it once close(2) has returned), so this thread does not wait for
   // JavaScript either: it forgets the handle and closes the descriptor in its turn. JavaScript's own opens run on
   // its thread, after this in its queue, so the number cannot be reused before it is closed.
@@ -1390,6 +1394,20 @@ static napi_value js_set_handle(napi_env env, napi_callback_info info) {
   napi_get_value_int64(env, argv[1], &fh);
   napi_get_value_int32(env, argv[2], &mode);
   capture_set_mode(c, (uint64_t)fh, mode);
+  capture_js_handle(c, (uint64_t)fh);
+  return NULL;
+}
+
+// adoptHandle(session, fh): JavaScript took over a handle created natively (its writes came back there); its release
+// goes to JavaScript from now.
+static napi_value js_adopt_handle(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  int64_t fh;
+  napi_get_value_int64(env, argv[1], &fh);
+  capture_js_handle(c, (uint64_t)fh);
   return NULL;
 }
 
@@ -1537,6 +1555,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "logFrame", NULL, js_log_frame, NULL, NULL, NULL, napi_default, NULL },
     { "take", NULL, js_take, NULL, NULL, NULL, napi_default, NULL },
     { "setHandle", NULL, js_set_handle, NULL, NULL, NULL, napi_default, NULL },
+    { "adoptHandle", NULL, js_adopt_handle, NULL, NULL, NULL, napi_default, NULL },
     { "hold", NULL, js_hold, NULL, NULL, NULL, napi_default, NULL },
     { "dropCache", NULL, js_drop_cache, NULL, NULL, NULL, napi_default, NULL },
     { "resetHandles", NULL, js_reset_handles, NULL, NULL, NULL, napi_default, NULL },

@@ -32,6 +32,8 @@ export type HandleMode = (typeof HandleMode)[keyof typeof HandleMode];
 export interface Capture {
   readonly sequencer: Sequencer;
   setHandle(fh: number, mode: HandleMode): void;
+  /** JavaScript took over a handle created natively (its writes came back here): its release comes here too. */
+  adoptHandle(fh: number): void;
   /** Every handle back to JS (read-only, policy change, a transaction, the backlog cap). */
   resetHandles(): void;
   /**
@@ -110,6 +112,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         logBytes: () => a.logBytes(session),
       },
       setHandle: (fh, mode) => a.setHandle(session, fh, mode),
+      adoptHandle: (fh) => a.adoptHandle(session, fh),
       resetHandles: () => a.resetHandles(session),
       serveNames: (on, creates) => a.serveNames(session, on, creates),
       namesChanged: () => a.namesChanged(session),

@@ -23,6 +23,7 @@ export interface NativeAddon {
   logFrame(session: unknown, kind: number, seq: number, body?: Buffer): void;
   take(session: unknown): Buffer | undefined;
   setHandle(session: unknown, fh: number, mode: number): void;
+  adoptHandle(session: unknown, fh: number): void;
   resetHandles(session: unknown): void;
   serveNames(session: unknown, on: boolean, createMode: number): void;
   namesChanged(session: unknown): number;

@@ -240,11 +240,15 @@ export class Passthrough {
 
   /**
    * The handle `fd` was opened as. A file the native binding created is first seen here once its writes come back
-   * to JavaScript (uncapture): its times are journaled at its next flush, as every handle's then.
+   * to JavaScript (uncapture): its times are journaled at its next flush, as every handle's then, and its release
+   * comes here (the binding closes one it created and JavaScript never saw).
    */
   private handle(fd: number): Handle {
     let h = this.handles.get(fd);
-    if (!h) this.handles.set(fd, (h = { dirty: true, lastSeq: 0, syncWrites: false }));
+    if (!h) {
+      this.handles.set(fd, (h = { dirty: true, lastSeq: 0, syncWrites: false }));
+      this.capture?.adoptHandle(fd);
+    }
     return h;
   }
 
