@@ -809,7 +809,8 @@ static int names_fail(struct capture *c, struct buf *b, int e) {
   return -e;
 }
 
-static void names_end(struct capture *c, struct buf *b, const struct names_change *ch) {
+// `own`: the new name's stat, taken already (NULL: none).
+static void names_end(struct capture *c, struct buf *b, const struct names_change *ch, const struct stat *own) {
   uint64_t seq = c->next_seq++;
   c->js_frames++;
   __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED); // a redo of captured writes alone would now miss this change
@@ -835,7 +836,10 @@ static void names_end(struct capture *c, struct buf *b, const struct names_chang
   for (int i = 0; i < n; i++) {
     int seen = 0;
     for (int j = 0; j < i; j++) seen |= strcmp(paths[i], paths[j]) == 0;
-    if (!seen && fstatat(c->root_fd, rel(paths[i]), &st[k], AT_SYMLINK_NOFOLLOW) == 0) stamped[k++] = paths[i];
+    if (seen) continue;
+    if (own && paths[i] == ch->path) st[k] = *own;
+    else if (fstatat(c->root_fd, rel(paths[i]), &st[k], AT_SYMLINK_NOFOLLOW) != 0) continue;
+    stamped[k++] = paths[i];
   }
   names_frame(b, ch, seq, 1, k, stamped, st);
   // If the final frame cannot be logged, JavaScript takes the intent (every seq must reach it); recovery after a
@@ -872,12 +876,13 @@ int capture_names(struct capture *c, enum names_op op, const char *path, const c
   }
   if (rc != 0) return names_fail(c, &b, errno);
   struct stat st;
-  if (ch.owned && fstatat(root, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+  int stat_ok = ch.owned && fstatat(root, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  if (stat_ok) {
     if (ch.mode >= 0) ch.mode = (int)(st.st_mode & 07777);
     ch.uid = st.st_uid;
     ch.gid = st.st_gid;
   }
-  names_end(c, &b, &ch);
+  names_end(c, &b, &ch, stat_ok ? &st : NULL);
   return 0;
 }
 
@@ -890,7 +895,8 @@ int capture_create(struct capture *c, const char *path, mode_t mode) {
   // EEXIST: a program made the name beneath the mount; JavaScript opens it as ext4 would (see its create).
   if (fd < 0) return names_fail(c, &b, errno == EEXIST ? EAGAIN : errno);
   struct stat st;
-  if (fstat(fd, &st) == 0) {
+  int stat_ok = fstat(fd, &st) == 0;
+  if (stat_ok) {
     ch.mode = (int)(st.st_mode & 07777);
     ch.uid = st.st_uid;
     ch.gid = st.st_gid;
@@ -901,7 +907,7 @@ int capture_create(struct capture *c, const char *path, mode_t mode) {
     c->dirty[fd] = 0;
     __atomic_store_n(&c->created[fd], 1, __ATOMIC_RELEASE);
   }
-  names_end(c, &b, &ch);
+  names_end(c, &b, &ch, stat_ok ? &st : NULL);
   return fd;
 }
 
