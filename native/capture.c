@@ -719,8 +719,6 @@ struct names_change {
   int64_t uid, gid;
 };
 
-static const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
-
 // `p`'s parent, as a mount path ("/" for a name at the top).
 static void parent_of(char *out, size_t size, const char *p) {
   const char *slash = strrchr(p, '/');

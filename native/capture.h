@@ -12,6 +12,9 @@
 enum handle_mode { H_JS = 0, H_CAPTURE = 1, H_PLAIN = 2, H_SYNC = 3 };
 static inline int captured(int mode) { return mode == H_CAPTURE || mode == H_SYNC; }
 
+// A mount path ("/a/b") as a path relative to the mirrored tree's descriptor, for the *at() calls ("." for the root).
+static inline const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
+
 // Capture log frames: [u32 body length][u8 kind][u64 seq][u32 crc32][body], little-endian header, msgpack body.
 // The crc32 (zlib's) covers the log's key (u64), the header before it, and the body. A log starts with its
 // generation frame (sealed with the generation itself), whose body is a random u64 salt: the key of its other

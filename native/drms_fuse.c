@@ -112,8 +112,6 @@ struct ticket { struct request *req; };
 
 static struct session *current(void) { return fuse_get_context()->private_data; }
 
-static const char *rel(const char *path) { return path[1] ? path + 1 : "."; }
-
 static void finish(struct request *r, int result) {
   if (r->detached) {
     free(r);

@@ -12,7 +12,7 @@ import { nsToTimestamp, type Op, type Stamp, type Timestamp } from '../journal/e
 import type { Journal } from '../journal/journal.js';
 import { stampOf, stampsOf } from '../journal/stamps.js';
 import type { EventLog } from '../admin/events.js';
-import type { Policy } from '../policy/policy.js';
+import type { Policy, SyncMode } from '../policy/policy.js';
 import { RecordRuleError, XATTR_ORGANIZATION, XATTR_RECORD_SIZE } from '../vos/layout.js';
 import { RecordRules } from '../vos/record-rules.js';
 import type { CommittedView } from '../vos/committed.js';
@@ -235,7 +235,7 @@ export class Passthrough {
     const { policy, mode } = this.opts;
     const on = policy.mirrorsAll && !this.readOnly && !this.backlogFull && !this.txns.holdsAny;
     const plainCreates = policy.classes.every((c) => !c.organization && (c.sync ?? mode) === mode);
-    this.capture.serveNames(on, !on || !plainCreates ? HandleMode.js : mode === 'sync' ? HandleMode.sync : HandleMode.capture);
+    this.capture.serveNames(on, on && plainCreates ? capturedAs(mode) : HandleMode.js);
   }
 
   /**
@@ -261,7 +261,7 @@ export class Passthrough {
     if (this.readOnly || this.backlogFull || h.syncWrites) return HandleMode.js;
     if (!this.mirrored(p, 'file')) return HandleMode.plain;
     if (this.rules.isRecordFile(p) || this.txns.txnOf(p)) return HandleMode.js;
-    return (this.opts.policy.place(p, false).cls.sync ?? this.opts.mode) === 'sync' ? HandleMode.sync : HandleMode.capture;
+    return capturedAs(this.opts.policy.place(p, false).cls.sync ?? this.opts.mode);
   }
 
   private opened(p: string, fd: number, h: Handle): void {
@@ -946,6 +946,11 @@ export class Passthrough {
     this.opts.log.info({ txn: id, paths, seq }, action === 'commit' ? 'transaction committed' : 'transaction aborted: before-images restored');
     return seq;
   }
+}
+
+/** The mode of a handle captured natively in replication mode `mode`: sync mode's fsync and close wait for the backup. */
+function capturedAs(mode: SyncMode): HandleMode {
+  return mode === 'sync' ? HandleMode.sync : HandleMode.capture;
 }
 
 function isDirectory(abs: string): boolean {
