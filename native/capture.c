@@ -401,6 +401,7 @@ static void advance(struct capture *c, uint64_t target) {
 // Makes the log durable when asked to in the background (an fsync that flushes its file meanwhile, a failed flush).
 static void *syncer_main(void *arg) {
   struct capture *c = arg;
+  pthread_setname_np(pthread_self(), "drms-sync");
   pthread_mutex_lock(&c->sync_lock);
   for (;;) {
     // Only what it can start: a busy stage's end signals again.

@@ -953,6 +953,7 @@ static int mount_device(const char *mountpoint, const char *fsname, mode_t rootm
 
 static void *loop_main(void *arg) {
   struct session *s = arg;
+  pthread_setname_np(pthread_self(), "drms-fuse"); // libfuse's worker threads inherit it
   struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
   fuse_loop_mt(s->fuse, &cfg);
   return NULL;

@@ -30,6 +30,23 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
     t.same(Object.keys(m).sort(), Object.keys(c.median).sort(), `${c.name}: the machine's CPU measured for every target`);
     t.ok(Object.values(m).every((u) => u.busy > 0 && u.busy <= 1 && u.cpuUsPerOp > 0), `${c.name}: a busy share and CPU per operation`);
   }
+  // The drms processes' CPU by thread: the parts add up to their CPU seconds, and the FUSE threads are told apart by
+  // the names native/ gives them (fuse-native's libfuse threads are not ours: none there).
+  for (const c of report.cases) {
+    const split = c.cpuUsPerOp as Record<string, { primary: Record<string, number>; backup?: Record<string, number> }>;
+    t.same(Object.keys(split).sort(), Object.keys(c.median).filter((n) => n.startsWith('drms-')).sort(), `${c.name}: the CPU split measured for every drms target`);
+    for (const [name, s] of Object.entries(split)) {
+      const [run] = c.runs[name] as Array<{ ops: number; cpuSeconds: number }>;
+      const sum = [s.primary, s.backup!].reduce((n, p) => n + p.js + p.fuse + p.other, 0);
+      t.ok(Math.abs((sum * run!.ops) / 1e6 - run!.cpuSeconds) < 1e-6, `${c.name} ${name}: its parts add up to the processes' CPU seconds`);
+      t.ok([s.primary, s.backup!].every((p) => p.js >= 0 && p.fuse >= 0 && p.other >= 0), `${c.name} ${name}: no negative part`);
+    }
+  }
+  const txn1 = report.cases[0].cpuUsPerOp;
+  t.ok(txn1['drms-async'].primary.fuse > 0 && txn1['drms-async'].primary.js > 0 && txn1['drms-async'].backup.js > 0, 'the native binding\'s FUSE threads and both JavaScript threads are busy with one writer');
+  t.equal(txn1['drms-async-fuse-native'].primary.fuse, 0, 'fuse-native\'s threads count as other');
+  t.equal(txn1['drms-async'].backup.fuse, 0, 'the backup serves no mount');
+  t.match(stdout, /Where the drms processes' CPU goes[^\n]*\n\n\| workload \| drms-async \|[^\n]*\n[^\n]*\n\| txn-1 \| [\d.]+ \/ [\d.]+ \/ [\d.]+; [\d.]+ \/ [\d.]+ \|/, 'and reported');
   t.match(stdout, /The whole machine while the workers ran[^\n]*\n\n\| workload \| ext4 \| bindfs \| drms-async \|[^\n]*\n[^\n]*\n\| txn-1 \| \d+% \/ [\d.]+ \|/, 'and reported');
   // Issue #7's targets: each measured one judged against its goal, and printed.
   const targets = report.targets as Array<{ target: string; goal: number; measured: number; met: boolean }>;
@@ -41,13 +58,14 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   t.match(stdout, new RegExp(`Issue #7's targets: ${targets.filter((x) => x.met).length} of ${targets.length} met`), 'and the count is printed');
   t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
   // Every write workload again with no backup on the machine: ext4, bindfs and the primary alone.
-  const alone = report.alone as Array<{ name: string; median: Record<string, number>; ratioToExt4: Record<string, number>; machine: Record<string, unknown>; disk?: Record<string, { flushes: number; writes: number }> }>;
+  const alone = report.alone as Array<{ name: string; median: Record<string, number>; ratioToExt4: Record<string, number>; machine: Record<string, unknown>; cpuUsPerOp: Record<string, { primary: { fuse: number } }>; disk?: Record<string, { flushes: number; writes: number }> }>;
   t.same(alone.map((a) => a.name), ['txn-1', 'txn-8', 'buf-256', 'buf-4k', 'seq-1m', 'meta'], 'the write workloads measured with the primary alone');
   for (const a of alone) {
     t.same(Object.keys(a.median).sort(), ['bindfs', 'drms-primary', 'ext4'], `${a.name}: the primary alone measured beside ext4 and bindfs`);
     t.ok(Object.values(a.median).every((v) => v > 0), `${a.name}: positive figures`);
     t.equal(a.ratioToExt4['drms-primary'], a.median['drms-primary']! / a.median.ext4!, `${a.name}: its ratio to ext4`);
     t.same(Object.keys(a.machine).sort(), ['bindfs', 'drms-primary', 'ext4'], `${a.name}: the machine's CPU measured meanwhile`);
+    t.ok(a.cpuUsPerOp['drms-primary'].primary.fuse > 0, `${a.name}: and the primary's own by thread`);
   }
   const disk = alone[0]!.disk!;
   t.ok(Object.values(disk).every((d) => d.flushes > 0 && d.writes > 0), 'with the disk flushes and writes of each fdatasync');

@@ -113,6 +113,8 @@ interface Sample {
   p50Us?: number;
   p99Us?: number;
   cpuSeconds?: number;
+  /** The same CPU seconds by thread: the primary's, and the backup's when it runs on this machine. */
+  cpuParts?: ProcessesCpu;
   lagP50Ms?: number;
   lagP99Ms?: number;
   /** How far the backup's durable acknowledgements trail (it defers the flush of plain writes: README). */
@@ -120,6 +122,22 @@ interface Sample {
   durableLagP99Ms?: number;
   /** The whole machine (every process, the kernel's threads too) while every worker ran: see machineUse. */
   machine?: MachineUse;
+}
+
+/**
+ * A drms process's CPU by thread: its JavaScript thread, its FUSE threads (libfuse's and io_uring's, which native/
+ * names drms-*; fuse-native's are not ours and count as other) and the rest (V8's helpers, libuv's pool). Where a
+ * target is missed, this says which of them the time went to.
+ */
+interface CpuParts {
+  js: number;
+  fuse: number;
+  other: number;
+}
+
+interface ProcessesCpu {
+  primary: CpuParts;
+  backup?: CpuParts;
 }
 
 /** Share of all the machine's CPUs busy, and CPU microseconds per operation of the workload. */
@@ -231,11 +249,12 @@ async function warmUp(targets: Target[], cases = CASES): Promise<void> {
 }
 
 async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample> {
-  const cpuBefore = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0);
+  const cpuBefore = t.procs.map((p) => threadCpu(p.pid!));
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
   const out = await runWorkers(c.workload, t.dir, c.writers, runSeconds);
   const lags = await lag?.stop();
-  const cpu = t.procs.reduce((n, p) => n + cpuSeconds(p.pid!), 0) - cpuBefore;
+  const [primary, backup] = t.procs.map((p, i) => cpuPartsSince(cpuBefore[i]!, threadCpu(p.pid!), p.pid!));
+  const cpu = [primary, backup].reduce((n, parts) => n + (parts ? parts.js + parts.fuse + parts.other : 0), 0);
   const seconds = Math.max(...out.map((o) => o.seconds));
   const ops = out.reduce((n, o) => n + o.ops, 0);
   const bytes = out.reduce((n, o) => n + o.bytes, 0);
@@ -247,7 +266,7 @@ async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample
     value: c.unit === 'MB/s' ? bytes / seconds / 1e6 : ops / seconds,
     ops,
     ...(lat.length && { p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99) }),
-    ...(t.procs.length && { cpuSeconds: cpu }),
+    ...(primary && { cpuSeconds: cpu, cpuParts: { primary, ...(backup && { backup }) } }),
     ...(lags?.applied.length && { lagP50Ms: pct(lags.applied, 0.5), lagP99Ms: pct(lags.applied, 0.99) }),
     ...(lags?.durable.length && { durableLagP50Ms: pct(lags.durable, 0.5), durableLagP99Ms: pct(lags.durable, 0.99) }),
     machine: machineUse(out),
@@ -322,6 +341,7 @@ function sampleLag(state: string): { stop(): Promise<{ applied: number[]; durabl
 /** A write workload with no backup on this machine: ext4, bindfs and the drms primary alone (as with its backup at a DR site). */
 interface AloneCase extends CaseFigures {
   machine: Record<string, MachineUse>;
+  cpuUsPerOp: Record<string, ProcessesCpu>;
   /** The transaction workloads: disk cache flushes and writes per fdatasync, from the disk's counters. */
   disk?: Record<string, { flushes: number; writes: number }>;
 }
@@ -342,7 +362,7 @@ interface BacklogResult {
  */
 async function alonePhase(base: string, secret: string, targets: Target[]): Promise<AloneCase[]> {
   const { dir, primary } = await primaryWithoutBackup(base, 'alone', '127.0.0.1:1', secret);
-  const dirs: Target[] = [...targets.filter((t) => !t.state), { name: 'drms-primary', dir, procs: [] }];
+  const dirs: Target[] = [...targets.filter((t) => !t.state), { name: 'drms-primary', dir, procs: [primary] }];
   const stat = diskStat(base); // the disk under them all (the mount's own device is FUSE's)
   // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
   const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
@@ -365,6 +385,7 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
     out.push({
       ...figures(c, medians(samples, (s) => s.value)),
       machine: machineMedians(samples),
+      cpuUsPerOp: cpuSplit(samples),
       ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
     });
   }
@@ -419,9 +440,41 @@ function diskStat(dir: string): string | undefined {
   return undefined;
 }
 
-function cpuSeconds(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+/** utime + stime of a /proc stat file (a process's or a thread's), in seconds. */
+function statSeconds(file: string): number {
+  const fields = fs.readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // in clock ticks of 1/100 s
+}
+
+/** A process's CPU seconds now: the whole process's (threads that ended included), and each thread's. */
+interface ThreadCpu {
+  total: number;
+  threads: Map<number, { fuse: boolean; seconds: number }>;
+}
+
+function threadCpu(pid: number): ThreadCpu {
+  const threads = new Map<number, { fuse: boolean; seconds: number }>();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const fuse = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith('drms-');
+      threads.set(Number(tid), { fuse, seconds: statSeconds(`/proc/${pid}/task/${tid}/stat`) });
+    } catch {
+      // the thread ended meanwhile: the process's total still counts it
+    }
+  }
+  return { total: statSeconds(`/proc/${pid}/stat`), threads };
+}
+
+/** CPU seconds from `before` to `after` by part; a thread that ended meanwhile counts as other. */
+function cpuPartsSince(before: ThreadCpu, after: ThreadCpu, pid: number): CpuParts {
+  const since = (tid: number, now: number) => now - (before.threads.get(tid)?.seconds ?? 0);
+  let js = 0;
+  let fuse = 0;
+  for (const [tid, t] of after.threads) {
+    if (tid === pid) js = since(tid, t.seconds);
+    else if (t.fuse) fuse += since(tid, t.seconds);
+  }
+  return { js, fuse, other: Math.max(0, after.total - before.total - js - fuse) };
 }
 
 /** /proc/PID/status sizes in KiB. */
@@ -452,6 +505,21 @@ function machineMedians(runs: Record<string, Sample[]>): Record<string, MachineU
   return Object.fromEntries(Object.keys(busy).map((t) => [t, { busy: busy[t]!, cpuUsPerOp: us[t]! }]));
 }
 
+/** The drms processes' CPU by part (see CpuParts), in µs per operation: each part's median, by target. */
+function cpuSplit(runs: Record<string, Sample[]>): Record<string, ProcessesCpu> {
+  const perOp = (pick: (s: Sample) => CpuParts | undefined, t: string): CpuParts | undefined => {
+    const ss = runs[t]!.filter((s) => pick(s) && s.ops > 0);
+    if (!ss.length) return undefined;
+    const part = (k: keyof CpuParts) => median(ss.map((s) => (pick(s)![k] / s.ops) * 1e6));
+    return { js: part('js'), fuse: part('fuse'), other: part('other') };
+  };
+  return Object.fromEntries(Object.keys(runs).flatMap((t) => {
+    const primary = perOp((s) => s.cpuParts?.primary, t);
+    const backup = perOp((s) => s.cpuParts?.backup, t);
+    return primary ? [[t, { primary, ...(backup && { backup }) }]] : [];
+  }));
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -475,6 +543,7 @@ function figures(c: Case, median: Record<string, number>): CaseFigures {
 interface CaseReport extends CaseFigures {
   latencyUs?: Record<string, { p50: number; p99: number }>;
   cpuSeconds?: Record<string, number>;
+  cpuUsPerOp?: Record<string, ProcessesCpu>;
   lagMs?: Record<string, { p50: number; p99: number }>;
   durableLagMs?: Record<string, { p50: number; p99: number }>;
   machine?: Record<string, MachineUse>;
@@ -522,7 +591,10 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     const report: CaseReport = { ...figures(c, med((s) => s.value)), runs };
     if (c.workload === 'txn') report.latencyUs = pair(med((s) => s.p50Us), med((s) => s.p99Us));
     const cpu = med((s) => s.cpuSeconds);
-    if (Object.keys(cpu).length) report.cpuSeconds = cpu;
+    if (Object.keys(cpu).length) {
+      report.cpuSeconds = cpu;
+      report.cpuUsPerOp = cpuSplit(runs);
+    }
     const lagP50 = med((s) => s.lagP50Ms);
     if (Object.keys(lagP50).length) report.lagMs = pair(lagP50, med((s) => s.lagP99Ms));
     const durableP50 = med((s) => s.durableLagP50Ms);
@@ -560,7 +632,7 @@ function markdown(r: ReturnType<typeof summarize>): string {
       + `${f(x['drms-async'], 2)} | ${f(c.ratioToBindfs['drms-async'], 2)} | ${f(x['drms-sync'], 2)} | ${f(x['drms-async-devfuse'], 2)} | ${f(x['drms-async-wb'], 2)} | ${f(x['drms-async-fuse-native'], 2)} |`);
   }
   if (r.targets.length) {
-    lines.push('', `Issue #7's targets: ${r.targets.filter((t) => t.met).length} of ${r.targets.length} met (where the time goes: README, "Benchmark").`, '', '| target | goal | measured | met | of the goal |', '|---|---|---|---|---|');
+    lines.push('', `Issue #7's targets: ${r.targets.filter((t) => t.met).length} of ${r.targets.length} met (where the time goes: the drms processes' CPU by thread and the whole machine's, below; profiles in README, "Benchmark").`, '', '| target | goal | measured | met | of the goal |', '|---|---|---|---|---|');
     for (const t of r.targets) lines.push(`| ${t.target} | ${t.goal} | ${f(t.measured, 2)} | ${t.met ? 'yes' : 'no'} | ${Number.isFinite(t.ofGoal) ? `${Math.round(t.ofGoal * 100)}%` : ''} |`);
   }
   const drms = DRMS_TARGETS.map((d) => d.name);
@@ -576,6 +648,11 @@ function markdown(r: ReturnType<typeof summarize>): string {
   }
   lines.push('', `| drms CPU seconds per run (primary + backup) | ${drms.join(' | ')} |`, `|---|${drms.map(() => '---|').join('')}`);
   for (const c of r.cases.filter((c) => c.cpuSeconds)) lines.push(`| ${c.name} | ${drms.map((t) => f(c.cpuSeconds![t], 2)).join(' | ')} |`);
+  const parts = (p: CpuParts | undefined) => (p ? [p.js, p.fuse, p.other].map((v) => f(v)).join(' / ') : '');
+  const split = (s: ProcessesCpu | undefined) => (s ? `${parts(s.primary)}${s.backup ? `; ${f(s.backup.js)} / ${f(s.backup.other + s.backup.fuse)}` : ''}` : '');
+  lines.push('', 'Where the drms processes\' CPU goes, µs per operation: the primary\'s JavaScript thread / its FUSE threads (libfuse\'s and io_uring\'s; fuse-native\'s count as other) / its other threads (V8, libuv\'s pool); then the backup\'s JavaScript thread / its other threads.', '',
+    `| workload | ${drms.join(' | ')} |`, `|---|${drms.map(() => '---|').join('')}`);
+  for (const c of r.cases.filter((c) => c.cpuUsPerOp)) lines.push(`| ${c.name} | ${drms.map((t) => split(c.cpuUsPerOp![t])).join(' | ')} |`);
   const use = (m: Record<string, MachineUse> | undefined, t: string) => (m?.[t] ? `${Math.round(m[t]!.busy * 100)}% / ${f(m[t]!.cpuUsPerOp)}` : '');
   lines.push('', `The whole machine while the workers ran (every process and the kernel's threads; ${r.machine.cpus} cores): share of its CPU busy / CPU µs per operation.`, '',
     `| workload | ext4 | bindfs | ${drms.join(' | ')} |`, `|---|---|---|${drms.map(() => '---|').join('')}`);
@@ -586,8 +663,9 @@ function markdown(r: ReturnType<typeof summarize>): string {
     lines.push('', 'With no backup on this machine (drms: its primary alone, as with its backup at a DR site; the targets above are judged with the backup on loopback):', '',
       '| workload | unit | ext4 | bindfs | drms primary | primary / ext4 | primary / bindfs |', '|---|---|---|---|---|---|---|');
     for (const a of r.alone) lines.push(`| ${a.what} | ${a.unit} | ${f(a.median.ext4)} | ${f(a.median.bindfs)} | ${f(a.median['drms-primary'])} | ${f(a.ratioToExt4['drms-primary'], 2)} | ${f(a.ratioToBindfs['drms-primary'], 2)} |`);
-    lines.push('', 'The whole machine meanwhile: share of its CPU busy / CPU µs per operation.', '', '| workload | ext4 | bindfs | drms primary |', '|---|---|---|---|');
-    for (const a of r.alone) lines.push(`| ${a.name} | ${use(a.machine, 'ext4')} | ${use(a.machine, 'bindfs')} | ${use(a.machine, 'drms-primary')} |`);
+    lines.push('', 'The whole machine meanwhile: share of its CPU busy / CPU µs per operation; and the primary\'s own CPU by thread, as above.', '',
+      '| workload | ext4 | bindfs | drms primary | the primary: JS / FUSE / other (µs per op) |', '|---|---|---|---|---|');
+    for (const a of r.alone) lines.push(`| ${a.name} | ${use(a.machine, 'ext4')} | ${use(a.machine, 'bindfs')} | ${use(a.machine, 'drms-primary')} | ${split(a.cpuUsPerOp['drms-primary'])} |`);
     for (const a of r.alone.filter((a) => a.disk)) {
       lines.push('', `${a.what}, disk operations per fdatasync: ${Object.entries(a.disk!).map(([t, d]) => `${t} ${d.flushes.toFixed(2)} flushes and ${d.writes.toFixed(2)} writes`).join('; ')}.`);
     }
