@@ -17,25 +17,47 @@ let seq = 0;
 const write = (p: string): JournalEntry => ({ op: 'write', path: p, offset: 0, data: Buffer.from('x'), seq: ++seq, ts: 0 });
 const marker = (p: string, sec: number, also?: string): JournalEntry => ({ op: 'fsync', path: p, seq: ++seq, ts: 0, stamps: also ? [at(sec, p), at(sec, also)] : [at(sec, p)] });
 
-t.test('a stamp is skipped only when later ones set every path it sets, with no name change between', async (t) => {
+t.test('a stamp is skipped only when a later one sets its path, with no change to what the path names between', async (t) => {
   const entries: JournalEntry[] = [
     write('/a'), marker('/a', 1), // set again by the next /a marker: skipped
-    write('/b'), marker('/b', 2, '/c'), // /c is not stamped later: kept
-    write('/a'), marker('/a', 3), // a rename follows: kept
+    write('/b'), marker('/b', 2, '/c'), // /c is set again only after the commit: kept
+    write('/a'), marker('/a', 3), // a rename of other names follows: skipped
     { op: 'rename', path: '/x', to: '/y', seq: ++seq, ts: 0 },
-    marker('/a', 4), // kept: stamped again, but across the rename
+    marker('/a', 4), // kept: a commit swaps files in
     { op: 'txn-commit', txn: '1', paths: ['/a'], seq: ++seq, ts: 0 },
     marker('/a', 5), marker('/b', 6), marker('/a', 7), marker('/c', 8),
   ];
-  t.same(supersededStamps(entries), [false, true, false, false, false, false, false, false, false, true, false, false, false]);
+  t.same(supersededStamps(entries), [[], [true], [], [false, false], [], [true], [], [false], [], [true], [false], [false], [false]]);
   t.same(supersededStamps([]), []);
+});
+
+t.test('names changed in a directory: its times once, a file\'s until its name changes', async (t) => {
+  const name = (op: 'create' | 'unlink', p: string, stamps: string[]): JournalEntry =>
+    ({ ...(op === 'unlink' ? { op, path: p } : { op, path: p, mode: 0o644, uid: 0, gid: 0 }), seq: ++seq, ts: 0, stamps: stamps.map((s) => at(1, s)) });
+  const rename = (from: string, to: string, stamps: string[]): JournalEntry => ({ op: 'rename', path: from, to, seq: ++seq, ts: 0, stamps: stamps.map((s) => at(1, s)) });
+  const times = (p: string): JournalEntry => ({ op: 'times', path: p, seq: ++seq, ts: 0, stamps: [at(1, p)] });
+  const entries: JournalEntry[] = [
+    name('create', '/d/f', ['/d', '/d/f']), // both set again before any change to their names
+    times('/d/f'), // kept: the rename takes the file away from /d/f
+    rename('/d/f', '/d/g', ['/d', '/d/g']), // /d set again; /d/g is unlinked next
+    name('unlink', '/d/g', ['/d']), // /d: set again by the create below (no change to the name /d)
+    times('/e/x'), // kept: its parent is renamed away
+    rename('/e', '/e2', ['/', '/e2']),
+    rename('/e3', '/e', ['/', '/e']), // another /e, and /e/x another file
+    times('/e/x'),
+    name('create', '/d/f', ['/d', '/d/f']), // kept: /d is renamed away
+    rename('/d', '/d.old', ['/']),
+    times('/a'), // kept: the rename puts another file at /a
+    rename('/c', '/a', ['/', '/a']),
+  ];
+  t.same(supersededStamps(entries), [[true, true], [false], [true, false], [true], [false], [true, false], [true, false], [false], [false, false], [true], [false], [false, false]]);
 });
 
 t.test('stamps owed for an entry that never came are set when the run stops', async (t) => {
   const dir = tmpdir(t);
   fs.writeFileSync(path.join(dir, 'f'), 'data');
   const applier = new Applier(dir, pino({ level: 'silent' }));
-  t.equal(await applier.apply(marker('/f', 1_000_000_000), true), true);
+  t.equal(await applier.apply(marker('/f', 1_000_000_000), [true]), true);
   t.not(fs.statSync(path.join(dir, 'f')).mtimeMs, 1_000_000_000_000, 'a superseded stamp is not set at once');
   await applier.settleStamps();
   t.equal(fs.statSync(path.join(dir, 'f'), { bigint: true }).mtimeNs, 1_000_000_000_000_000_500n, 'it is set when the run stops before its successor');
@@ -67,4 +89,32 @@ t.test('appends with fdatasync on several files, times set among them and a rena
   const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
   if (NATIVE_BINDING) for (const f of ['a.log', 'b.log', 'c2.log']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
   t.equal(ns(dr, 'a.log'), BigInt(Date.UTC(2014, 3, 4)) * 1_000_000n, 'the last times set reached the backup');
+});
+
+t.test('files created, renamed and unlinked in directories, and a directory renamed over by another: the times agree, the directories\' too', async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  await sh(`node -e '
+    const fs = require("fs");
+    for (const d of ["d", "e", "next"]) fs.mkdirSync(d);
+    for (let i = 0; i < 300; i++) {
+      fs.writeFileSync("d/f" + i, "data " + i);
+      fs.renameSync("d/f" + i, "d/g" + i);
+      if (i % 3) fs.unlinkSync("d/g" + i);
+      fs.writeFileSync("e/x", "x" + i);
+      if (i % 20 === 0) fs.writeFileSync("next/x", "");
+      if (i % 20 === 19) {
+        fs.renameSync("e", "e" + i);
+        fs.renameSync("next", "e");
+        fs.mkdirSync("next");
+      }
+    }
+  '`, prod);
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'the backup is identical');
+  t.same(mtimeDrift(p, b), [], 'times agree');
+  const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
+  if (NATIVE_BINDING) for (const f of ['/', 'd', 'd/g0', 'e', 'e/x', 'e19', 'e19/x', 'e299/x']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
 });

@@ -74,14 +74,14 @@ export class Applier {
   /**
    * Applies one entry; false if the operation failed with an errno (logged and counted as a divergence).
    * PathEscapeError, ApplyError and retryable errors (disk full, I/O) are thrown: nothing may skip them.
-   * `superseded`: later entries set its stamps again (see supersededStamps); they are owed until then.
+   * `superseded`: which of its stamps later entries set again (see supersededStamps); they are owed until then.
    */
-  async apply(e: JournalEntry, superseded = false): Promise<boolean> {
+  async apply(e: JournalEntry, superseded?: boolean[]): Promise<boolean> {
     try {
       await this.applyOp(e);
-      for (const stamp of e.stamps ?? []) {
+      for (const [i, stamp] of (e.stamps ?? []).entries()) {
         const [p, atime, mtime] = stamp;
-        if (superseded) {
+        if (superseded?.[i]) {
           this.owedStamps.set(p, stamp);
           continue;
         }

@@ -107,22 +107,62 @@ export function redoable(e: JournalEntry): boolean {
 }
 
 /**
- * Which entries' stamps later entries of the run all set again, with only redoable entries between (no name
- * changes: the same files): applying the last stamp of a path gives the same times. Every fsync marker carries its
- * file's times, so a batch of appends with fdatasync sets each file's times once, not once a record.
+ * Which stamps of each entry later entries of the run set again, with nothing between that changes what their
+ * paths name: applying the last stamp of a path gives the same times. Every fsync marker carries its file's times, so a
+ * batch of appends with fdatasync sets each file's times once, not once a record; and a directory whose names change
+ * (create, rename, unlink in it: each stamps it) gets its times once a batch.
  */
-export function supersededStamps(entries: JournalEntry[]): boolean[] {
-  const out = new Array<boolean>(entries.length).fill(false);
-  let later = new Set<string>();
+export function supersededStamps(entries: JournalEntry[]): boolean[][] {
+  const out: boolean[][] = new Array(entries.length);
+  // Scanning back: the nearest later entry that stamps a path, that changes a name, that may change any.
+  const stamped = new Map<string, number>();
+  const changed = new Map<string, number>();
+  let barrier = Infinity;
+  const supersededAt = (p: string): boolean => {
+    const next = stamped.get(p);
+    if (next === undefined || next >= barrier) return false;
+    // The operation runs before its own stamps: a change at `next` comes between too.
+    for (let name = p; ; name = name.slice(0, Math.max(1, name.lastIndexOf('/')))) {
+      if ((changed.get(name) ?? Infinity) <= next) return false;
+      if (name === '/' || !name.includes('/')) return true;
+    }
+  };
   for (let i = entries.length - 1; i >= 0; i--) {
     const e = entries[i]!;
-    if (!redoable(e)) {
-      later = new Set();
-      continue;
-    }
     const stamps = e.stamps ?? [];
-    out[i] = stamps.length > 0 && stamps.every(([p]) => later.has(p));
-    for (const [p] of stamps) later.add(p);
+    out[i] = stamps.map(([p]) => supersededAt(p));
+    for (const [p] of stamps) stamped.set(p, i);
+    const names = namesChanged(e);
+    if (names === undefined) barrier = i;
+    else for (const name of names) changed.set(name, i);
   }
   return out;
+}
+
+/** The names an entry makes refer to another file (or none), the paths under them too; undefined: it may change any. */
+function namesChanged(e: JournalEntry): string[] | undefined {
+  switch (e.op) {
+    case 'rename':
+      return [e.path, e.to];
+    case 'link':
+      return [e.to];
+    case 'create':
+    case 'mkdir':
+    case 'symlink':
+    case 'unlink':
+    case 'rmdir':
+    case 'remove':
+      return [e.path];
+    case 'chmod':
+    case 'chown':
+    case 'setxattr':
+    case 'removexattr':
+    case 'baseline-start':
+    case 'baseline-end':
+      return [];
+    default:
+      // Writes and truncates outside a transaction, times, markers: none. A transaction's are applied at its
+      // commit, which swaps its files in: any.
+      return redoable(e) ? [] : undefined;
+  }
 }
