@@ -32,8 +32,8 @@
 extern unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
 
 struct capture {
-  pthread_mutex_t lock;      // seq order, the log, the pending entries, the handle table
-  pthread_cond_t taken;
+  pthread_mutex_t lock;      // seq order, the log, the handle table
+  pthread_cond_t taken;      // room in the pending entries, or the hold lifted
   uint64_t next_seq;
   int log_fds[2];
   int active;
@@ -44,8 +44,11 @@ struct capture {
   off_t ready[2];            // how far each log's blocks and size are on stable storage (a full flush covered them)
   int flush_fd;              // for flush_overwritten (flush.h); -1 where it is not sound
   uint64_t appended;         // bytes appended since start, never decreasing (atomic: read by the syncer)
+  // The entries JavaScript takes next, appended under `lock` too (in seq order). Their own lock, so that a take
+  // never waits for an operation that holds `lock` through its system calls (a namespace change, a write).
+  pthread_mutex_t pending_lock;
   char *pending;
-  size_t pending_len, pending_cap;
+  size_t pending_len, pending_cap; // pending_len is read without pending_lock to wait for room (atomic)
   int notify_queued;
   int held;                  // capture_hold count: writers wait while it is not 0
   void (*notify)(void *);
@@ -272,20 +275,30 @@ static int append(struct capture *c, struct buf *frame) {
 
 // Hands a captured entry to JavaScript (lock held); returns whether JavaScript must be told.
 static int hand_over(struct capture *c, const struct buf *frame) {
+  pthread_mutex_lock(&c->pending_lock);
   size_t need = c->pending_len + frame->len;
   if (need > c->pending_cap) {
     size_t cap = c->pending_cap ? c->pending_cap : 65536;
     while (cap < need) cap *= 2;
     char *p = realloc(c->pending, cap);
-    if (!p) return 0; // the entry is in the log: recovery or the next start takes it
+    if (!p) {
+      pthread_mutex_unlock(&c->pending_lock);
+      return 0; // the entry is in the log: recovery or the next start takes it
+    }
     c->pending = p;
     c->pending_cap = cap;
   }
   memcpy(c->pending + c->pending_len, frame->p, frame->len);
-  c->pending_len = need;
-  if (c->notify_queued) return 0;
+  __atomic_store_n(&c->pending_len, need, __ATOMIC_RELAXED);
+  int tell = !c->notify_queued;
   c->notify_queued = 1;
-  return 1;
+  pthread_mutex_unlock(&c->pending_lock);
+  return tell;
+}
+
+// Whether a writer must wait (lock held) before it appends: JavaScript has not taken what is pending, or holds writes.
+static int must_wait(struct capture *c) {
+  return (__atomic_load_n(&c->pending_len, __ATOMIC_RELAXED) > PENDING_MAX || c->held) && !c->stop;
 }
 
 // Group commit in two stages, as the block layer does for fdatasyncs of many files: the log's dirty pages are
@@ -458,6 +471,7 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   c->flush_fd = overwrite_flushable(log_fds[active]) ? flush_fd : -1;
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->taken, NULL);
+  pthread_mutex_init(&c->pending_lock, NULL);
   pthread_mutex_init(&c->sync_lock, NULL);
   pthread_cond_init(&c->sync_req, NULL);
   if (!c->mode || !c->dirty || !c->created || pthread_create(&c->syncer, NULL, syncer_main, c) != 0) {
@@ -528,7 +542,7 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   int notify = 0;
   ssize_t written;
   pthread_mutex_lock(&c->lock);
-  while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
+  while (must_wait(c)) pthread_cond_wait(&c->taken, &c->lock);
   // Still captured? A handle turned back to JavaScript while this writer waited goes there.
   if (!captured(capture_mode(c, (uint64_t)fd))) {
     pthread_mutex_unlock(&c->lock);
@@ -783,7 +797,7 @@ uint64_t capture_names_changed(struct capture *c) {
 // parents' locks throughout, so no other change of these names runs meanwhile.
 static int names_begin(struct capture *c, struct buf *b, const struct names_change *ch) {
   pthread_mutex_lock(&c->lock);
-  while ((c->pending_len > PENDING_MAX || c->held) && !c->stop) pthread_cond_wait(&c->taken, &c->lock);
+  while (must_wait(c)) pthread_cond_wait(&c->taken, &c->lock);
   // Writes answered by the log alone must reach their files before names change (a syncfs, see capture_log):
   // JavaScript's path does that, not this thread under the lock.
   if (!c->names || (ch->op == NAMES_CREATE && c->create_mode == H_JS) || c->fast_acked || c->stop) {
@@ -937,14 +951,20 @@ int capture_wants_checkpoint(struct capture *c) {
 }
 
 char *capture_take(struct capture *c, size_t *len) {
-  pthread_mutex_lock(&c->lock);
+  pthread_mutex_lock(&c->pending_lock);
   char *p = c->pending;
   *len = c->pending_len;
   c->pending = NULL;
-  c->pending_len = c->pending_cap = 0;
+  __atomic_store_n(&c->pending_len, 0, __ATOMIC_RELAXED);
+  c->pending_cap = 0;
   c->notify_queued = 0;
-  pthread_cond_broadcast(&c->taken);
-  pthread_mutex_unlock(&c->lock);
+  pthread_mutex_unlock(&c->pending_lock);
+  if (*len > PENDING_MAX) {
+    // Writers may wait for room: they test it under the lock, so taking it here loses no wake-up.
+    pthread_mutex_lock(&c->lock);
+    pthread_cond_broadcast(&c->taken);
+    pthread_mutex_unlock(&c->lock);
+  }
   return p;
 }
 
