@@ -253,8 +253,9 @@ async function runCase(c: Case, t: Target, runSeconds = SECONDS): Promise<Sample
   const lag = t.state && c.workload === 'txn' ? sampleLag(t.state) : undefined;
   const out = await runWorkers(c.workload, t.dir, c.writers, runSeconds);
   const lags = await lag?.stop();
-  const [primary, backup] = t.procs.map((p, i) => cpuPartsSince(cpuBefore[i]!, threadCpu(p.pid!), p.pid!));
-  const cpu = [primary, backup].reduce((n, parts) => n + (parts ? parts.js + parts.fuse + parts.other : 0), 0);
+  const cpuAfter = t.procs.map((p) => threadCpu(p.pid!));
+  const cpu = cpuAfter.reduce((n, after, i) => n + after.last - cpuBefore[i]!.first, 0);
+  const [primary, backup] = t.procs.map((p, i) => cpuPartsSince(cpuBefore[i]!, cpuAfter[i]!, p.pid!));
   const seconds = Math.max(...out.map((o) => o.seconds));
   const ops = out.reduce((n, o) => n + o.ops, 0);
   const bytes = out.reduce((n, o) => n + o.bytes, 0);
@@ -446,13 +447,18 @@ function statSeconds(file: string): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // in clock ticks of 1/100 s
 }
 
-/** A process's CPU seconds now: the whole process's (threads that ended included), and each thread's. */
+/**
+ * A process's CPU seconds now: each thread's, and the whole process's (threads that ended included) read before and
+ * after them, so that the threads' time between two readings is within the process's.
+ */
 interface ThreadCpu {
-  total: number;
+  first: number;
   threads: Map<number, { fuse: boolean; seconds: number }>;
+  last: number;
 }
 
 function threadCpu(pid: number): ThreadCpu {
+  const first = statSeconds(`/proc/${pid}/stat`);
   const threads = new Map<number, { fuse: boolean; seconds: number }>();
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
@@ -462,7 +468,7 @@ function threadCpu(pid: number): ThreadCpu {
       // the thread ended meanwhile: the process's total still counts it
     }
   }
-  return { total: statSeconds(`/proc/${pid}/stat`), threads };
+  return { first, threads, last: statSeconds(`/proc/${pid}/stat`) };
 }
 
 /** CPU seconds from `before` to `after` by part; a thread that ended meanwhile counts as other. */
@@ -474,7 +480,7 @@ function cpuPartsSince(before: ThreadCpu, after: ThreadCpu, pid: number): CpuPar
     if (tid === pid) js = since(tid, t.seconds);
     else if (t.fuse) fuse += since(tid, t.seconds);
   }
-  return { js, fuse, other: Math.max(0, after.total - before.total - js - fuse) };
+  return { js, fuse, other: Math.max(0, after.last - before.first - js - fuse) };
 }
 
 /** /proc/PID/status sizes in KiB. */
