@@ -1,6 +1,6 @@
 // The backup sets a file's times once per run of writes and fsync markers, from the last stamp, and the trees'
 // times still agree: with appends and fdatasyncs on several files, times set between them, and a rename among them.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -64,10 +64,28 @@ t.test('stamps owed for an entry that never came are set when the run stops', as
   await applier.close();
 });
 
+/** A primary and its backup on loopback. */
+async function mirrored(t: Test): Promise<ReturnType<typeof layout>> {
+  const l = layout(t);
+  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
+  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  return l;
+}
+
+const mtimeNs = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
+
+/** Once the backup has everything: both trees are identical, their times too, and `names`' to the nanosecond (native binding). */
+async function timesAgree(t: Test, { prod, dr, pstate }: ReturnType<typeof layout>, names: string[]): Promise<void> {
+  t.equal((await drms(['sync', '--state', pstate])).code, 0);
+  const [p, b] = [await snapshot(prod), await snapshot(dr)];
+  t.same(b.entries, p.entries, 'the backup is identical');
+  t.same(mtimeDrift(p, b), [], 'times agree');
+  if (NATIVE_BINDING) for (const f of names) t.equal(mtimeNs(dr, f), mtimeNs(prod, f), `${f}: the same mtime to the nanosecond`);
+}
+
 t.test('appends with fdatasync on several files, times set among them and a rename: the times agree (to the nanosecond on the native binding)', async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const l = await mirrored(t);
+  const { prod, dr } = l;
   await sh(`node -e '
     const fs = require("fs");
     const fds = ["a", "b", "c"].map((n) => fs.openSync(n + ".log", "a"));
@@ -82,19 +100,12 @@ t.test('appends with fdatasync on several files, times set among them and a rena
     fs.fdatasyncSync(fds[0]);
     fds.forEach((fd) => fs.closeSync(fd));
   '`, prod);
-  t.equal((await drms(['sync', '--state', pstate])).code, 0);
-  const [p, b] = [await snapshot(prod), await snapshot(dr)];
-  t.same(b.entries, p.entries, 'the backup is identical');
-  t.same(mtimeDrift(p, b), [], 'times agree');
-  const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
-  if (NATIVE_BINDING) for (const f of ['a.log', 'b.log', 'c2.log']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
-  t.equal(ns(dr, 'a.log'), BigInt(Date.UTC(2014, 3, 4)) * 1_000_000n, 'the last times set reached the backup');
+  await timesAgree(t, l, ['a.log', 'b.log', 'c2.log']);
+  t.equal(mtimeNs(dr, 'a.log'), BigInt(Date.UTC(2014, 3, 4)) * 1_000_000n, 'the last times set reached the backup');
 });
 
 t.test('files created, renamed and unlinked in directories, and a directory renamed over by another: the times agree, the directories\' too', async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const l = await mirrored(t);
   await sh(`node -e '
     const fs = require("fs");
     for (const d of ["d", "e", "next"]) fs.mkdirSync(d);
@@ -110,11 +121,6 @@ t.test('files created, renamed and unlinked in directories, and a directory rena
         fs.mkdirSync("next");
       }
     }
-  '`, prod);
-  t.equal((await drms(['sync', '--state', pstate])).code, 0);
-  const [p, b] = [await snapshot(prod), await snapshot(dr)];
-  t.same(b.entries, p.entries, 'the backup is identical');
-  t.same(mtimeDrift(p, b), [], 'times agree');
-  const ns = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
-  if (NATIVE_BINDING) for (const f of ['/', 'd', 'd/g0', 'e', 'e/x', 'e19', 'e19/x', 'e299/x']) t.equal(ns(dr, f), ns(prod, f), `${f}: the same mtime to the nanosecond`);
+  '`, l.prod);
+  await timesAgree(t, l, ['/', 'd', 'd/g0', 'e', 'e/x', 'e19', 'e19/x', 'e299/x']);
 });
