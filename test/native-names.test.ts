@@ -5,16 +5,14 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { drms, layout, NATIVE_BINDING, outcome, startBackup, startPrimary } from './helpers/cluster.js';
+import { drms, layout, NATIVE_BINDING, outcome, startBackup, startPair, startPrimary } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { RecordFile, Transaction } from '../dist/vos/record-file.js';
 
 const skip = NATIVE_BINDING ? false : 'the fuse-native binding serves every namespace change in JavaScript';
 
 async function pair(t: Test) {
-  const l = layout(t);
-  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
-  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  const l = await startPair(t);
   const synced = async () => t.equal((await drms(['sync', '--state', l.pstate, '--timeout', '60'])).code, 0, 'the backup has applied everything');
   const servedNatively = async () => (JSON.parse((await drms(['status', '--state', l.pstate, '--json'])).stdout) as { namesServedNatively: number }).namesServedNatively;
   return { ...l, synced, servedNatively };

@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { Applier } from '../src/apply/applier.js';
 import { supersededStamps } from '../src/apply/redo-log.js';
 import type { JournalEntry, Stamp } from '../src/journal/entry.js';
-import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
+import { drms, type layout, NATIVE_BINDING, sh, startPair, tmpdir } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
 /** Nanosecond times through the mount need the native binding (fuse-native passes milliseconds). */
@@ -64,14 +64,6 @@ t.test('stamps owed for an entry that never came are set when the run stops', as
   await applier.close();
 });
 
-/** A primary and its backup on loopback. */
-async function mirrored(t: Test): Promise<ReturnType<typeof layout>> {
-  const l = layout(t);
-  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
-  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
-  return l;
-}
-
 const mtimeNs = (root: string, f: string) => fs.lstatSync(path.join(root, f), { bigint: true }).mtimeNs;
 
 /** Once the backup has everything: both trees are identical, their times too, and `names`' to the nanosecond (native binding). */
@@ -84,7 +76,7 @@ async function timesAgree(t: Test, { prod, dr, pstate }: ReturnType<typeof layou
 }
 
 t.test('appends with fdatasync on several files, times set among them and a rename: the times agree (to the nanosecond on the native binding)', async (t) => {
-  const l = await mirrored(t);
+  const l = await startPair(t);
   const { prod, dr } = l;
   await sh(`node -e '
     const fs = require("fs");
@@ -105,7 +97,7 @@ t.test('appends with fdatasync on several files, times set among them and a rena
 });
 
 t.test('files created, renamed and unlinked in directories, and a directory renamed over by another: the times agree, the directories\' too', async (t) => {
-  const l = await mirrored(t);
+  const l = await startPair(t);
   await sh(`node -e '
     const fs = require("fs");
     for (const d of ["d", "e", "next"]) fs.mkdirSync(d);

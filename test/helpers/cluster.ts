@@ -132,6 +132,14 @@ export async function startPrimary(
   return node;
 }
 
+/** A backup on loopback and a primary mounted on the layout's `prod` that ships to it. */
+export async function startPair(t: Test): Promise<ReturnType<typeof layout>> {
+  const l = layout(t);
+  const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
+  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  return l;
+}
+
 /** A TCP port free on 127.0.0.1 right now (for a node that must listen on a known port later). */
 export async function freePort(): Promise<number> {
   const server = net.createServer();
