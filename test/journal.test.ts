@@ -132,6 +132,77 @@ t.test('acknowledged entries leave lmdb a database at a time: the file stays bou
   await j.close();
 });
 
+t.test('with capture logs, entries wait in memory for the backup: a flush syncs the active log, not lmdb; a swap of the logs, a backlog or a new session stores them', async (t) => {
+  const dir = tmpdir(t);
+  const j = Journal.open(dir);
+  const synced: number[] = [];
+  const fdatasync = fs.fdatasync;
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    synced.push(fd);
+    fdatasync(fd, cb);
+  }) as typeof fs.fdatasync;
+  t.teardown(() => void (fs.fdatasync = fdatasync));
+  const flushedLogs = async () => {
+    synced.length = 0;
+    await j.flushed();
+    return j.captureLogs!.logFds.map((fd) => synced.includes(fd));
+  };
+  // The native binding's side, as the journal sees it: seqs, and the frames it "captured".
+  const { key } = j.captureLogs!;
+  let next = j.lastSeq + 1;
+  let captured: Buffer[] = [];
+  let logBytes = 0;
+  let swaps = 0;
+  const capture = (n: number, size = 4) => {
+    for (let i = 0; i < n; i++, next++) {
+      captured.push(encodeFrame(FrameKind.Captured, next, key, encodeEntry({ op: 'write', path: '/f', offset: 0, data: Buffer.alloc(size, next), seq: next, ts: Date.now() })));
+    }
+    j.commitNow();
+  };
+  const session = {
+    reserve: () => next++,
+    unreserve: () => false,
+    logFrame: () => undefined,
+    take: () => {
+      const all = captured.length ? Buffer.concat(captured) : undefined;
+      captured = [];
+      return all;
+    },
+    rotate: () => void ((logBytes = 0), swaps++),
+    checkpoint: async () => undefined,
+    wantsCheckpoint: () => false,
+    logBytes: () => logBytes,
+  };
+  j.attach(session);
+
+  capture(3);
+  t.same(j.read(1, Infinity, 100).map((e) => e.seq), [1, 2, 3], 'the shipper reads them');
+  t.same(await flushedLogs(), [true, false], 'a flush syncs the active capture log, where their frames are');
+  j.setAcked(3);
+  j.commitNow();
+  t.same(await flushedLogs(), [false, false], 'acknowledged, none waits: lmdb alone is flushed');
+
+  capture(2); // 4, 5
+  logBytes = 2 ** 27; // the next flush tick swaps the logs
+  for (let i = 0; i < 50 && swaps === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(swaps, 1, 'the logs were swapped');
+  t.same(await flushedLogs(), [false, false], 'the swap stored what waited');
+  capture(1); // 6
+  t.same(await flushedLogs(), [false, true], 'the next entry waits, its frame in the other log');
+  j.attach(session); // a mount again: its session starts the logs over, at log 0
+  t.same(await flushedLogs(), [false, false], 'a new session stores what waited');
+  capture(1); // 7
+  t.same(await flushedLogs(), [true, false], 'and its entries wait in log 0');
+  capture(97, 2 ** 20); // 8-104: past 96 MiB of backlog
+  t.same(await flushedLogs(), [false, false], 'a backlog is stored at once');
+  await j.close();
+
+  const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
+  const keys = ['entries', 'entries-1'].flatMap((name) => [...(env.openDB<Buffer, number>({ name, encoding: 'binary' })?.getKeys() ?? [])]);
+  t.same(keys.sort((a, b) => a - b), Array.from({ length: 101 }, (_, i) => 4 + i), 'lmdb has 4-104: never 1-3, acknowledged while they waited');
+  await env.close();
+});
+
 t.test('a backlog leaves lmdb as soon as the backup has acknowledged it: the pages it held take the next entries', async (t) => {
   const dir = tmpdir(t);
   const MiB = 2 ** 20;

@@ -3,13 +3,15 @@
 // retract() drops it if the operation failed. Records survive a crash of the process; flushed() makes them
 // survive a power cut, as a group commit, and an idle timer bounds the exposure.
 // With the native binding, seqs come from its Sequencer and every entry is appended to its capture log (the
-// write-ahead log it makes writes durable with) when it is recorded; lmdb takes it in the next ingest()'s
-// transaction, with the entries the binding captured itself. Without it, every record is an lmdb commit.
+// write-ahead log it makes writes durable with) when it is recorded; the next ingest() takes it in with the entries
+// the binding captured itself, and lmdb stores it only if the backup has not acknowledged it by the time it must
+// (see HELD_BYTES). Without it, every record is an lmdb commit.
 import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
+import { DrmsError } from '../errors.js';
 import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type EntrySummary, type JournalEntry, type Op, type Stamp } from './entry.js';
 import { Segments } from './segments.js';
@@ -26,6 +28,15 @@ const INGEST_DELAY_MS = 1;
  * batches: with 4, 1 MiB writes left it more than 4 MiB behind and reading lmdb at 0.6 ms a MiB on the primary.
  */
 const RECENT_BYTES = 32 * 2 ** 20;
+/**
+ * Entries taken in with the native binding wait in memory for the backup's acknowledgement while the backlog is
+ * within this many bytes (the shipper's 64 MiB in flight and the backup's 32 MiB flush groups); lmdb stores those
+ * still unacknowledged when the backlog grows past it, when the capture logs are swapped, or when a mount's
+ * session attaches or detaches. Until then their frames in the active capture log are their durable copy
+ * (flushed() syncs it). With 1 MiB writes lmdb's put and commit were 0.4 of the primary's JavaScript time, and its
+ * file another write of every byte; with 32 MiB, a backup acknowledging in groups left most of them stored anyway.
+ */
+const HELD_BYTES = 96 * 2 ** 20;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 /** The acknowledged entries in lmdb are dropped (a database of them: Segments) about every this many bytes. */
@@ -58,6 +69,8 @@ export class Journal extends EventEmitter {
   /** The capture logs, ready for the native binding (undefined: opened read-only). */
   readonly captureLogs: CaptureLogs | undefined;
   private rotating = false;
+  /** The capture log the native binding appends to: 0 when it attaches (mount.ts starts it so), swapped by rotate(). */
+  private activeLog: 0 | 1 = 0;
   /** The last entry whose operation completed: the shipper reads up to here. */
   readySeq: number;
   /** The backup has applied entries up to here durably (they may be trimmed). */
@@ -80,7 +93,7 @@ export class Journal extends EventEmitter {
   /** The lmdb data file, flushed by flushed(). */
   private dataFd = -1;
   private readonly entries: Segments;
-  /** Bytes of every entry stored, counted on from those found unacknowledged when meta held no count (see backlogBytes). */
+  /** Bytes of every entry taken in (stored or held), counted on from those found unacknowledged when meta held no count (see backlogBytes). */
   private storedBytes = 0;
   /** Pairs of a seq and storedBytes once no entry above the seq was stored yet, ascending (see backlogBytes). */
   private readonly marks: number[] = [];
@@ -153,8 +166,9 @@ export class Journal extends EventEmitter {
    * captured is taken in on `ingest()`. Detached (undefined) when it unmounts.
    */
   attach(sequencer: Sequencer | undefined, settled = true): void {
-    this.commitNow();
+    this.commitNow(true); // a session starts its logs over (mount.ts), and detached nothing may wait outside lmdb
     this.sequencer = sequencer;
+    this.activeLog = 0;
     if (!settled) this.logsSettled = false;
   }
 
@@ -206,11 +220,11 @@ export class Journal extends EventEmitter {
     else this.commitNow();
   }
 
-  /** Takes everything in now and tells the shipper how far it may send. */
-  commitNow(): void {
+  /** Takes everything in now (lmdb stores the held entries too with `storeHeld`) and tells the shipper how far it may send. */
+  commitNow(storeHeld = false): void {
     clearTimeout(this.ingestTimer);
     this.ingestTimer = undefined;
-    if (this.ingest()) return;
+    if (this.ingest(storeHeld)) return;
     this.settleReady();
     this.emit('committed', this.readySeq);
   }
@@ -248,8 +262,12 @@ export class Journal extends EventEmitter {
   private untaken: Buffer | undefined;
   /** Entries of ours in the capture log that lmdb has not taken yet (see put()), by seq. */
   private readonly unstored = new Map<number, Buffer>();
-  /** What ingest() gave lmdb lately, by seq, as lmdb holds it: read() takes it from here, not back out of lmdb. */
+  /** What ingest() took in lately, by seq, in its final form: read() takes it from here, not back out of lmdb. */
   private readonly recent = new Map<number, Buffer>();
+  /** Entries in `recent` lmdb has not stored (see HELD_BYTES). */
+  private readonly held = new Map<number, Buffer>();
+  /** No seq below it is in `held` (evicted by seq, as `recent` is). */
+  private heldLow = 0;
   private recentBytes = 0;
   /** No seq below it is in `recent`. Evicted by seq: a Map iterated from its front after deletes there is slow. */
   private recentLow = 0;
@@ -276,7 +294,7 @@ export class Journal extends EventEmitter {
     void this.meta.put(COUNTS_KEY, counts);
   }
 
-  /** An entry lmdb took: the backlog counts it. */
+  /** An entry taken in (stored or held): the backlog counts it. */
   private stored(bytes: Buffer): void {
     this.storedBytes += bytes.length;
     if (this.storedBytes - this.marks[this.marks.length - 1]! >= MARK_BYTES) this.marks.push(this.entries.highestSeq, this.storedBytes);
@@ -286,7 +304,8 @@ export class Journal extends EventEmitter {
     this.recentLow = this.recent.size === 0 ? seq : Math.min(this.recentLow, seq);
     this.recentBytes += bytes.length - (this.recent.get(seq)?.length ?? 0);
     this.recent.set(seq, bytes);
-    while (this.recentBytes > RECENT_BYTES && this.recent.size > 0) this.dropRecentBelow(this.recentLow + 1);
+    // An entry lmdb has not stored stays: memory is its only copy the shipper can read.
+    while (this.recentBytes > RECENT_BYTES && this.recent.size > 0 && !this.held.has(this.recentLow)) this.dropRecentBelow(this.recentLow + 1);
   }
 
   private dropRecentBelow(seq: number): void {
@@ -296,31 +315,44 @@ export class Journal extends EventEmitter {
     }
   }
 
+  private hold(seq: number, bytes: Buffer): void {
+    this.heldLow = this.held.size === 0 ? seq : Math.min(this.heldLow, seq);
+    this.held.set(seq, bytes);
+  }
+
+  /** The held entries and `incoming` (an entry completed since it was taken in its final form), for lmdb to store. */
+  private heldWith(incoming: Map<number, Buffer>): Map<number, Buffer> {
+    const all = new Map(this.held);
+    for (const [seq, bytes] of incoming) all.set(seq, bytes);
+    return all;
+  }
+
   /**
-   * Takes what the native binding captured (writes, their times, fsync markers) and the entries recorded here
-   * since into lmdb, in one transaction. Never throws: what lmdb refuses stays in memory (and in the capture log),
+   * Takes in what the native binding captured (writes, their times, fsync markers) and the entries recorded here
+   * since, in one lmdb transaction that stores them or holds them in memory (see HELD_BYTES); lmdb stores the held
+   * ones too with `storeHeld`. Never throws: what lmdb refuses stays in memory (and in the capture log),
    * 'ingest-failed' says why, the next call retries. True if it told the shipper how far it may send.
    */
-  private ingest(): boolean {
+  private ingest(storeHeld = false): boolean {
     const taken = this.sequencer?.take();
     const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
-    if (!taken && !this.untaken && this.unstored.size === 0 && !trim) return false;
+    if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(storeHeld && this.held.size > 0)) return false;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
+    const incoming = new Map<number, Buffer>();
+    for (const f of frames) incoming.set(f.seq, f.body);
+    for (const [seq, bytes] of this.unstored) incoming.set(seq, bytes);
+    let added = 0;
+    for (const bytes of incoming.values()) added += bytes.length;
+    // lmdb stores every entry taken when asked, when detached (no capture log holds them), or in a backlog.
+    const storeAll = storeHeld || !this.sequencer || this.backlogBytes() + added > HELD_BYTES;
+    const store = storeAll ? this.heldWith(incoming) : undefined;
     let turned: (() => void) | undefined;
     const trimmedMark = trim ? this.marks[1]! : this.trimmedMark;
     try {
       // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
       this.env.transactionSync(() => {
-        let added = 0;
-        for (const f of frames) {
-          this.entries.put(f.seq, f.body);
-          added += f.body.length;
-        }
-        for (const [seq, bytes] of this.unstored) {
-          this.entries.put(seq, bytes);
-          added += bytes.length;
-        }
+        for (const [seq, bytes] of store ?? []) if (seq > this.ackedSeq) this.entries.put(seq, bytes);
         if (trim) void this.meta.put('ackedSeq', trim);
         this.putCounts(added, trimmedMark);
         turned = this.entries.turn(trim || this.trimmedSeq);
@@ -333,17 +365,16 @@ export class Journal extends EventEmitter {
       this.emit('ingest-failed', err);
       return false;
     }
-    for (const f of frames) {
-      this.stored(f.body);
-      this.keepRecent(f.seq, f.body);
-    }
-    for (const [seq, bytes] of this.unstored) {
+    if (storeAll) this.held.clear();
+    for (const [seq, bytes] of incoming) {
       this.stored(bytes);
+      if (!storeAll) this.hold(seq, bytes);
       this.keepRecent(seq, bytes);
     }
     this.unstored.clear();
     this.unflushed = true;
     if (trim) {
+      for (; this.heldLow <= trim && this.held.size > 0; this.heldLow++) this.held.delete(this.heldLow); // lmdb never needs them
       this.dropRecentBelow(trim + 1);
       this.trimmedSeq = trim;
       this.trimmedMark = trimmedMark;
@@ -447,8 +478,12 @@ export class Journal extends EventEmitter {
     try {
       await this.sequencer!.checkpoint();
       if (!this.sequencer) return; // unmounted meanwhile
+      // The other log is overwritten: no entry held may have its frame there (a failed store after the last swap).
+      this.ingest(true);
+      if (this.held.size > 0) throw new DrmsError(`lmdb could not store the entries from seq ${this.heldLow} on: the capture logs are not swapped`, { seq: this.heldLow });
       this.sequencer.rotate();
-      this.ingest();
+      this.activeLog = this.activeLog === 0 ? 1 : 0;
+      this.ingest(true);
       await this.flushed();
     } finally {
       this.rotating = false;
@@ -521,12 +556,21 @@ export class Journal extends EventEmitter {
     this.flushRunning = true;
     this.unflushed = false;
     // What mdb_env_sync does without a write map (lmdb writes with pwrite), but on libuv's pool: lmdb-js's own
-    // sync runs on the calling thread, and here that thread serves every FUSE request.
-    fs.fdatasync(this.dataFd, (err: Error | null) => {
-      this.flushRunning = false;
-      for (const w of batch) (err ? w.reject(err) : w.resolve());
-      if (this.flushWaiters.length) this.startFlush();
-    });
+    // sync runs on the calling thread, and here that thread serves every FUSE request. Entries lmdb does not have
+    // (held, or refused by it) are in the active capture log, flushed beside it.
+    const logFd = this.held.size > 0 || this.untaken ? this.captureLogs?.logFds[this.activeLog] : undefined;
+    const fds = logFd === undefined ? [this.dataFd] : [this.dataFd, logFd];
+    let left = fds.length;
+    let failure: Error | null = null;
+    for (const fd of fds) {
+      fs.fdatasync(fd, (err: Error | null) => {
+        failure ??= err;
+        if (--left > 0) return;
+        this.flushRunning = false;
+        for (const w of batch) (failure ? w.reject(failure) : w.resolve());
+        if (this.flushWaiters.length) this.startFlush();
+      });
+    }
   }
 
   /** Committed entries from `from` on (up to `lastSeq`), up to a byte budget (at least one entry). */
@@ -553,13 +597,17 @@ export class Journal extends EventEmitter {
    * them all). Those it acknowledged are trimmed, even where their database still holds them (Segments).
    */
   *entriesFrom(from: number): Generator<JournalEntry> {
+    this.ingest(true);
+    if (this.held.size > 0) throw new DrmsError(`lmdb could not store the entries from seq ${this.heldLow} on: they cannot be read in order`, { seq: this.heldLow });
     for (const { value } of this.entries.range(Math.max(from, this.trimmedSeq + 1))) yield decodeEntry(value);
   }
 
   /** The first seq still held (older ones were trimmed after the backup applied them). */
   firstSeq(): number {
     const last = this.lastSeq; // takes in what lmdb has not yet
-    return this.entries.firstKey(this.trimmedSeq + 1) ?? last + 1;
+    const stored = this.entries.firstKey(this.trimmedSeq + 1) ?? last + 1;
+    for (let seq = Math.max(this.heldLow, this.trimmedSeq + 1); seq < stored && this.held.size > 0; seq++) if (this.held.has(seq)) return seq;
+    return stored;
   }
 
   /** Capture time of the oldest entry the backup has not acknowledged as durable. */
@@ -579,7 +627,7 @@ export class Journal extends EventEmitter {
 
   /** An entry's bytes, also one lmdb has not taken yet. */
   private entry(seq: number): Buffer | undefined {
-    return this.unstored.get(seq) ?? this.entries.get(seq);
+    return this.unstored.get(seq) ?? this.held.get(seq) ?? this.entries.get(seq);
   }
 
   /**
