@@ -132,7 +132,7 @@ t.test('acknowledged entries leave lmdb a database at a time: the file stays bou
   await j.close();
 });
 
-t.test('with capture logs, entries wait in memory for the backup: a flush syncs the active log, not lmdb; a swap of the logs, a backlog or a new session stores them', async (t) => {
+t.test('with capture logs, entries wait in memory for the backup: a flush syncs the capture logs they are in; a swap stores those whose frames it overwrites, a backlog or a new session all', async (t) => {
   const dir = tmpdir(t);
   const j = Journal.open(dir);
   const synced: number[] = [];
@@ -182,13 +182,21 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
   j.commitNow();
   t.same(await flushedLogs(), [false, false], 'acknowledged, none waits: lmdb alone is flushed');
 
+  const swap = async () => {
+    const before = swaps;
+    logBytes = 2 ** 27; // the next flush tick swaps the logs
+    for (let i = 0; i < 50 && swaps === before; i++) await new Promise((r) => setTimeout(r, 100));
+    t.equal(swaps, before + 1, `swap ${before + 1}`);
+    await new Promise((r) => setTimeout(r, 50)); // the journal's side of it
+  };
   capture(2); // 4, 5
-  logBytes = 2 ** 27; // the next flush tick swaps the logs
-  for (let i = 0; i < 50 && swaps === 0; i++) await new Promise((r) => setTimeout(r, 100));
-  t.equal(swaps, 1, 'the logs were swapped');
-  t.same(await flushedLogs(), [false, false], 'the swap stored what waited');
-  capture(1); // 6
-  t.same(await flushedLogs(), [false, true], 'the next entry waits, its frame in the other log');
+  await swap();
+  t.same(await flushedLogs(), [true, true], 'entries taken in before a swap wait on, their frames in the log it left');
+  j.setAcked(4);
+  j.commitNow();
+  capture(1); // 6, in log 1
+  await swap();
+  t.same(await flushedLogs(), [true, true], 'the next swap stored 5 (log 0 was overwritten), not 6 (in log 1, kept)');
   j.attach(session); // a mount again: its session starts the logs over, at log 0
   t.same(await flushedLogs(), [false, false], 'a new session stores what waited');
   capture(1); // 7
@@ -199,7 +207,7 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
 
   const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
   const keys = ['entries', 'entries-1'].flatMap((name) => [...(env.openDB<Buffer, number>({ name, encoding: 'binary' })?.getKeys() ?? [])]);
-  t.same(keys.sort((a, b) => a - b), Array.from({ length: 101 }, (_, i) => 4 + i), 'lmdb has 4-104: never 1-3, acknowledged while they waited');
+  t.same(keys.sort((a, b) => a - b), Array.from({ length: 100 }, (_, i) => 5 + i), 'lmdb has 5-104: never 1-4, acknowledged while they waited');
   await env.close();
 });
 

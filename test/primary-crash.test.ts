@@ -300,7 +300,7 @@ async function storedWrites(state: string, file: string): Promise<number> {
   return Number(stdout.trim());
 }
 
-t.test('entries the backup acknowledges while they wait in memory never reach lmdb; those waiting at a SIGKILL come back from the capture log (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
+t.test('entries the backup acknowledges while they wait in memory never reach lmdb; those waiting at a SIGKILL, across a swap of the capture logs, come back from them (native binding)', { skip: NATIVE_BINDING ? false : 'the fuse-native binding has no capture log' }, async (t) => {
   const { dir, prod, dr, pstate, secret } = layout(t);
   const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret });
   const args = { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret };
@@ -313,18 +313,26 @@ t.test('entries the backup acknowledges while they wait in memory never reach lm
 
   backup.proc.kill('SIGSTOP'); // acknowledges nothing more
   t.teardown(() => backup.proc.kill('SIGCONT'));
-  await dd('waiting.dat', 8);
+  const { readLog } = (await import(CAPTURE_LOG)) as typeof import('../dist/journal/capture-log.js');
+  const generation = (i: number) => readLog(fs.readFileSync(path.join(pstate, `capture-${i}.log`))).generation;
+  const first0 = generation(0);
+  await dd('waiting.dat', 70); // past 64 MiB: the next flush tick swaps the logs
+  for (let i = 0; i < 50 && generation(1) <= first0; i++) await sleep(100);
+  t.ok(generation(1) > first0, 'the capture logs were swapped: capture-1.log took over');
+  await dd('after.dat', 8);
   await sleep(300); // taken in (a few ms), and past a flush of the journal
-  t.equal(await storedWrites(pstate, '/waiting.dat'), 0, 'unacknowledged writes wait in memory, their frames in the capture log');
+  t.equal(await storedWrites(pstate, '/waiting.dat'), 0, 'unacknowledged writes wait in memory, their frames in the log the swap left');
+  t.equal(await storedWrites(pstate, '/after.dat'), 0, 'and those after it, theirs in the active one');
   first.proc.kill('SIGKILL');
   await first.exited;
   await run('fusermount', ['-uz', prod]).catch(() => undefined);
-  backup.proc.kill('SIGCONT');
 
   await startPrimary(t, args);
-  t.equal(await storedWrites(pstate, '/waiting.dat'), 32, 'the restart read all 32 back from the capture log into lmdb');
+  // Before the backup acknowledges them: lmdb drops acknowledged entries a database at a time.
+  t.same([await storedWrites(pstate, '/waiting.dat'), await storedWrites(pstate, '/after.dat')], [280, 32], 'the restart read every one back from both logs into lmdb');
+  backup.proc.kill('SIGCONT');
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0, 'the backup has everything again');
-  for (const f of ['acked.dat', 'waiting.dat']) t.ok(fs.readFileSync(path.join(prod, f)).equals(fs.readFileSync(path.join(dr, f))), `${f}: same bytes on both sites`);
+  for (const f of ['acked.dat', 'waiting.dat', 'after.dat']) t.ok(fs.readFileSync(path.join(prod, f)).equals(fs.readFileSync(path.join(dr, f))), `${f}: same bytes on both sites`);
   t.same((await snapshot(dr)).entries, (await snapshot(prod)).entries, 'trees identical');
 });
 

@@ -31,9 +31,9 @@ const RECENT_BYTES = 32 * 2 ** 20;
 /**
  * Entries taken in with the native binding wait in memory for the backup's acknowledgement while the backlog is
  * within this many bytes (the shipper's 64 MiB in flight and the backup's 32 MiB flush groups); lmdb stores those
- * still unacknowledged when the backlog grows past it, when the capture logs are swapped, or when a mount's
- * session attaches or detaches. Until then their frames in the active capture log are their durable copy
- * (flushed() syncs it). With 1 MiB writes lmdb's put and commit were 0.4 of the primary's JavaScript time, and its
+ * still unacknowledged when the backlog grows past it, when a swap of the capture logs is about to overwrite their
+ * frames (those taken in before the last swap), or when a mount's session attaches or detaches. Until then their
+ * frames in the capture logs are their durable copy (flushed() syncs them). With 1 MiB writes lmdb's put and commit were 0.4 of the primary's JavaScript time, and its
  * file another write of every byte; with 32 MiB, a backup acknowledging in groups left most of them stored anyway.
  */
 const HELD_BYTES = 96 * 2 ** 20;
@@ -71,6 +71,8 @@ export class Journal extends EventEmitter {
   private rotating = false;
   /** The capture log the native binding appends to: 0 when it attaches (mount.ts starts it so), swapped by rotate(). */
   private activeLog: 0 | 1 = 0;
+  /** Entries taken in up to here may have their frames in the other log, which the next swap overwrites. */
+  private swapSeq = 0;
   /** The last entry whose operation completed: the shipper reads up to here. */
   readySeq: number;
   /** The backup has applied entries up to here durably (they may be trimmed). */
@@ -166,9 +168,10 @@ export class Journal extends EventEmitter {
    * captured is taken in on `ingest()`. Detached (undefined) when it unmounts.
    */
   attach(sequencer: Sequencer | undefined, settled = true): void {
-    this.commitNow(true); // a session starts its logs over (mount.ts), and detached nothing may wait outside lmdb
+    this.commitNow(Infinity); // a session starts its logs over (mount.ts), and detached nothing may wait outside lmdb
     this.sequencer = sequencer;
     this.activeLog = 0;
+    this.swapSeq = this.last;
     if (!settled) this.logsSettled = false;
   }
 
@@ -220,11 +223,11 @@ export class Journal extends EventEmitter {
     else this.commitNow();
   }
 
-  /** Takes everything in now (lmdb stores the held entries too with `storeHeld`) and tells the shipper how far it may send. */
-  commitNow(storeHeld = false): void {
+  /** Takes everything in now (lmdb stores what waits up to seq `storeThrough`) and tells the shipper how far it may send. */
+  commitNow(storeThrough = 0): void {
     clearTimeout(this.ingestTimer);
     this.ingestTimer = undefined;
-    if (this.ingest(storeHeld)) return;
+    if (this.ingest(storeThrough)) return;
     this.settleReady();
     this.emit('committed', this.readySeq);
   }
@@ -320,23 +323,23 @@ export class Journal extends EventEmitter {
     this.held.set(seq, bytes);
   }
 
-  /** The held entries and `incoming` (an entry completed since it was taken in its final form), for lmdb to store. */
-  private heldWith(incoming: Map<number, Buffer>): Map<number, Buffer> {
-    const all = new Map(this.held);
-    for (const [seq, bytes] of incoming) all.set(seq, bytes);
-    return all;
+  /** The held entries and `incoming` up to seq `through` (an entry completed since it was taken in its final form). */
+  private heldWith(incoming: Map<number, Buffer>, through: number): Map<number, Buffer> {
+    const out = new Map<number, Buffer>();
+    for (const from of [this.held, incoming]) for (const [seq, bytes] of from) if (seq <= through) out.set(seq, bytes);
+    return out;
   }
 
   /**
    * Takes in what the native binding captured (writes, their times, fsync markers) and the entries recorded here
-   * since, in one lmdb transaction that stores them or holds them in memory (see HELD_BYTES); lmdb stores the held
-   * ones too with `storeHeld`. Never throws: what lmdb refuses stays in memory (and in the capture log),
+   * since, in one lmdb transaction that stores them or holds them in memory (see HELD_BYTES); lmdb stores those up
+   * to seq `storeThrough`, held ones too. Never throws: what lmdb refuses stays in memory (and in the capture log),
    * 'ingest-failed' says why, the next call retries. True if it told the shipper how far it may send.
    */
-  private ingest(storeHeld = false): boolean {
+  private ingest(storeThrough = 0): boolean {
     const taken = this.sequencer?.take();
     const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
-    if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(storeHeld && this.held.size > 0)) return false;
+    if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(this.held.size > 0 && storeThrough >= this.heldLow)) return false;
     const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
     const frames = all ? [...framesOf(all)] : [];
     const incoming = new Map<number, Buffer>();
@@ -344,9 +347,9 @@ export class Journal extends EventEmitter {
     for (const [seq, bytes] of this.unstored) incoming.set(seq, bytes);
     let added = 0;
     for (const bytes of incoming.values()) added += bytes.length;
-    // lmdb stores every entry taken when asked, when detached (no capture log holds them), or in a backlog.
-    const storeAll = storeHeld || !this.sequencer || this.backlogBytes() + added > HELD_BYTES;
-    const store = storeAll ? this.heldWith(incoming) : undefined;
+    // Detached (no capture log holds them) or in a backlog, lmdb stores every entry.
+    const through = !this.sequencer || this.backlogBytes() + added > HELD_BYTES ? Infinity : storeThrough;
+    const store = through > 0 ? this.heldWith(incoming, through) : undefined;
     let turned: (() => void) | undefined;
     const trimmedMark = trim ? this.marks[1]! : this.trimmedMark;
     try {
@@ -365,10 +368,11 @@ export class Journal extends EventEmitter {
       this.emit('ingest-failed', err);
       return false;
     }
-    if (storeAll) this.held.clear();
+    if (through === Infinity) this.held.clear();
+    else for (const seq of store?.keys() ?? []) this.held.delete(seq);
     for (const [seq, bytes] of incoming) {
       this.stored(bytes);
-      if (!storeAll) this.hold(seq, bytes);
+      if (!store?.has(seq)) this.hold(seq, bytes);
       this.keepRecent(seq, bytes);
     }
     this.unstored.clear();
@@ -475,16 +479,22 @@ export class Journal extends EventEmitter {
   /** Swaps capture logs; the old one's frames are in lmdb, on stable storage, before the next swap empties it. */
   private async rotate(): Promise<void> {
     this.rotating = true;
+    const session = this.sequencer!;
     try {
-      await this.sequencer!.checkpoint();
-      if (!this.sequencer) return; // unmounted meanwhile
-      // The other log is overwritten: no entry held may have its frame there (a failed store after the last swap).
-      this.ingest(true);
-      if (this.held.size > 0) throw new DrmsError(`lmdb could not store the entries from seq ${this.heldLow} on: the capture logs are not swapped`, { seq: this.heldLow });
-      this.sequencer.rotate();
-      this.activeLog = this.activeLog === 0 ? 1 : 0;
-      this.ingest(true);
+      await session.checkpoint();
+      if (this.sequencer !== session) return; // unmounted meanwhile
+      // The swap overwrites the other log, where entries taken in before the last swap have their frames: lmdb
+      // stores those still held, on stable storage, first.
+      this.ingest(this.swapSeq);
+      if (this.untaken || [...this.held.keys()].some((seq) => seq <= this.swapSeq)) {
+        throw new DrmsError(`lmdb could not store the entries up to seq ${this.swapSeq} whose frames the swap would overwrite: the capture logs are not swapped`, { seq: this.swapSeq });
+      }
       await this.flushed();
+      if (this.sequencer !== session) return; // unmounted meanwhile: everything is stored
+      session.rotate();
+      this.activeLog = this.activeLog === 0 ? 1 : 0;
+      this.ingest(); // takes in every frame appended before the swap
+      this.swapSeq = this.last;
     } finally {
       this.rotating = false;
     }
@@ -557,9 +567,11 @@ export class Journal extends EventEmitter {
     this.unflushed = false;
     // What mdb_env_sync does without a write map (lmdb writes with pwrite), but on libuv's pool: lmdb-js's own
     // sync runs on the calling thread, and here that thread serves every FUSE request. Entries lmdb does not have
-    // (held, or refused by it) are in the active capture log, flushed beside it.
-    const logFd = this.held.size > 0 || this.untaken ? this.captureLogs?.logFds[this.activeLog] : undefined;
-    const fds = logFd === undefined ? [this.dataFd] : [this.dataFd, logFd];
+    // are in the capture logs, flushed beside it: the active one, and the other for those taken in before the last
+    // swap (or refused by lmdb).
+    const logs = this.captureLogs?.logFds ?? [];
+    const both = this.untaken || (this.held.size > 0 && this.heldLow <= this.swapSeq);
+    const fds = [this.dataFd, ...(both ? logs : this.held.size > 0 ? logs.slice(this.activeLog, this.activeLog + 1) : [])];
     let left = fds.length;
     let failure: Error | null = null;
     for (const fd of fds) {
@@ -597,7 +609,7 @@ export class Journal extends EventEmitter {
    * them all). Those it acknowledged are trimmed, even where their database still holds them (Segments).
    */
   *entriesFrom(from: number): Generator<JournalEntry> {
-    this.ingest(true);
+    this.ingest(Infinity);
     if (this.held.size > 0) throw new DrmsError(`lmdb could not store the entries from seq ${this.heldLow} on: they cannot be read in order`, { seq: this.heldLow });
     for (const { value } of this.entries.range(Math.max(from, this.trimmedSeq + 1))) yield decodeEntry(value);
   }
