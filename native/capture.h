@@ -77,7 +77,9 @@ uint64_t capture_reserve(struct capture *c);
 // Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.
 int capture_unreserve(struct capture *c, uint64_t seq);
 int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len);
+// The frames since the last take, or NULL; JavaScript gives the buffer back with capture_release_taken.
 char *capture_take(struct capture *c, size_t *len);
+void capture_release_taken(char *p);
 // 0 or -errno.
 int capture_rotate(struct capture *c);
 // Bytes of frames in the active log (JavaScript rotates past 64 MiB).
