@@ -33,8 +33,9 @@ const RECENT_BYTES = 32 * 2 ** 20;
  * within this many bytes (the shipper's 64 MiB in flight and the backup's 32 MiB flush groups); lmdb stores those
  * still unacknowledged when the backlog grows past it, when a swap of the capture logs is about to overwrite their
  * frames (those taken in before the last swap), or when a mount's session attaches or detaches. Until then their
- * frames in the capture logs are their durable copy (flushed() syncs them). With 1 MiB writes lmdb's put and commit were 0.4 of the primary's JavaScript time, and its
- * file another write of every byte; with 32 MiB, a backup acknowledging in groups left most of them stored anyway.
+ * frames in the capture logs are their durable copy (flushed() syncs them). With 1 MiB writes lmdb's put and
+ * commit were 0.4 of the primary's JavaScript time, and its file another write of every byte; with 32 MiB, a
+ * backup acknowledging in groups left most of them stored anyway.
  */
 const HELD_BYTES = 96 * 2 ** 20;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
@@ -95,7 +96,10 @@ export class Journal extends EventEmitter {
   /** The lmdb data file, flushed by flushed(). */
   private dataFd = -1;
   private readonly entries: Segments;
-  /** Bytes of every entry taken in (stored or held), counted on from those found unacknowledged when meta held no count (see backlogBytes). */
+  /**
+   * Bytes of every entry taken in (stored or held), counted on from those found unacknowledged when meta held no
+   * count (see backlogBytes).
+   */
   private storedBytes = 0;
   /** Pairs of a seq and storedBytes once no entry above the seq was stored yet, ascending (see backlogBytes). */
   private readonly marks: number[] = [];
@@ -223,7 +227,7 @@ export class Journal extends EventEmitter {
     else this.commitNow();
   }
 
-  /** Takes everything in now (lmdb stores what waits up to seq `storeThrough`) and tells the shipper how far it may send. */
+  /** Takes everything in now (lmdb stores what waits, up to seq `storeThrough`); tells the shipper how far it may send. */
   commitNow(storeThrough = 0): void {
     clearTimeout(this.ingestTimer);
     this.ingestTimer = undefined;
