@@ -48,8 +48,11 @@ struct capture {
   // The entries JavaScript takes next, appended under `lock` too (in seq order). Their own lock, so that a take
   // never waits for an operation that holds `lock` through its system calls (a namespace change, a write).
   pthread_mutex_t pending_lock;
+  struct capture_part *parts;      // whole buffers, before `pending` in seq order: large frames, handed over as built
+  size_t parts_n, parts_cap;
   char *pending;
-  size_t pending_len, pending_cap; // pending_len is read without pending_lock to wait for room (atomic)
+  size_t pending_len, pending_cap;
+  size_t waiting;                  // bytes of the parts and pending; read without pending_lock to wait for room (atomic)
   int notify_queued;
   int held;                  // capture_hold count: writers wait while it is not 0
   void (*notify)(void *);
@@ -275,8 +278,8 @@ static int append(struct capture *c, struct buf *frame) {
 }
 
 // Buffers JavaScript took and let go of (capture_release_taken), up to 4 of 8 MiB kept mapped for the next
-// hand-overs: a new one's page faults were 23% of a FUSE thread's time with 1 MiB writes (with the spares, the
-// primary's CPU a MiB 5% lower). Process-wide, so a session's end frees nothing JavaScript still holds.
+// hand-overs and large frames: a new one's page faults were 23% of a FUSE thread's time with 1 MiB writes (with the
+// spares, the primary's CPU a MiB 5% lower). Process-wide, so a session's end frees nothing JavaScript still holds.
 #define SPARES 4
 #define SPARE_MAX ((size_t)8 << 20)
 static pthread_mutex_t spares_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -295,29 +298,71 @@ void capture_release_taken(char *p) {
   free(p);
 }
 
-// Hands a captured entry to JavaScript (lock held); returns whether JavaScript must be told.
-static int hand_over(struct capture *c, const struct buf *frame) {
-  pthread_mutex_lock(&c->pending_lock);
-  size_t need = c->pending_len + frame->len;
-  if (!c->pending) {
-    pthread_mutex_lock(&spares_lock);
-    if (spare_count > 0) c->pending = spares[--spare_count];
-    pthread_mutex_unlock(&spares_lock);
-    c->pending_cap = c->pending ? malloc_usable_size(c->pending) : 0;
-  }
-  if (need > c->pending_cap) {
-    size_t cap = c->pending_cap ? c->pending_cap : 65536;
-    while (cap < need) cap *= 2;
-    char *p = realloc(c->pending, cap);
-    if (!p) {
-      pthread_mutex_unlock(&c->pending_lock);
-      return 0; // the entry is in the log: recovery or the next start takes it
+// A spare of at least `min` bytes, or NULL.
+static char *spare(size_t min) {
+  char *p = NULL;
+  pthread_mutex_lock(&spares_lock);
+  for (int i = spare_count - 1; i >= 0; i--) {
+    if (malloc_usable_size(spares[i]) >= min) {
+      p = spares[i];
+      spares[i] = spares[--spare_count];
+      break;
     }
-    c->pending = p;
-    c->pending_cap = cap;
   }
-  memcpy(c->pending + c->pending_len, frame->p, frame->len);
-  __atomic_store_n(&c->pending_len, need, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&spares_lock);
+  return p;
+}
+
+// Room for `n` more parts (pending_lock held); false if there is no memory for it.
+static int parts_room(struct capture *c, size_t n) {
+  if (c->parts_n + n <= c->parts_cap) return 1;
+  size_t cap = c->parts_cap ? c->parts_cap : 8;
+  while (cap < c->parts_n + n) cap *= 2;
+  struct capture_part *parts = realloc(c->parts, cap * sizeof *parts);
+  if (!parts) return 0;
+  c->parts = parts;
+  c->parts_cap = cap;
+  return 1;
+}
+
+// Frames this large are handed over in the buffer they were built in, not copied into `pending`: with 1 MiB writes
+// that copy went to new memory, faulted in page by page.
+#define PART_MIN ((size_t)64 << 10)
+
+// Hands a captured entry to JavaScript (lock held); returns whether JavaScript must be told. A large frame's buffer
+// is taken from `frame` (its p set to NULL).
+static int hand_over(struct capture *c, struct buf *frame) {
+  size_t len = frame->len;
+  pthread_mutex_lock(&c->pending_lock);
+  if (len >= PART_MIN && parts_room(c, 2)) {
+    if (c->pending_len) c->parts[c->parts_n++] = (struct capture_part){ c->pending, c->pending_len };
+    else free(c->pending);
+    c->parts[c->parts_n++] = (struct capture_part){ frame->p, frame->len };
+    c->pending = NULL;
+    c->pending_len = c->pending_cap = 0;
+    frame->p = NULL;
+    frame->len = frame->cap = 0;
+  } else {
+    size_t need = c->pending_len + len;
+    if (!c->pending) {
+      c->pending = spare(need);
+      c->pending_cap = c->pending ? malloc_usable_size(c->pending) : 0;
+    }
+    if (need > c->pending_cap) {
+      size_t cap = c->pending_cap ? c->pending_cap : 65536;
+      while (cap < need) cap *= 2;
+      char *p = realloc(c->pending, cap);
+      if (!p) {
+        pthread_mutex_unlock(&c->pending_lock);
+        return 0; // the entry is in the log: recovery or the next start takes it
+      }
+      c->pending = p;
+      c->pending_cap = cap;
+    }
+    memcpy(c->pending + c->pending_len, frame->p, len);
+    c->pending_len = need;
+  }
+  __atomic_store_n(&c->waiting, c->waiting + len, __ATOMIC_RELAXED);
   int tell = !c->notify_queued;
   c->notify_queued = 1;
   pthread_mutex_unlock(&c->pending_lock);
@@ -326,7 +371,7 @@ static int hand_over(struct capture *c, const struct buf *frame) {
 
 // Whether a writer must wait (lock held) before it appends: JavaScript has not taken what is pending, or holds writes.
 static int must_wait(struct capture *c) {
-  return (__atomic_load_n(&c->pending_len, __ATOMIC_RELAXED) > PENDING_MAX || c->held) && !c->stop;
+  return (__atomic_load_n(&c->waiting, __ATOMIC_RELAXED) > PENDING_MAX || c->held) && !c->stop;
 }
 
 // Group commit in two stages, as the block layer does for fdatasyncs of many files: the log's dirty pages are
@@ -525,6 +570,8 @@ void capture_free(struct capture *c) {
   free(c->mode);
   free(c->dirty);
   free(c->created);
+  for (size_t i = 0; i < c->parts_n; i++) free(c->parts[i].p);
+  free(c->parts);
   free(c->pending);
   free(c);
 }
@@ -556,6 +603,13 @@ void capture_reset_modes(struct capture *c) {
 }
 
 static void write_frame(struct buf *b, const char *path, off_t off, const char *data, size_t size, uint64_t seq) {
+  // A large frame's buffer is sized to it (with room for the keys): hand_over keeps it for JavaScript.
+  size_t need = size + strlen(path) + 256;
+  if (!b->p && need >= PART_MIN) {
+    b->p = spare(need);
+    if (!b->p) b->p = malloc(need);
+    b->cap = b->p ? malloc_usable_size(b->p) : 0;
+  }
   entry_head(b, 6, "write", path);
   mp_key(b, "offset");
   mp_uint(b, (uint64_t)off);
@@ -978,22 +1032,32 @@ int capture_wants_checkpoint(struct capture *c) {
   return __atomic_load_n(&c->want_checkpoint, __ATOMIC_RELAXED) && !__atomic_load_n(&c->fast, __ATOMIC_RELAXED);
 }
 
-char *capture_take(struct capture *c, size_t *len) {
+struct capture_part *capture_take(struct capture *c, size_t *n) {
   pthread_mutex_lock(&c->pending_lock);
-  char *p = c->pending;
-  *len = c->pending_len;
+  if (c->pending_len && !parts_room(c, 1)) {
+    pthread_mutex_unlock(&c->pending_lock);
+    *n = 0;
+    return NULL; // no memory now: the next take has them
+  }
+  if (c->pending_len) c->parts[c->parts_n++] = (struct capture_part){ c->pending, c->pending_len };
+  else free(c->pending);
+  struct capture_part *parts = c->parts;
+  *n = c->parts_n;
+  size_t waited = c->waiting;
+  c->parts = NULL;
+  c->parts_n = c->parts_cap = 0;
   c->pending = NULL;
-  __atomic_store_n(&c->pending_len, 0, __ATOMIC_RELAXED);
-  c->pending_cap = 0;
+  c->pending_len = c->pending_cap = 0;
+  __atomic_store_n(&c->waiting, 0, __ATOMIC_RELAXED);
   c->notify_queued = 0;
   pthread_mutex_unlock(&c->pending_lock);
-  if (*len > PENDING_MAX) {
+  if (waited > PENDING_MAX) {
     // Writers may wait for room: they test it under the lock, so taking it here loses no wake-up.
     pthread_mutex_lock(&c->lock);
     pthread_cond_broadcast(&c->taken);
     pthread_mutex_unlock(&c->lock);
   }
-  return p;
+  return parts;
 }
 
 // Switches to the other log once every frame in this one is on stable storage; the other one's frames are

@@ -77,8 +77,11 @@ uint64_t capture_reserve(struct capture *c);
 // Gives `seq` back if nothing took a later one (its entry could not be journaled); returns whether it did.
 int capture_unreserve(struct capture *c, uint64_t seq);
 int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, size_t len);
-// The frames since the last take, or NULL; JavaScript gives the buffer back with capture_release_taken.
-char *capture_take(struct capture *c, size_t *len);
+// A buffer of whole frames, in seq order with the others of a take.
+struct capture_part { char *p; size_t len; };
+// The frames since the last take, in `*n` parts (NULL if none); the caller frees the array and gives each part's
+// buffer back with capture_release_taken.
+struct capture_part *capture_take(struct capture *c, size_t *n);
 void capture_release_taken(char *p);
 // 0 or -errno.
 int capture_rotate(struct capture *c);

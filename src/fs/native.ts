@@ -21,7 +21,7 @@ export interface NativeAddon {
   reserve(session: unknown): number;
   unreserve(session: unknown, seq: number): boolean;
   logFrame(session: unknown, kind: number, seq: number, body?: Buffer): void;
-  take(session: unknown): Buffer | undefined;
+  take(session: unknown): Buffer[] | undefined;
   setHandle(session: unknown, fh: number, mode: number): void;
   adoptHandle(session: unknown, fh: number): void;
   resetHandles(session: unknown): void;

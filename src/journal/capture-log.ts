@@ -27,8 +27,8 @@ export interface Sequencer {
   /** Gives `seq` back if no later one was taken; whether it was. */
   unreserve(seq: number): boolean;
   logFrame(kind: number, seq: number, body?: Buffer): void;
-  /** Captured frames since the last call. */
-  take(): Buffer | undefined;
+  /** Captured frames since the last call, in buffers of whole frames (in seq order). */
+  take(): Buffer[] | undefined;
   /**
    * Starts the other log (the current one flushed first); the journal must hold everything in the other one, and a
    * checkpoint() since its last frame must have made its writes durable in their files.

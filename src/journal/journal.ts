@@ -259,14 +259,14 @@ export class Journal extends EventEmitter {
 
   /** Every entry up to readySeq is journaled and its operation done: the shipper may send them. */
   private settleReady(): void {
-    let lowest = this.untaken ? framesOf(this.untaken).next().value!.seq : Infinity;
+    let lowest = this.untaken ? framesOf(this.untaken[0]!).next().value!.seq : Infinity;
     for (const seq of this.pending) lowest = Math.min(lowest, seq);
     for (const seq of this.unstored.keys()) lowest = Math.min(lowest, seq);
     this.readySeq = lowest === Infinity ? this.last : lowest - 1;
   }
 
-  /** Captured frames lmdb could not take yet (a full disk): they are retried, and nothing after them ships. */
-  private untaken: Buffer | undefined;
+  /** Captured frames lmdb could not take yet (a full disk), as taken: they are retried, and nothing after them ships. */
+  private untaken: Buffer[] | undefined;
   /** Entries of ours in the capture log that lmdb has not taken yet (see put()), by seq. */
   private readonly unstored = new Map<number, Buffer>();
   /** What ingest() took in lately, by seq, in its final form: read() takes it from here, not back out of lmdb. */
@@ -344,8 +344,8 @@ export class Journal extends EventEmitter {
     const taken = this.sequencer?.take();
     const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
     if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(this.held.size > 0 && storeThrough >= this.heldLow)) return false;
-    const all = this.untaken && taken ? Buffer.concat([this.untaken, taken]) : (this.untaken ?? taken);
-    const frames = all ? [...framesOf(all)] : [];
+    const all = this.untaken && taken ? [...this.untaken, ...taken] : (this.untaken ?? taken);
+    const frames = all ? all.flatMap((part) => [...framesOf(part)]) : [];
     const incoming = new Map<number, Buffer>();
     for (const f of frames) incoming.set(f.seq, f.body);
     for (const [seq, bytes] of this.unstored) incoming.set(seq, bytes);
@@ -395,7 +395,7 @@ export class Journal extends EventEmitter {
       if (summary.op === 'create') this.emit('created', summary.path); // created natively: JavaScript saw no create
     }
     this.settleReady();
-    if (all) this.emit('ingested', all.length);
+    if (all) this.emit('ingested', all.reduce((n, part) => n + part.length, 0));
     this.emit('committed', this.readySeq);
     this.checkpointIfWanted();
     return true;
