@@ -703,6 +703,47 @@ int capture_flush(struct capture *c, const char *path, int fd, capture_marked_fn
   return rc;
 }
 
+int capture_times(struct capture *c, const char *path, int fd, const struct timespec tv[2]) {
+  struct buf b = { 0 };
+  struct stat st;
+  int notify = 0, rc = 0;
+  pthread_mutex_lock(&c->lock);
+  if (!captured(capture_mode(c, (uint64_t)fd))) rc = -EAGAIN;
+  else if (fstat(fd, &st) != 0) rc = -errno;
+  if (rc == 0) {
+    // Resolved before the frame, which must carry what is set: a redo sets the same.
+    struct timespec now, ts[2];
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (int i = 0; i < 2; i++) {
+      const struct timespec *current = i ? &st.st_mtim : &st.st_atim;
+      ts[i] = tv[i].tv_nsec == UTIME_NOW ? now : tv[i].tv_nsec == UTIME_OMIT ? *current : tv[i];
+    }
+    st.st_atim = ts[0];
+    st.st_mtim = ts[1];
+    uint64_t seq = c->next_seq;
+    entry_head(&b, 6, "times", path);
+    mp_key(&b, "stamps");
+    put_u8(&b, 0x91);
+    mp_stamp(&b, path, &st);
+    entry_tail(&b, seq, 1);
+    frame_end(&b, FRAME_CAPTURED, seq);
+    // A log that cannot take it (a full disk): JavaScript journals it or refuses it, as for a write.
+    if (append(c, &b) != 0) rc = -EAGAIN;
+    else if (futimens(fd, ts) != 0) {
+      rc = -errno;
+      cut(c, c->log_size - (off_t)b.len);
+    } else {
+      c->next_seq++;
+      c->dirty[fd] = 0;
+      notify = hand_over(c, &b);
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  if (notify) c->notify(c->notify_arg);
+  return rc;
+}
+
 int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg) {
   struct buf b = { 0 };
   int notify = 0;

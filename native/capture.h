@@ -57,6 +57,9 @@ int capture_write(struct capture *c, const char *path, int fd, const char *buf, 
 typedef void (*capture_marked_fn)(void *arg, uint64_t seq);
 int capture_flush(struct capture *c, const char *path, int fd, capture_marked_fn marked, void *arg);
 int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg);
+// Sets a captured handle's times (UTIME_NOW and UTIME_OMIT resolved) and journals them: the writeback cache flushes
+// a written file's mtime so. 0, -errno, or -EAGAIN: the handle is not captured, or the log cannot take the entry.
+int capture_times(struct capture *c, const char *path, int fd, const struct timespec tv[2]);
 
 // Namespace changes served here (names_op): journaled like JavaScript's own (an intent frame before the change runs,
 // the final one with the times it left after), while JavaScript lets them (capture_serve_names: nothing of its

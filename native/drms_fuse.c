@@ -666,6 +666,10 @@ static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 
 static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
   if (path == NULL) return futimens((int)fi->fh, tv) == 0 ? 0 : -errno;
+  if (fi && captured(capture_mode(current()->capture, fi->fh))) {
+    int rc = capture_times(current()->capture, path, (int)fi->fh, tv);
+    if (rc != -EAGAIN) return rc;
+  }
   struct request r = { .op = OP_UTIMENS, .path = path };
   r.tv[0] = tv[0];
   r.tv[1] = tv[1];
