@@ -1,4 +1,5 @@
 // The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { ApplyError, AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
@@ -17,6 +18,7 @@ import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
 import { redoable, supersededStamps } from './redo-log.js';
+import { createdPaths, withoutShortLived } from './short-lived.js';
 import { BackupState, type AppliedState } from './state.js';
 
 export interface BackupOptions {
@@ -353,13 +355,15 @@ export class BackupServer {
             break;
           }
         }
-        const superseded = supersededStamps(entries);
+        // Short-lived files (see withoutShortLived) are not made at all; while an initial copy runs, every entry is.
+        const applying = this.applier.resyncing ? entries : withoutShortLived(entries, await this.existing(createdPaths(entries)));
+        const superseded = supersededStamps(applying);
         try {
           for (const [i, entry] of entries.entries()) {
             const raw = raws[i]!;
             if (entry.seq <= applied) continue; // resent after a reconnect: already applied
             if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-            const ok = await this.applier.apply(entry, superseded[i]);
+            const ok = await this.applier.apply(applying[i]!, superseded[i]);
             applied = entry.seq;
             if (logged && redoable(entry)) logged.push(raw);
             else logged = undefined;
@@ -391,6 +395,16 @@ export class BackupServer {
       if (applied !== start || whole) conn.send(FrameType.Ack, this.ack(session));
       this.applyingSince = 0;
     }
+  }
+
+  /** Which of `paths` exist on the target (or are refused by it: their entries then apply as they came, and fail). */
+  private async existing(paths: string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const p of paths) {
+      const abs = await this.applier.target.resolve(p).catch(() => undefined);
+      if (abs === undefined || fs.lstatSync(abs, { throwIfNoEntry: false })) out.add(p);
+    }
+    return out;
   }
 
   /**
