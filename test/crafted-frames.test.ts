@@ -1,37 +1,13 @@
 // An authenticated client sending hostile frames: nothing may be written outside the target.
 import t from 'tap';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { encodeEntry, type JournalEntry } from '../dist/journal/entry.js';
-import { newNonce, proof } from '../dist/wire/auth.js';
-import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody } from '../dist/wire/frame.js';
+import net from 'node:net';
+import { encodeEntry } from '../dist/journal/entry.js';
+import { encodeBatch, FrameType, unpackBody } from '../dist/wire/frame.js';
 import { PeerConnection } from '../dist/wire/peer.js';
+import { sendBatch, type Entry } from './helpers/batch.js';
 import { startBackup, tmpdir, writeSecret } from './helpers/cluster.js';
-
-type Entry = Partial<JournalEntry> & Record<string, unknown>;
-
-/** Authenticates as a primary with journal `journalId` (at `epoch`), sends one batch, returns the answer. */
-async function sendBatch(port: number, secret: Buffer, journalId: string, entries: Array<Entry | Buffer>, epoch = 1) {
-  const socket = net.connect({ host: '127.0.0.1', port });
-  await new Promise((r) => socket.once('connect', r));
-  const conn = new PeerConnection(socket);
-  try {
-    const nonce = newNonce();
-    conn.send(FrameType.Hello, { version: PROTOCOL_VERSION, nonce, journalId, epoch, lineage: [{ epoch, journalId, since: '' }] });
-    const ch = unpackBody<{ nonce: Buffer }>((await conn.read(5000))!);
-    conn.send(FrameType.Auth, { proof: proof(secret, 'primary', ch.nonce, nonce) });
-    const reply = (await conn.read(5000))!;
-    if (reply.type !== FrameType.Welcome) return { welcome: undefined, type: FrameType[reply.type], body: unpackBody<Record<string, unknown>>(reply) };
-    const welcome = unpackBody<{ appliedSeq: number }>(reply);
-    const raw = entries.map((e) => (Buffer.isBuffer(e) ? e : encodeEntry({ ts: Date.now(), ...e } as JournalEntry)));
-    conn.sendParts(FrameType.Batch, encodeBatch(raw));
-    const answer = await conn.read(5000);
-    return { welcome, type: answer ? FrameType[answer.type] : 'closed', body: answer ? unpackBody<Record<string, unknown>>(answer) : {} };
-  } finally {
-    conn.close();
-  }
-}
 
 t.test('hostile entries from an authenticated peer never write outside the target', async (t) => {
   const dir = tmpdir(t);

@@ -3,9 +3,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createdPaths, withoutShortLived } from '../src/apply/short-lived.js';
+import { withoutShortLived } from '../src/apply/short-lived.js';
 import type { JournalEntry, Stamp } from '../src/journal/entry.js';
-import { drms, sh, startPair } from './helpers/cluster.js';
+import { sendBatch } from './helpers/batch.js';
+import { drms, sh, startBackup, startPair, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 
 const at = (p: string, sec = 1): Stamp => [p, [sec, 0], [sec, 0]];
@@ -23,9 +24,9 @@ const unchanged = (entries: JournalEntry[]) => shape(entries);
 t.test('a file created, written, renamed and unlinked in one batch: markers, and an unlink of the name it took', async (t) => {
   const entries = [create('/d/tmp1'), write('/d/tmp1'), entry({ op: 'times', path: '/d/tmp1' }, '/d/tmp1'), rename('/d/tmp1', '/d/tmp2'), write('/d/tmp2'), unlink('/d/tmp2')];
   const out = withoutShortLived(entries, new Set());
-  t.same(shape(out), [['none', '', ['/d']], ['none', '', []], ['none', '', []], ['unlink', '/d/tmp2', ['/d']], ['none', '', []], ['none', '', ['/d']]]);
-  t.same(out.map((e) => e.seq), entries.map((e) => e.seq), 'every seq stays, in order');
-  t.same(createdPaths(entries), ['/d/tmp1']);
+  t.same(shape(out.entries), [['none', '', ['/d']], ['none', '', []], ['none', '', []], ['unlink', '/d/tmp2', ['/d']], ['none', '', []], ['none', '', ['/d']]]);
+  t.same(out.entries.map((e) => e.seq), entries.map((e) => e.seq), 'every seq stays, in order');
+  t.same(out.creates, ['/d/tmp1'], 'the create taken out is named (the backup checks that it made no file there)');
 });
 
 t.test('a file applied as it came: one that outlives the batch, or may', async (t) => {
@@ -39,13 +40,14 @@ t.test('a file applied as it came: one that outlives the batch, or may', async (
     ['its directory renamed', [create('/d/a'), rename('/d', '/e'), unlink('/e/a')]],
     ['a transaction committed meanwhile', [create('/a'), entry({ op: 'txn-commit', txn: '1', paths: ['/x'] }), unlink('/a')]],
     ['written in a transaction', [create('/a'), entry({ op: 'write', path: '/a', offset: 0, data: Buffer.from('x'), txn: '1' }), unlink('/a')]],
+    ['an entry from the wire whose path is not a string came before its unlink (the target refuses it, and says why)', [create('/a'), entry({ op: 'unlink', path: 42 }), unlink('/a')]],
   ];
-  for (const [why, entries, existing] of cases) t.same(shape(withoutShortLived(entries, existing ?? new Set())), unchanged(entries), why);
+  for (const [why, entries, existing] of cases) t.same(shape(withoutShortLived(entries, existing ?? new Set()).entries), unchanged(entries), why);
 });
 
 t.test('a short-lived file renamed over another one: that one is applied as it came, then removed', async (t) => {
   const entries = [create('/other'), create('/tmp'), rename('/tmp', '/other'), unlink('/other'), create('/keep'), unlink('/gone')];
-  t.same(shape(withoutShortLived(entries, new Set())), [
+  t.same(shape(withoutShortLived(entries, new Set()).entries), [
     ['create', '/other', ['/other', '/']], ['none', '', ['/']], ['unlink', '/other', ['/']], ['none', '', ['/']],
     ['create', '/keep', ['/keep', '/']], ['unlink', '/gone', ['/']],
   ]);
@@ -54,9 +56,29 @@ t.test('a short-lived file renamed over another one: that one is applied as it c
 t.test('a batch of 20,000 files that stay and 20,000 that go is rewritten in one pass', async (t) => {
   const entries: JournalEntry[] = [];
   for (let i = 0; i < 20_000; i++) entries.push(create(`/keep/${i}`), create(`/tmp/${i}`), write(`/tmp/${i}`), unlink(`/tmp/${i}`));
-  const out = withoutShortLived(entries, new Set());
+  const out = withoutShortLived(entries, new Set()).entries;
   t.equal(out.filter((e) => e.op === 'create').length, 20_000, 'the files that stay are created');
   t.equal(out.filter((e) => e.op === 'none').length, 60_000, 'the others are markers');
+});
+
+t.test('a backup sent a create over a file it has (with a second link), a write and an unlink applies them as they came', async (t) => {
+  const dir = tmpdir(t);
+  const dr = path.join(dir, 'dr');
+  fs.mkdirSync(dr);
+  fs.writeFileSync(path.join(dr, 'shared'), 'original');
+  fs.linkSync(path.join(dr, 'shared'), path.join(dr, 'shared-link'));
+  const secretFile = writeSecret(dir);
+  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret: secretFile });
+  const r = await sendBatch(backup.port, Buffer.from(fs.readFileSync(secretFile, 'utf8')), 'linked', [
+    { seq: 1, op: 'create', path: '/shared', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 2, op: 'write', path: '/shared', offset: 0, data: Buffer.from('changed') },
+    { seq: 3, op: 'unlink', path: '/shared' },
+    { seq: 4, op: 'create', path: '/scratch', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 5, op: 'unlink', path: '/scratch' },
+  ]);
+  t.same(r.body, { appliedSeq: 5 });
+  t.same(fs.readdirSync(dr).sort(), ['shared-link'], 'the name is gone, the scratch file too');
+  t.equal(fs.readFileSync(path.join(dr, 'shared-link'), 'utf8'), 'changed', 'the file it named has the write (as taken out, it would not)');
 });
 
 t.test('temporary files through the mount: saved over a table, linked, in a renamed directory, short-lived; the sites agree', async (t) => {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { ApplyError, AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
+import { ApplyError, AuthError, codeOf, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
 import type { Activity } from '../admin/activity.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
@@ -18,7 +18,7 @@ import { blockSums, describe } from '../verify/manifest.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
 import { redoable, supersededStamps } from './redo-log.js';
-import { createdPaths, withoutShortLived } from './short-lived.js';
+import { withoutShortLived } from './short-lived.js';
 import { BackupState, type AppliedState } from './state.js';
 
 export interface BackupOptions {
@@ -356,7 +356,7 @@ export class BackupServer {
           }
         }
         // Short-lived files (see withoutShortLived) are not made at all; while an initial copy runs, every entry is.
-        const applying = this.applier.resyncing ? entries : withoutShortLived(entries, await this.existing(createdPaths(entries)));
+        const applying = this.applier.resyncing ? entries : await this.withoutShortLived(entries);
         const superseded = supersededStamps(applying);
         try {
           for (const [i, entry] of entries.entries()) {
@@ -397,14 +397,16 @@ export class BackupServer {
     }
   }
 
-  /** Which of `paths` exist on the target (or are refused by it: their entries then apply as they came, and fail). */
-  private async existing(paths: string[]): Promise<Set<string>> {
-    const out = new Set<string>();
-    for (const p of paths) {
+  /** The batch without its short-lived files: those whose create would have opened a file there are not. */
+  private async withoutShortLived(entries: JournalEntry[]): Promise<JournalEntry[]> {
+    const first = withoutShortLived(entries, new Set());
+    // On libuv's pool, as the creates' opens: a target whose disk hangs must not stop this thread (the watchdog).
+    const existing = new Set<string>();
+    await Promise.all(first.creates.map(async (p) => {
       const abs = await this.applier.target.resolve(p).catch(() => undefined);
-      if (abs === undefined || fs.lstatSync(abs, { throwIfNoEntry: false })) out.add(p);
-    }
-    return out;
+      if (abs === undefined || (await fs.promises.lstat(abs).then(() => true, (err) => codeOf(err) !== 'ENOENT'))) existing.add(p);
+    }));
+    return existing.size ? withoutShortLived(entries, existing).entries : first.entries;
   }
 
   /**

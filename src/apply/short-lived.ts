@@ -8,21 +8,17 @@ const ON_THE_FILE = new Set<JournalEntry['op']>(['write', 'truncate', 'times', '
 /** Entries whose effect on names their paths do not tell: nothing after them is taken out. */
 const OPAQUE = new Set<JournalEntry['op']>(['txn-commit', 'txn-abort', 'baseline-start', 'baseline-end', 'remove']);
 
-/** The names an entry acts on (a rename's and a link's second one too). */
-function namesOf(e: JournalEntry): string[] {
-  const out = 'path' in e ? [e.path] : [];
+/** The names an entry acts on (a rename's and a link's second one too); undefined if one is not a string. */
+function namesOf(e: JournalEntry): string[] | undefined {
+  const out: unknown[] = 'path' in e ? [e.path] : [];
   if ('to' in e) out.push(e.to);
-  return out;
+  // From the wire: what the target refuses is left as it came, for it to say why.
+  return out.every((p) => typeof p === 'string') ? (out as string[]) : undefined;
 }
 
 /** "/a/b/c" → "/a/b", "/a" (not "/"). */
 function* ancestors(p: string): Generator<string> {
   for (let at = p.lastIndexOf('/'); at > 0; at = p.lastIndexOf('/', at - 1)) yield p.slice(0, at);
-}
-
-/** The paths the batch creates: whether each exists on the target decides whether it can be short-lived. */
-export function createdPaths(entries: readonly JournalEntry[]): string[] {
-  return entries.flatMap((e) => (e.op === 'create' ? [e.path] : []));
 }
 
 interface Chain {
@@ -34,6 +30,12 @@ interface Chain {
   members: number[];
 }
 
+export interface Rewritten {
+  entries: JournalEntry[];
+  /** The paths of the creates taken out. */
+  creates: string[];
+}
+
 /**
  * The batch with each short-lived file's entries replaced. A file is short-lived when the batch creates it at a
  * name that no earlier entry of the batch touched and that did not exist on the target (`existing` holds those that
@@ -42,8 +44,9 @@ interface Chain {
  * transaction. Its create and the entries on it become markers, each rename of it an unlink of the name it
  * replaced; every replacement keeps the stamps of the other paths (its directories' times). Nothing is reordered.
  */
-export function withoutShortLived(entries: readonly JournalEntry[], existing: ReadonlySet<string>): JournalEntry[] {
+export function withoutShortLived(entries: readonly JournalEntry[], existing: ReadonlySet<string>): Rewritten {
   const out = entries.slice();
+  const creates: string[] = [];
   const live = new Map<string, Chain>();
   /** Directories above live files: how many each holds. */
   const above = new Map<string, number>();
@@ -69,12 +72,14 @@ export function withoutShortLived(entries: readonly JournalEntry[], existing: Re
 
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
-    if (OPAQUE.has(e.op)) break;
+    const names = namesOf(e);
+    if (OPAQUE.has(e.op) || !names) break;
     const own = 'path' in e ? live.get(e.path) : undefined;
     if (own && e.op === 'unlink') {
       hold(own, -1);
       own.members.push(i);
       replace(out, entries, own);
+      creates.push(own.names.values().next().value!); // its first name
     } else if (own && e.op === 'rename' && !e.to.startsWith(e.path + '/')) {
       dropAt(e.to); // a file it replaces is applied as it came, then removed by the unlink that stands for this
       hold(own, -1);
@@ -85,15 +90,15 @@ export function withoutShortLived(entries: readonly JournalEntry[], existing: Re
     } else if (own && ON_THE_FILE.has(e.op) && !('txn' in e && e.txn !== undefined)) {
       own.members.push(i);
     } else {
-      for (const p of namesOf(e)) dropAt(p);
+      for (const p of names) dropAt(p);
     }
     if (e.op === 'create' && !existing.has(e.path) && !touched(e.path)) hold({ name: e.path, names: new Set([e.path]), members: [i] }, 1);
-    for (const p of namesOf(e)) {
+    for (const p of names) {
       seen.add(p);
       for (const dir of ancestors(p)) seenAbove.add(dir);
     }
   }
-  return out;
+  return { entries: out, creates };
 }
 
 function replace(out: JournalEntry[], entries: readonly JournalEntry[], chain: Chain): void {
