@@ -356,7 +356,8 @@ export class BackupServer {
           }
         }
         // Short-lived files (see withoutShortLived) are not made at all; while an initial copy runs, every entry is.
-        const applying = this.applier.resyncing ? entries : await this.withoutShortLived(entries);
+        // A batch with no create has none.
+        const applying = this.applier.resyncing || !entries.some((e) => e.op === 'create') ? entries : await this.withoutShortLived(entries);
         const superseded = supersededStamps(applying);
         try {
           for (const [i, entry] of entries.entries()) {
