@@ -144,7 +144,7 @@ t.test('two processes creating the same names at once: every open succeeds, both
   t.same((await snapshot(l.dr)).entries, (await snapshot(l.prod)).entries, 'the backup holds the same files, bytes and times');
 });
 
-t.test('large writes and small ones over the same bytes, from two processes at once: the backup holds the same bytes', async (t) => {
+t.test('large writes and small ones over the same bytes, from three processes at once: the backup holds the same bytes', async (t) => {
   const l = layout(t);
   const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
   await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
