@@ -667,6 +667,18 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   return (int)written;
 }
 
+// A captured marker's frame: `op` (times, fsync) for the file, done, with the file's times in `st` if given.
+static void marker_frame(struct buf *b, const char *op, const char *path, const struct stat *st, uint64_t seq) {
+  entry_head(b, st ? 6 : 5, op, path);
+  if (st) {
+    mp_key(b, "stamps");
+    put_u8(b, 0x91);
+    mp_stamp(b, path, st);
+  }
+  entry_tail(b, seq, 1);
+  frame_end(b, FRAME_CAPTURED, seq);
+}
+
 // Journals `op` (times, fsync) for the file, with its times if it was written through capture since (lock held);
 // its seq goes to `marked`.
 static int mark(struct capture *c, struct buf *b, const char *op, const char *path, int fd, int *notify, uint64_t *marked) {
@@ -674,14 +686,7 @@ static int mark(struct capture *c, struct buf *b, const char *op, const char *pa
   struct stat st;
   if (stamped && fstat(fd, &st) != 0) return -errno;
   uint64_t seq = c->next_seq;
-  entry_head(b, stamped ? 6 : 5, op, path);
-  if (stamped) {
-    mp_key(b, "stamps");
-    put_u8(b, 0x91);
-    mp_stamp(b, path, &st);
-  }
-  entry_tail(b, seq, 1);
-  frame_end(b, FRAME_CAPTURED, seq);
+  marker_frame(b, op, path, stamped ? &st : NULL, seq);
   int rc = append(c, b);
   if (rc != 0) return rc;
   *marked = c->next_seq++;
@@ -720,13 +725,7 @@ int capture_times(struct capture *c, const char *path, int fd, const struct time
     }
     st.st_atim = ts[0];
     st.st_mtim = ts[1];
-    uint64_t seq = c->next_seq;
-    entry_head(&b, 6, "times", path);
-    mp_key(&b, "stamps");
-    put_u8(&b, 0x91);
-    mp_stamp(&b, path, &st);
-    entry_tail(&b, seq, 1);
-    frame_end(&b, FRAME_CAPTURED, seq);
+    marker_frame(&b, "times", path, &st, c->next_seq);
     // A log that cannot take it (a full disk): JavaScript journals it or refuses it, as for a write.
     if (append(c, &b) != 0) rc = -EAGAIN;
     else if (futimens(fd, ts) != 0) {
