@@ -325,6 +325,14 @@ static int parts_room(struct capture *c, size_t n) {
   return 1;
 }
 
+// Ends `pending` (pending_lock held, room for one more part): what it holds becomes the next part.
+static void close_pending(struct capture *c) {
+  if (c->pending_len) c->parts[c->parts_n++] = (struct capture_part){ c->pending, c->pending_len };
+  else free(c->pending);
+  c->pending = NULL;
+  c->pending_len = c->pending_cap = 0;
+}
+
 // Frames this large are handed over in the buffer they were built in, not copied into `pending`: with 1 MiB writes
 // that copy went to new memory, faulted in page by page.
 #define PART_MIN ((size_t)64 << 10)
@@ -335,11 +343,8 @@ static int hand_over(struct capture *c, struct buf *frame) {
   size_t len = frame->len;
   pthread_mutex_lock(&c->pending_lock);
   if (len >= PART_MIN && parts_room(c, 2)) {
-    if (c->pending_len) c->parts[c->parts_n++] = (struct capture_part){ c->pending, c->pending_len };
-    else free(c->pending);
+    close_pending(c);
     c->parts[c->parts_n++] = (struct capture_part){ frame->p, frame->len };
-    c->pending = NULL;
-    c->pending_len = c->pending_cap = 0;
     frame->p = NULL;
     frame->len = frame->cap = 0;
   } else {
@@ -1079,15 +1084,12 @@ struct capture_part *capture_take(struct capture *c, size_t *n) {
     *n = 0;
     return NULL; // no memory now: the next take has them
   }
-  if (c->pending_len) c->parts[c->parts_n++] = (struct capture_part){ c->pending, c->pending_len };
-  else free(c->pending);
+  close_pending(c);
   struct capture_part *parts = c->parts;
   *n = c->parts_n;
   size_t waited = c->waiting;
   c->parts = NULL;
   c->parts_n = c->parts_cap = 0;
-  c->pending = NULL;
-  c->pending_len = c->pending_cap = 0;
   __atomic_store_n(&c->waiting, 0, __ATOMIC_RELAXED);
   c->notify_queued = 0;
   pthread_mutex_unlock(&c->pending_lock);

@@ -1367,9 +1367,8 @@ static napi_value js_log_frame(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// take(session) -> Buffer of captured frames since the last take, or undefined: the pending memory itself, given
-// back to capture (capture_release_taken) when the buffer is collected (V8 counts an external buffer's bytes toward
-// its heap limits like any ArrayBuffer's).
+// A buffer take() handed over, collected: back to capture (capture_release_taken). V8 counts an external buffer's
+// bytes toward its heap limits like any ArrayBuffer's.
 static void free_taken(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
