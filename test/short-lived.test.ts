@@ -4,6 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { withoutShortLived } from '../src/apply/short-lived.js';
+import { namesExist, tryNativeAddon } from '../src/fs/native.js';
 import type { JournalEntry, Stamp } from '../src/journal/entry.js';
 import { sendBatch } from './helpers/batch.js';
 import { drms, sh, startBackup, startPair, tmpdir, writeSecret } from './helpers/cluster.js';
@@ -27,6 +28,16 @@ t.test('a file created, written, renamed and unlinked in one batch: markers, and
   t.same(shape(out.entries), [['none', '', ['/d']], ['none', '', []], ['none', '', []], ['unlink', '/d/tmp2', ['/d']], ['none', '', []], ['none', '', ['/d']]]);
   t.same(out.entries.map((e) => e.seq), entries.map((e) => e.seq), 'every seq stays, in order');
   t.same(out.creates, ['/d/tmp1'], 'the create taken out is named (the backup checks that it made no file there)');
+});
+
+t.test('the creates taken out are looked up together: a name there, or one that cannot be looked up, counts as there', async (t) => {
+  t.ok(tryNativeAddon(), 'the addon is built: one trip through the pool looks them all up');
+  const dir = tmpdir(t);
+  fs.writeFileSync(path.join(dir, 'file'), 'x');
+  fs.symlinkSync('nowhere', path.join(dir, 'dangling'));
+  const paths = ['file', 'missing', 'dangling', 'file/under-a-file', 'missing/under-a-missing-dir'].map((p) => path.join(dir, p));
+  t.same(await namesExist(paths), [true, false, true, true, false], 'a file, a missing name, a dangling link, a name under a file, a name under a missing directory');
+  t.same(await namesExist([]), [], 'none');
 });
 
 t.test('a file applied as it came: one that outlives the batch, or may', async (t) => {

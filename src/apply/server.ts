@@ -1,8 +1,7 @@
 // The backup server: authenticates the primary, applies its batches strictly in seq order, acknowledges durably applied seqs.
-import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { ApplyError, AuthError, codeOf, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
+import { ApplyError, AuthError, FencedError, PathEscapeError, ProtocolError } from '../errors.js';
 import type { Activity } from '../admin/activity.js';
 import type { EventLog } from '../admin/events.js';
 import type { Logger } from '../log.js';
@@ -15,6 +14,7 @@ import type { Ack, Answer, Auth, Hello, Promote, Promoted, Query, Refusal } from
 import { readGeneration, writeGeneration, type Generation } from '../failover/generation.js';
 import { quarantineDivergence } from '../failover/quarantine.js';
 import { blockSums, describe } from '../verify/manifest.js';
+import { namesExist } from '../fs/native.js';
 import { Serializer } from '../fs/serial.js';
 import { Applier } from './applier.js';
 import { redoable, supersededStamps } from './redo-log.js';
@@ -401,12 +401,16 @@ export class BackupServer {
   /** The batch without its short-lived files: those whose create would have opened a file there are not. */
   private async withoutShortLived(entries: JournalEntry[]): Promise<JournalEntry[]> {
     const first = withoutShortLived(entries, new Set());
-    // On libuv's pool, as the creates' opens: a target whose disk hangs must not stop this thread (the watchdog).
     const existing = new Set<string>();
-    await Promise.all(first.creates.map(async (p) => {
+    const looked: Array<[rel: string, abs: string]> = [];
+    for (const p of first.creates) {
       const abs = await this.applier.target.resolve(p).catch(() => undefined);
-      if (abs === undefined || (await fs.promises.lstat(abs).then(() => true, (err) => codeOf(err) !== 'ENOENT'))) existing.add(p);
-    }));
+      if (abs === undefined) existing.add(p);
+      else looked.push([p, abs]);
+    }
+    // Off this thread, as the creates' opens: a target whose disk hangs must not stop it (the watchdog).
+    const found = await namesExist(looked.map(([, abs]) => abs));
+    for (const [i, [p]] of looked.entries()) if (found[i]) existing.add(p);
     return existing.size ? withoutShortLived(entries, existing).entries : first.entries;
   }
 

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { ConfigError } from '../errors.js';
+import { codeOf, ConfigError } from '../errors.js';
 import type { Timestamp } from '../journal/entry.js';
 
 export interface NativeMountOptions {
@@ -39,6 +39,7 @@ export interface NativeAddon {
   flushOverwritten(fd: number, flushFd: number): void;
   openFlushFile(parent: string, dirName: string, name: string): number;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  namesExist(paths: string[]): Promise<Uint8Array>;
 }
 
 let addon: NativeAddon | undefined;
@@ -66,6 +67,16 @@ export function setTimes(p: string, atime: Timestamp, mtime: Timestamp): void {
   const a = tryNativeAddon();
   if (a) a.lutimens(p, atime[0], atime[1], mtime[0], mtime[1]);
   else fs.lutimesSync(p, seconds(atime), seconds(mtime));
+}
+
+/**
+ * Which of `paths` name something (or could not be looked up: taken as there), looked up off this thread; with the
+ * addon in one trip through libuv's pool for them all, else one each.
+ */
+export async function namesExist(paths: string[]): Promise<boolean[]> {
+  const a = tryNativeAddon();
+  if (a) return Array.from(await a.namesExist(paths), (found) => found === 1);
+  return Promise.all(paths.map((p) => fs.promises.lstat(p).then(() => true, (err) => codeOf(err) !== 'ENOENT')));
 }
 
 /** Makes a file's overwrites durable; for a file whose blocks and size already are. */
