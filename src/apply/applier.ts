@@ -196,8 +196,10 @@ export class Applier {
         return;
       }
       case 'unlink': {
+        // Only this name changes: no directory checked on the way (target.ts) can be unlinked, and no other open file.
         const abs = await t.resolve(e.path);
-        this.namesChange(abs);
+        this.forget(abs);
+        this.dirtyDirs.add(path.dirname(abs));
         unless('ENOENT', () => fs.unlinkSync(abs));
         return;
       }

@@ -30,7 +30,10 @@ export class Target {
     return this.root + p;
   }
 
-  /** Names changed (rename, unlink, rmdir, symlink): forget which directories were checked. */
+  /**
+   * Names changed that may have made a checked directory something else (rename, rmdir, symlink, link): forget
+   * which were checked. An unlink cannot: it fails on a directory.
+   */
   namesChanged(): void {
     this.realDirs.clear();
     this.realDirs.add('/');
