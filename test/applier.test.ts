@@ -1,6 +1,7 @@
 // The backup's applier: a rename or an unlink does not wait for a flush of each file written before it; the batch's
 // sync(), which comes before the batch is acknowledged, flushes those that still have a name, and closes them all.
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -43,3 +44,59 @@ t.test('names change without a flush of each file; the batch\'s sync flushes the
   t.notOk(fs.existsSync(path.join(dir, 'temp')), 'the unlinked file is gone');
   await applier.close();
 });
+
+t.test('an unlink flushes its directory only when a name went; other open files stay open', async (t) => {
+  const dir = fs.realpathSync(tmpdir(t));
+  fs.mkdirSync(path.join(dir, 'd'));
+  const applier = new Applier(dir, pino({ level: 'silent' }));
+  // Every fsync (a directory's flush), by the name its descriptor has.
+  const fsync = fs.fsync;
+  const flushed: string[] = [];
+  fs.fsync = ((fd: number, cb: fs.NoParamCallback) => {
+    flushed.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    fsync(fd, cb);
+  }) as typeof fs.fsync;
+  t.teardown(() => {
+    fs.fsync = fsync;
+  });
+  fs.writeFileSync(path.join(dir, 'open'), '');
+  t.equal(await applier.apply(entry({ op: 'write', path: '/open', offset: 0, data: Buffer.from('a') })), true);
+  const fds = () => fs.readdirSync('/proc/self/fd').length;
+  const held = fds();
+  t.equal(await applier.apply(entry({ op: 'unlink', path: '/d/never-made' })), true, 'a name that is not there: done already');
+  t.equal(await applier.apply(entry({ op: 'write', path: '/open', offset: 1, data: Buffer.from('b') })), true);
+  t.equal(fds(), held, 'the written file stayed open through the unlink');
+  await applier.sync();
+  t.same(flushed, [], 'nothing changed in the directory: it is not flushed');
+  fs.writeFileSync(path.join(dir, 'd', 'there'), 'x');
+  t.equal(await applier.apply(entry({ op: 'unlink', path: '/d/there' })), true);
+  await applier.sync();
+  t.same(flushed, [path.join(dir, 'd')], 'a name went: its directory is flushed');
+  t.equal(fs.readFileSync(path.join(dir, 'open'), 'utf8'), 'ab');
+  await applier.close();
+});
+
+t.test('flushFilesystem writes out the dirty pages of the target\'s filesystem (what a killed backup left)', async (t) => {
+  const dir = fs.realpathSync(tmpdir(t));
+  const file = path.join(dir, 'unflushed');
+  fs.writeFileSync(file, Buffer.alloc(1 << 20, 1));
+  // Dirty pages of the file, by cachestat(2) (Linux 6.5+), through python's ctypes: Node has no binding for it.
+  const dirty = () => Number(execFileSync('python3', ['-c', CACHESTAT, file], { encoding: 'utf8' }).trim());
+  t.ok(dirty() > 0, 'the file\'s pages are dirty');
+  const applier = new Applier(dir, pino({ level: 'silent' }));
+  await applier.flushFilesystem();
+  t.equal(dirty(), 0, 'written out');
+  await applier.close();
+  const gone = new Applier(path.join(dir, 'missing'), pino({ level: 'silent' }));
+  await t.rejects(gone.flushFilesystem(), /could not flush the target's filesystem at .*missing: ENOENT/, 'a target that is not there: said so');
+});
+
+const CACHESTAT = `
+import ctypes, os, sys
+class Range(ctypes.Structure): _fields_ = [('off', ctypes.c_uint64), ('len', ctypes.c_uint64)]
+class Stat(ctypes.Structure): _fields_ = [(n, ctypes.c_uint64) for n in ('cache', 'dirty', 'writeback', 'evicted', 'recently_evicted')]
+fd = os.open(sys.argv[1], os.O_RDONLY)
+r, s = Range(0, 0), Stat()
+if ctypes.CDLL(None, use_errno=True).syscall(451, fd, ctypes.byref(r), ctypes.byref(s), 0) != 0: sys.exit('cachestat failed')
+print(s.dirty + s.writeback)
+`;

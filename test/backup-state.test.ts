@@ -1,4 +1,4 @@
-// The backup's applied state: its own small file of two checksummed slots (one fdatasync a checkpoint), read back after
+// The backup's applied state: its own small file of two checksummed slots (one flush a checkpoint), read back after
 // a restart, the other slot when the newest is torn, and taken over from lmdb where an older version kept it; the
 // redo log beside it, which acknowledges batches of plain writes without flushing their files.
 import t from 'tap';
@@ -34,6 +34,31 @@ t.test('the applied state survives a restart; a torn newest slot falls back to t
   await s.close();
   s = BackupState.open(dir);
   t.equal(s.get().appliedSeq, 12, 'and saving goes on over the torn slot');
+  await s.close();
+});
+
+t.test('an applied record with holes (as older versions left it) is written in full once, and keeps its state', async (t) => {
+  const dir = tmpdir(t);
+  let s = BackupState.open(dir);
+  await s.save({ journalId: ID, appliedSeq: 7, resyncing: false });
+  await s.close();
+  // As older versions made it: the file sized by ftruncate, only the slot saved so far written (slot 1: counter 1).
+  const file = path.join(dir, 'backup', 'applied');
+  const slot1 = Buffer.alloc(4096);
+  fs.readSync(fs.openSync(file, 'r'), slot1, 0, 4096, 4096);
+  fs.rmSync(file);
+  const fd = fs.openSync(file, 'w', 0o600);
+  fs.ftruncateSync(fd, 8192);
+  fs.writeSync(fd, slot1, 0, 4096, 4096);
+  fs.closeSync(fd);
+  t.ok(fs.statSync(file).blocks * 512 < 8192, 'slot 0 is a hole');
+  s = BackupState.open(dir);
+  t.ok(fs.statSync(file).blocks * 512 >= 8192, 'both slots have blocks: a save is an overwrite, with no allocation to flush');
+  t.same(s.get(), { journalId: ID, appliedSeq: 7, resyncing: false }, 'the state it held');
+  await s.save({ journalId: ID, appliedSeq: 8, resyncing: false });
+  await s.close();
+  s = BackupState.open(dir);
+  t.equal(s.get().appliedSeq, 8, 'saving goes on');
   await s.close();
 });
 

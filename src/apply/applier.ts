@@ -1,5 +1,6 @@
 // Applies journal entries to the backup's target, in order. Re-applying the last entry after a crash is harmless:
 // every operation is written so that applying it to a tree that already has it changes nothing.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
@@ -136,6 +137,26 @@ export class Applier {
     this.dirtyDirs.clear();
   }
 
+  /**
+   * Everything in the page cache of the target's filesystem is written out and flushed: syncfs, by sync(1) on the
+   * target handed to it as its stdin (a demoted primary's target is a /proc/self/fd path, under its own mount).
+   */
+  async flushFilesystem(): Promise<void> {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(this.target.root, C.O_RDONLY | C.O_DIRECTORY);
+      const child = spawn('sync', ['--file-system', '/dev/stdin'], { stdio: [fd, 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number | null>((resolve, reject) => child.on('error', reject).on('close', resolve));
+      if (code !== 0) throw new Error(stderr.trim() || `sync exited with ${code}`);
+    } catch (err) {
+      throw new ApplyError(`could not flush the target's filesystem at ${this.target.root}: ${(err as Error).message}`, { path: this.target.root });
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  }
+
   async close(): Promise<void> {
     await this.sync();
     for (const fh of this.files.values()) fh.close(); // all clean once synced
@@ -197,10 +218,11 @@ export class Applier {
       }
       case 'unlink': {
         // Only this name changes: no directory checked on the way (target.ts) can be unlinked, and no other open file.
+        // Its directory needs a flush only if a name went (a short-lived file's rename leaves an unlink of a name
+        // that is not there).
         const abs = await t.resolve(e.path);
         this.forget(abs);
-        this.dirtyDirs.add(path.dirname(abs));
-        unless('ENOENT', () => fs.unlinkSync(abs));
+        if (unless('ENOENT', () => fs.unlinkSync(abs))) this.dirtyDirs.add(path.dirname(abs));
         return;
       }
       case 'rmdir': {
@@ -407,12 +429,14 @@ function ignoreIf(err: unknown, code: string): void {
   if (codeOf(err) !== code) throw err;
 }
 
-/** Runs `call`, taking `code` for "already done" (applied before a crash). */
-function unless(code: string, call: () => void): void {
+/** Runs `call`, taking `code` for "already done" (applied before a crash); false when it was. */
+function unless(code: string, call: () => void): boolean {
   try {
     call();
+    return true;
   } catch (err) {
     ignoreIf(err, code);
+    return false;
   }
 }
 

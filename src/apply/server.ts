@@ -303,9 +303,11 @@ export class BackupServer {
 
   /**
    * Applies again what only the redo log held (a power cut may have kept it from the files), then flushes them.
-   * A backup calls it before it listens.
+   * First, what a backup killed before its checkpoint left in the page cache is made durable: the entries resent
+   * then and found done (an unlink's name already gone) are. A backup calls it before it listens.
    */
   async recover(): Promise<void> {
+    await this.applier.flushFilesystem();
     const entries = this.state.takeRedo();
     if (entries.length === 0) return;
     for (const e of entries) {

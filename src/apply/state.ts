@@ -4,6 +4,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { overwriteFlusher, type OverwriteFlusher } from '../fs/native.js';
 import { decodeEntry, encodeEntry, type JournalEntry } from '../journal/entry.js';
 import { RedoLog } from './redo-log.js';
 
@@ -76,7 +77,7 @@ export class BackupState {
       await this.db.transaction(() => undefined); // after the staged writes queued before it
       await this.db.flushed;
     }
-    await this.record.write(s);
+    this.record.write(s);
     this.redoLog.reset();
     this.current = s;
     this.unflushed = undefined; // the files hold them now
@@ -125,37 +126,52 @@ const SLOT = 4096;
 
 /**
  * The applied state in a small file of its own (`applied` beside lmdb's files): two slots written in turn, each
- * with a counter and a CRC, so a torn write leaves the other. A save is one overwrite and one fdatasync; as an lmdb
- * commit it cost two flushes and lmdb-js's write batching (1.2 ms a batch on this machine, measured).
+ * with a counter and a CRC, so a torn write leaves the other. A save is one overwrite and one flush (overwriteFlusher);
+ * as an lmdb commit it cost two flushes and lmdb-js's write batching (1.2 ms a batch on this machine, measured).
  */
 class AppliedRecord {
-  private constructor(private readonly fd: number, public state: AppliedState, private counter: number) {}
+  private constructor(
+    private readonly fd: number,
+    private readonly flusher: OverwriteFlusher,
+    public state: AppliedState,
+    private counter: number,
+  ) {}
 
   static open(dir: string, previous: () => AppliedState): AppliedRecord {
     const fd = fs.openSync(path.join(dir, 'applied'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    // Full size from the start: an overwrite's fdatasync then has no metadata to commit.
-    if (fs.fstatSync(fd).size < 2 * SLOT) fs.ftruncateSync(fd, 2 * SLOT);
+    // Both slots written once and flushed, in full (older versions left holes): a save is then an overwrite, whose
+    // flush has no metadata to commit.
+    const st = fs.fstatSync(fd);
+    if (st.size < 2 * SLOT || st.blocks * 512 < 2 * SLOT) {
+      const both = Buffer.alloc(2 * SLOT);
+      fs.readSync(fd, both, 0, 2 * SLOT, 0);
+      fs.writeSync(fd, both, 0, 2 * SLOT, 0);
+      fs.fdatasyncSync(fd);
+    }
     let best: { counter: number; state: AppliedState } | undefined;
     for (const slot of [0, 1]) {
       const found = readSlot(fd, slot);
       if (found && (!best || found.counter > best.counter)) best = found;
     }
-    return best ? new AppliedRecord(fd, best.state, best.counter) : new AppliedRecord(fd, previous(), 0);
+    const flusher = overwriteFlusher(fd, dir, 'applied');
+    return best ? new AppliedRecord(fd, flusher, best.state, best.counter) : new AppliedRecord(fd, flusher, previous(), 0);
   }
 
-  async write(s: AppliedState): Promise<void> {
-    const counter = ++this.counter; // taken now: a save begun meanwhile writes the other slot
+  write(s: AppliedState): void {
+    const counter = ++this.counter;
     const json = Buffer.from(JSON.stringify({ counter, ...s }));
     const slot = Buffer.alloc(SLOT);
     slot.writeUInt32LE(json.length, 0);
     slot.writeUInt32LE(crc32(json), 4);
     json.copy(slot, 8);
     fs.writeSync(this.fd, slot, 0, SLOT, (counter % 2) * SLOT);
-    await new Promise<void>((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    // On this thread, as the redo log's flush: a trip through libuv's pool costs two thread wake-ups a checkpoint.
+    this.flusher.flush();
     this.state = s;
   }
 
   close(): void {
+    this.flusher.close();
     fs.closeSync(this.fd);
   }
 }
