@@ -1,10 +1,12 @@
 // The backup goes away twice during a workload (SIGTERM, then SIGKILL) and comes back: no gap, no duplicate. After a
 // power cut it applies again what it acknowledged through its redo log alone.
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupState } from '../dist/apply/state.js';
+import { sendBatch } from './helpers/batch.js';
 import { drms, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { appendSynced } from './helpers/workload.js';
@@ -88,4 +90,45 @@ t.test('power cut on the backup: writes it acknowledged through its redo log alo
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
   t.same(b.entries, p.entries, 'trees identical');
   t.same(mtimeDrift(p, b), []);
+});
+
+t.test('a backup killed after applying a log rotation and before its checkpoint resumes after it, not before', async (t) => {
+  const dir = tmpdir(t);
+  const target = path.join(dir, 'dr');
+  const state = path.join(dir, 'bstate');
+  fs.mkdirSync(target);
+  const secret = writeSecret(dir);
+  const key = Buffer.from(fs.readFileSync(secret, 'utf8').trim());
+  const backup = await startBackup(t, { target, state, secret });
+  const file = (p: string) => fs.readFileSync(path.join(target, p), 'utf8');
+  const made = [
+    { seq: 1, op: 'create', path: '/app.log', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 2, op: 'write', path: '/app.log', offset: 0, data: Buffer.from('yesterday\n') },
+    { seq: 3, op: 'mkdir', path: '/spool', mode: 0o755, uid: 0, gid: 0 },
+  ];
+  t.equal((await sendBatch(backup.port, key, 'rotating', made)).type, 'Ack');
+  fs.rmdirSync(path.join(target, 'spool'));
+  execFileSync('mkfifo', [path.join(target, 'spool')]);
+  // The rotation, then a write whose open waits for a reader of the FIFO: the batch is applied up to it, never
+  // checkpointed, and the backup is killed there.
+  const rotation = [
+    { seq: 4, op: 'rename', path: '/app.log', to: '/app.log.1' },
+    { seq: 5, op: 'create', path: '/app.log', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 6, op: 'write', path: '/app.log', offset: 0, data: Buffer.from('today\n') },
+  ];
+  const hung = sendBatch(backup.port, key, 'rotating', [...rotation, { seq: 7, op: 'write', path: '/spool', offset: 0, data: Buffer.from('x') }]).catch(() => undefined);
+  for (let i = 0; i < 100 && !fs.existsSync(path.join(target, 'app.log.1')); i++) await sleep(50);
+  await sleep(200);
+  t.equal(file('app.log.1'), 'yesterday\n', 'the rotation is applied');
+  backup.proc.kill('SIGKILL');
+  await backup.exited;
+  await hung;
+  fs.rmSync(path.join(target, 'spool'));
+
+  const again = await startBackup(t, { target, state, secret, port: backup.port });
+  const resent = await sendBatch(again.port, key, 'rotating', [...rotation, { seq: 7, op: 'none' }]);
+  t.equal(resent.welcome?.appliedSeq, 5, 'the restarted backup resumes after the last entry it had applied that is not harmless to apply again (the new log\'s create; no reboot since)');
+  t.equal(resent.type, 'Ack');
+  t.equal(file('app.log.1'), 'yesterday\n', 'the rotated log keeps yesterday\'s lines: the rename is not applied again over the new log');
+  t.equal(file('app.log'), 'today\n');
 });

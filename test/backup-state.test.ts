@@ -78,6 +78,35 @@ t.test('a state directory of an older version (applied seq in lmdb) is taken ove
   await s.close();
 });
 
+t.test('the applied mark: ahead of the record in this boot, a restart takes it; from another boot, or past staged writes, not', async (t) => {
+  const dir = tmpdir(t);
+  let s = BackupState.open(dir);
+  await s.save({ journalId: ID, appliedSeq: 5, resyncing: false });
+  for (const seq of [6, 7, 8]) s.applied({ journalId: ID, appliedSeq: seq, resyncing: false });
+  await s.close();
+  s = BackupState.open(dir);
+  t.equal(s.get().appliedSeq, 5, 'durable: the record');
+  t.same(s.markedAhead(), { journalId: ID, appliedSeq: 8, resyncing: false }, 'applied to the files, this boot: the mark');
+  await s.save({ journalId: ID, appliedSeq: 8, resyncing: false });
+  t.equal(s.markedAhead(), undefined, 'once recorded, nothing ahead');
+  s.applied({ journalId: ID, appliedSeq: 9, resyncing: true });
+  await s.close();
+
+  const mark = path.join(dir, 'backup', 'applied-mark');
+  const bytes = fs.readFileSync(mark);
+  bytes.write('00000000-0000-0000-0000-000000000000', 0);
+  fs.writeFileSync(mark, bytes);
+  s = BackupState.open(dir);
+  t.equal(s.markedAhead(), undefined, 'written in another boot: the files may have kept any part of it');
+  s.applied({ journalId: ID, appliedSeq: 9, resyncing: false });
+  s.staging().stage('t1', { op: 'write', path: '/a', offset: 0, data: Buffer.from('staged'), seq: 10, ts: 1, txn: 't1' });
+  s.applied({ journalId: ID, appliedSeq: 10, resyncing: false });
+  await s.close();
+  s = BackupState.open(dir);
+  t.equal(s.markedAhead()?.appliedSeq, 9, 'not past a staged write lmdb may not hold: that one is sent again');
+  await s.close();
+});
+
 t.test('staged transaction writes are durable with the applied seq that covers them', async (t) => {
   const dir = tmpdir(t);
   let s = BackupState.open(dir);

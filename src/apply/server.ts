@@ -303,11 +303,17 @@ export class BackupServer {
 
   /**
    * Applies again what only the redo log held (a power cut may have kept it from the files), then flushes them.
-   * First, what a backup killed before its checkpoint left in the page cache is made durable: the entries resent
-   * then and found done (an unlink's name already gone) are. A backup calls it before it listens.
+   * First, what a backup killed before its checkpoint left in the page cache is made durable, and recorded as applied
+   * as far as its mark goes (the same boot): those entries are not applied again, and one sent again and found done
+   * (an unlink's name already gone) is done for good. A backup calls it before it listens.
    */
   async recover(): Promise<void> {
     await this.applier.flushFilesystem();
+    const marked = this.state.markedAhead();
+    if (marked) {
+      await this.checkpoint(marked);
+      this.opts.log.info({ seq: marked.appliedSeq }, 'the backup was killed after applying entries it had not checkpointed: it resumes after them');
+    }
     const entries = this.state.takeRedo();
     if (entries.length === 0) return;
     for (const e of entries) {
@@ -368,6 +374,8 @@ export class BackupServer {
             if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
             const ok = await this.applier.apply(applying[i]!, superseded[i]);
             applied = entry.seq;
+            // Entries after the last mark are applied again after a kill: only those that are harmless so.
+            if (!redoable(applying[i]!)) this.state.applied({ journalId, appliedSeq: applied, resyncing: this.applier.resyncing });
             if (logged && redoable(entry)) logged.push(raw);
             else logged = undefined;
             const p = 'path' in entry ? entry.path : undefined;

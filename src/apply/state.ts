@@ -28,7 +28,12 @@ export class BackupState {
   private redo: JournalEntry[] = [];
   private savedAt = Date.now();
 
-  private constructor(private readonly db: RootDatabase, private readonly record: AppliedRecord, private readonly redoLog: RedoLog) {
+  private constructor(
+    private readonly db: RootDatabase,
+    private readonly record: AppliedRecord,
+    private readonly redoLog: RedoLog,
+    private readonly mark: AppliedMark,
+  ) {
     let seq = record.state.appliedSeq;
     for (const r of redoLog.records()) {
       if (r.journalId !== record.state.journalId) continue; // another journal's, covered long ago
@@ -52,7 +57,27 @@ export class BackupState {
       appliedSeq: (db.get('appliedSeq') as number | undefined) ?? 0,
       resyncing: db.get('resyncing') === true,
     });
-    return new BackupState(db, AppliedRecord.open(dir, inLmdb), RedoLog.open(dir));
+    return new BackupState(db, AppliedRecord.open(dir, inLmdb), RedoLog.open(dir), AppliedMark.open(dir));
+  }
+
+  /**
+   * `s` is applied to the target's files (not flushed): a backup killed from here on, with no reboot since, resumes
+   * after it (markedAhead). Not past a transaction's staged writes that lmdb may not hold yet.
+   */
+  applied(s: AppliedState): void {
+    if (!this.staged?.changed) this.mark.write(s);
+  }
+
+  /**
+   * After a backup was killed (the same boot): how far it had applied the target's files beyond what is recorded
+   * durable, or undefined. Its redo log's entries up to there are dropped: the files had them, and entries after them
+   * may have changed what their paths name. The caller flushes the target's filesystem, then checkpoints at it.
+   */
+  markedAhead(): AppliedState | undefined {
+    const m = this.mark.read();
+    if (!m || m.journalId !== this.current.journalId || m.appliedSeq <= this.current.appliedSeq) return undefined;
+    this.redo = [];
+    return m;
   }
 
   /** What is applied and on stable storage, in the target's files or in the redo log. */
@@ -115,6 +140,7 @@ export class BackupState {
   }
 
   async close(): Promise<void> {
+    this.mark.close();
     this.record.close();
     this.redoLog.close();
     await this.db.close();
@@ -186,6 +212,55 @@ function readSlot(fd: number, slot: number): { counter: number; state: AppliedSt
   const r = JSON.parse(json.toString()) as { counter: number; journalId?: string; appliedSeq: number; resyncing: boolean };
   return { counter: r.counter, state: { journalId: r.journalId, appliedSeq: r.appliedSeq, resyncing: r.resyncing } };
 }
+
+/**
+ * How far the target's files are applied (`applied-mark` beside the applied record), written after every entry
+ * that is not harmless to apply again (redoable()), and never flushed: a backup killed with entries applied and not yet checkpointed finds it in the page cache with the
+ * files' changes, and resumes after them. Applying them again is not harmless as a sequence: a log rotation's rename
+ * (app.log to app.log.1) done again, after the new app.log was made, would move the new log over the old one. After a
+ * reboot it says nothing (the files may have kept any part of what the page cache held): it carries the boot's id.
+ * Layout: [36 boot id][u8 resyncing][f64 seq][u8 journal id length][journal id], the seq and flag rewritten alone
+ * while the journal stays.
+ */
+class AppliedMark {
+  private journalId: string | undefined;
+  private readonly seqAt = Buffer.alloc(9);
+
+  private constructor(private readonly fd: number, private readonly bootId: string) {}
+
+  static open(dir: string): AppliedMark {
+    const fd = fs.openSync(path.join(dir, 'applied-mark'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    return new AppliedMark(fd, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+  }
+
+  write(s: AppliedState): void {
+    this.seqAt.writeUInt8(s.resyncing ? 1 : 0, 0);
+    this.seqAt.writeDoubleLE(s.appliedSeq, 1);
+    if (s.journalId === this.journalId) {
+      fs.writeSync(this.fd, this.seqAt, 0, 9, BOOT_ID);
+      return;
+    }
+    const id = Buffer.from(s.journalId ?? '');
+    fs.writeSync(this.fd, Buffer.concat([Buffer.from(this.bootId.padEnd(BOOT_ID).slice(0, BOOT_ID)), this.seqAt, Buffer.from([id.length]), id]), 0, BOOT_ID + 10 + id.length, 0);
+    this.journalId = s.journalId;
+  }
+
+  read(): AppliedState | undefined {
+    const buf = Buffer.alloc(BOOT_ID + 10 + 255);
+    const n = fs.readSync(this.fd, buf, 0, buf.length, 0);
+    if (n < BOOT_ID + 10 || buf.toString('utf8', 0, BOOT_ID).trim() !== this.bootId) return undefined;
+    const idLen = buf[BOOT_ID + 9]!;
+    if (n < BOOT_ID + 10 + idLen) return undefined;
+    return { resyncing: buf[BOOT_ID] === 1, appliedSeq: buf.readDoubleLE(BOOT_ID + 1), journalId: buf.toString('utf8', BOOT_ID + 10, BOOT_ID + 10 + idLen) || undefined };
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/** Bytes of a boot id (/proc/sys/kernel/random/boot_id, a UUID). */
+const BOOT_ID = 36;
 
 /**
  * A transaction's writes, held until its commit entry. Kept in memory and written behind to lmdb: save() flushes
