@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupState } from '../dist/apply/state.js';
-import { sendBatch } from './helpers/batch.js';
+import { sendBatch, type Entry } from './helpers/batch.js';
 import { drms, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { appendSynced } from './helpers/workload.js';
@@ -101,7 +101,7 @@ t.test('a backup killed after applying a log rotation and before its checkpoint 
   const key = Buffer.from(fs.readFileSync(secret, 'utf8').trim());
   const backup = await startBackup(t, { target, state, secret });
   const file = (p: string) => fs.readFileSync(path.join(target, p), 'utf8');
-  const made = [
+  const made: Entry[] = [
     { seq: 1, op: 'create', path: '/app.log', mode: 0o644, uid: 0, gid: 0 },
     { seq: 2, op: 'write', path: '/app.log', offset: 0, data: Buffer.from('yesterday\n') },
     { seq: 3, op: 'mkdir', path: '/spool', mode: 0o755, uid: 0, gid: 0 },
@@ -111,7 +111,7 @@ t.test('a backup killed after applying a log rotation and before its checkpoint 
   execFileSync('mkfifo', [path.join(target, 'spool')]);
   // The rotation, then a write whose open waits for a reader of the FIFO: the batch is applied up to it, never
   // checkpointed, and the backup is killed there.
-  const rotation = [
+  const rotation: Entry[] = [
     { seq: 4, op: 'rename', path: '/app.log', to: '/app.log.1' },
     { seq: 5, op: 'create', path: '/app.log', mode: 0o644, uid: 0, gid: 0 },
     { seq: 6, op: 'write', path: '/app.log', offset: 0, data: Buffer.from('today\n') },
