@@ -55,10 +55,12 @@ for (const checkpoint of [true, false]) {
     await sh(metadataLoop, prod);
     const g = gaps(backup.arrivals);
     t.ok(g.length > 20, `${g.length} batches while the loop ran`);
-    // Timers fire late, never early: a gap under the pace is one the shipper did not wait for.
+    // Arrivals, as this process reads them: one read late (a loaded machine) shortens the gap after it, so the
+    // paced case is judged by the median (about 1.5 ms apart unpaced, on an idle machine), the other by the fastest.
     const p10 = g[Math.floor(g.length * 0.1)]!;
-    const what = `p10 ${p10.toFixed(2)} ms, median ${g[Math.floor(g.length / 2)]!.toFixed(2)} ms apart`;
-    if (checkpoint) t.ok(p10 >= CHECKPOINT_GAP_MS * 0.9, `at least ${CHECKPOINT_GAP_MS} ms apart: ${what}`);
+    const median = g[Math.floor(g.length / 2)]!;
+    const what = `p10 ${p10.toFixed(2)} ms, median ${median.toFixed(2)} ms apart`;
+    if (checkpoint) t.ok(median >= CHECKPOINT_GAP_MS * 0.9, `at least ${CHECKPOINT_GAP_MS} ms apart: ${what}`);
     else t.ok(p10 < CHECKPOINT_GAP_MS * 0.9, `sent at the answer, many sooner than the pace: ${what}`);
   });
 }
