@@ -77,8 +77,26 @@ export class Activity {
     this.timer.unref();
   }
 
-  /** One operation journaled (primary) or applied (backup). */
+  /** One operation journaled on the primary: counted, and its wait for the backup's acknowledgement measured (acked). */
   record(seq: number, kind: string, p: string | undefined, bytes: number, now = Date.now()): void {
+    this.count(seq, kind, p, bytes, now);
+    if (p !== undefined && this.unacked.length < LAG_QUEUE) this.unacked.push([seq, p, now]);
+  }
+
+  /**
+   * One operation applied on the backup: counted. Nothing acknowledges it here, so it waits in no queue (one that
+   * filled up to its cap, kept for good, had the backup's garbage collector mark it every second).
+   */
+  applied(seq: number, kind: string, p: string | undefined, bytes: number, now = Date.now()): void {
+    this.count(seq, kind, p, bytes, now);
+  }
+
+  /** Operations waiting for the backup's acknowledgement, whose wait is measured. */
+  get waiting(): number {
+    return this.unacked.length;
+  }
+
+  private count(seq: number, kind: string, p: string | undefined, bytes: number, now: number): void {
     this.opsByKind.set(kind, (this.opsByKind.get(kind) ?? 0) + 1);
     if (bytes) this.bytesByKind.set(kind, (this.bytesByKind.get(kind) ?? 0) + bytes);
     this.totalOps++;
@@ -109,7 +127,6 @@ export class Activity {
     row.bytes += bytes;
     row.last = now;
     rows.set(p, row);
-    if (this.unacked.length < LAG_QUEUE) this.unacked.push([seq, p, now]);
   }
 
   /** The backup has applied up to `seq`: each file's wait is measured. */

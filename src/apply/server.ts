@@ -379,7 +379,7 @@ export class BackupServer {
             if (logged && redoable(entry)) logged.push(raw);
             else logged = undefined;
             const p = 'path' in entry ? entry.path : undefined;
-            this.opts.activity?.record(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
+            this.opts.activity?.applied(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
             if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
           }
         } finally {
