@@ -215,10 +215,11 @@ function readSlot(fd: number, slot: number): { counter: number; state: AppliedSt
 
 /**
  * How far the target's files are applied (`applied-mark` beside the applied record), written after every entry
- * that is not harmless to apply again (redoable()), and never flushed: a backup killed with entries applied and not yet checkpointed finds it in the page cache with the
- * files' changes, and resumes after them. Applying them again is not harmless as a sequence: a log rotation's rename
- * (app.log to app.log.1) done again, after the new app.log was made, would move the new log over the old one. After a
- * reboot it says nothing (the files may have kept any part of what the page cache held): it carries the boot's id.
+ * that is not harmless to apply again (not redoable()), and never flushed: a backup killed with entries applied and
+ * not yet checkpointed finds it in the page cache with the files' changes, and resumes after them. Applying them
+ * again is not harmless as a sequence: a log rotation's rename (app.log to app.log.1) done again, after the new
+ * app.log was made, would move the new log over the old one. After a reboot it says nothing (the files may have kept
+ * any part of what the page cache held): it carries the boot's id.
  * Layout: [36 boot id][u8 resyncing][f64 seq][u8 journal id length][journal id], the seq and flag rewritten alone
  * while the journal stays.
  */

@@ -44,9 +44,9 @@ const WINDOW_BYTES = 64 * 1024 * 1024;
  * After a batch the backup made durable before it answered (a checkpoint: names changed, its files and directories
  * flushed), the next partial batch goes no sooner than this after it: sent at the answer, it would carry only what
  * came in meanwhile, and cost the backup another checkpoint. With the backup on the same two cores, the metadata
- * loop ran 30% faster, the backup's CPU a checkpoint spread over twice the operations. Batches the backup answers
- * at once and flushes later (plain writes) still go at once, and so does any batch while a writer waits for
- * durability (sync mode, drms sync, sync-class files).
+ * loop ran 25-30% faster and the backup spent 40% less CPU. Batches the backup answers at once and flushes later
+ * (plain writes) still go at once, and so does any batch while a writer waits for durability (sync mode, drms sync,
+ * sync-class files).
  */
 export const CHECKPOINT_GAP_MS = 2;
 /** While on an alternate route, how often to knock on the preferred one. */
