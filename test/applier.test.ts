@@ -1,6 +1,6 @@
 // The backup's applier: a rename or an unlink does not wait for a flush of each file written before it; the batch's
 // sync(), which comes before the batch is acknowledged, flushes those that still have a name, and closes them all.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,19 +12,24 @@ import { tmpdir } from './helpers/cluster.js';
 let seq = 0;
 const entry = (e: Record<string, unknown>): JournalEntry => ({ ...e, seq: ++seq, ts: 0 }) as unknown as JournalEntry;
 
+/** Every call of `fs[call]` from now to the test's end, by the name its descriptor has at that moment. */
+function flushes(t: Test, call: 'fdatasync' | 'fsync'): string[] {
+  const real = fs[call];
+  const seen: string[] = [];
+  fs[call] = ((fd: number, cb: fs.NoParamCallback) => {
+    seen.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    real(fd, cb);
+  }) as typeof fs.fsync;
+  t.teardown(() => {
+    fs[call] = real;
+  });
+  return seen;
+}
+
 t.test('names change without a flush of each file; the batch\'s sync flushes the named ones and closes every one', async (t) => {
   const dir = fs.realpathSync(tmpdir(t));
   const applier = new Applier(dir, pino({ level: 'silent' }));
-  // Every fdatasync, by the name its descriptor has at that moment.
-  const fdatasync = fs.fdatasync;
-  const flushed: string[] = [];
-  fs.fdatasync = ((fd: number, cb: fs.NoParamCallback) => {
-    flushed.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
-    fdatasync(fd, cb);
-  }) as typeof fs.fdatasync;
-  t.teardown(() => {
-    fs.fdatasync = fdatasync;
-  });
+  const flushed = flushes(t, 'fdatasync');
   const open = () => fs.readdirSync('/proc/self/fd').length;
   const before = open();
 
@@ -49,16 +54,7 @@ t.test('an unlink flushes its directory only when a name went; other open files 
   const dir = fs.realpathSync(tmpdir(t));
   fs.mkdirSync(path.join(dir, 'd'));
   const applier = new Applier(dir, pino({ level: 'silent' }));
-  // Every fsync (a directory's flush), by the name its descriptor has.
-  const fsync = fs.fsync;
-  const flushed: string[] = [];
-  fs.fsync = ((fd: number, cb: fs.NoParamCallback) => {
-    flushed.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
-    fsync(fd, cb);
-  }) as typeof fs.fsync;
-  t.teardown(() => {
-    fs.fsync = fsync;
-  });
+  const flushed = flushes(t, 'fsync'); // a directory's flush
   fs.writeFileSync(path.join(dir, 'open'), '');
   t.equal(await applier.apply(entry({ op: 'write', path: '/open', offset: 0, data: Buffer.from('a') })), true);
   const fds = () => fs.readdirSync('/proc/self/fd').length;

@@ -93,11 +93,7 @@ t.test('power cut on the backup: writes it acknowledged through its redo log alo
 });
 
 t.test('a backup killed after applying a log rotation and before its checkpoint resumes after it, not before', async (t) => {
-  const dir = tmpdir(t);
-  const target = path.join(dir, 'dr');
-  const state = path.join(dir, 'bstate');
-  fs.mkdirSync(target);
-  const secret = writeSecret(dir);
+  const { dr: target, bstate: state, secret } = layout(t);
   const key = Buffer.from(fs.readFileSync(secret, 'utf8').trim());
   const backup = await startBackup(t, { target, state, secret });
   const file = (p: string) => fs.readFileSync(path.join(target, p), 'utf8');
