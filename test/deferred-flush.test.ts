@@ -31,11 +31,16 @@ const appends = (file: string, from: number, to: number) => `for i in $(seq ${fr
 /**
  * A new file, applied on its own first (its create is flushed with the files: a checkpoint, which starts the redo
  * log's span), then appends: applied, and not durable until asked. Run together, a loaded primary could take the
- * create and the appends into one batch, and the create's flush would make them durable too.
+ * create and the appends into one batch, and the create's flush would make them durable too. The create is watched
+ * for on the backup's target, not through `drms status`: on a loaded machine a status process can take longer than
+ * the redo log's span (1 s), and the appends would then start a checkpoint of their own.
  */
-async function createThenAppend(prod: string, pstate: string, file: string, records: number): Promise<void> {
+async function createThenAppend(prod: string, dr: string, file: string, records: number): Promise<void> {
   await sh(`: > ${file}`, prod);
-  await replayed(pstate);
+  for (let i = 0; !fs.existsSync(path.join(dr, file)); i++) {
+    if (i === 4000) throw new Error(`the backup did not create ${file} within 20 s`);
+    await sleep(5);
+  }
   await sh(appends(file, 1, records), prod);
 }
 
@@ -45,7 +50,7 @@ t.test('async: writes are applied at once and made durable when the primary asks
   const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
   await primary.waitFor('connected to backup; shipping');
 
-  await createThenAppend(prod, pstate, 'a.log', 50);
+  await createThenAppend(prod, dr, 'a.log', 50);
   const before = await replayed(pstate);
   t.equal(before.replayedSeq, before.lastSeq, 'every write applied on the backup');
   t.ok(before.appliedSeq < before.replayedSeq!, `not all durable yet: applied ${before.replayedSeq}, durable ${before.appliedSeq}`);
@@ -59,7 +64,7 @@ t.test('async: writes are applied at once and made durable when the primary asks
   t.equal(after.durableLagSeconds, 0);
 
   // Applied, not flushed, and the backup dies: the primary still holds those entries and sends them again.
-  await createThenAppend(prod, pstate, 'b.log', 50);
+  await createThenAppend(prod, dr, 'b.log', 50);
   const pending = await replayed(pstate);
   t.ok(pending.appliedSeq < pending.replayedSeq!, `entries applied and not durable when the backup is killed (durable ${pending.appliedSeq} of ${pending.replayedSeq})`);
   backup.proc.kill('SIGKILL');
