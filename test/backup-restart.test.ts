@@ -1,12 +1,10 @@
 // The backup goes away twice during a workload (SIGTERM, then SIGKILL) and comes back: no gap, no duplicate. After a
 // power cut it applies again what it acknowledged through its redo log alone.
 import t from 'tap';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
-import { RedoLog } from '../dist/apply/redo-log.js';
 import { BackupState } from '../dist/apply/state.js';
 import { sendBatch, type Entry } from './helpers/batch.js';
 import { drms, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
@@ -92,47 +90,6 @@ t.test('power cut on the backup: writes it acknowledged through its redo log alo
   const [p, b] = [await snapshot(prod), await snapshot(dr)];
   t.same(b.entries, p.entries, 'trees identical');
   t.same(mtimeDrift(p, b), []);
-});
-
-t.test('power cut on the backup under a steady stream: its checkpoints run behind the applying, and both redo logs are applied again', async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const first = await startBackup(t, { target: dr, state: bstate, secret });
-  await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${first.port}`, secret });
-  // 2.5 s of appends with fdatasync, paced: the redo log's span (1 s) ends twice while batches keep coming.
-  const ledger = path.join(prod, 'ledger.log');
-  await promisify(execFile)(process.execPath, ['-e', `
-    const fs = require('node:fs');
-    const fd = fs.openSync(${JSON.stringify(ledger)}, 'a');
-    const end = Date.now() + 2500;
-    for (let i = 0; Date.now() < end; i++) {
-      fs.writeSync(fd, ('record ' + i).padEnd(63) + '\\n');
-      fs.fdatasyncSync(fd);
-      if (i % 10 === 9) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
-    }`]);
-  t.equal((await drms(['sync', '--state', pstate])).code, 0, 'the backup acknowledged every record');
-  first.proc.kill('SIGKILL');
-  await first.exited;
-
-  const names = ['redo', 'redo.1'].filter((name) => fs.existsSync(path.join(bstate, 'backup', name)));
-  const logs = names.map((name) => RedoLog.open(path.join(bstate, 'backup'), name));
-  t.ok(logs.length === 2 && logs.every((log) => log.records().length > 0), 'both redo logs were written: a checkpoint switched logs and the batches went on');
-  for (const log of logs) log.close();
-  const state = BackupState.open(bstate);
-  const redo = state.takeRedo();
-  await state.close();
-  t.ok(redo.length > 0 && redo.every((e, i) => i === 0 || e.seq === redo[i - 1]!.seq + 1), `${redo.length} entries acknowledged through the redo logs, with no gap`);
-  const wanted = fs.readFileSync(ledger, 'utf8');
-  const flushedAt = Math.min(...redo.flatMap((e) => (e.op === 'write' ? [e.offset] : [])));
-  t.ok(flushedAt > 0, 'the checkpoints flushed the ledger up to where the redo logs begin');
-  fs.truncateSync(path.join(dr, 'ledger.log'), flushedAt); // the power cut: what the checkpoints did not cover is lost
-
-  const second = await startBackup(t, { target: dr, state: bstate, secret, port: first.port });
-  t.equal((await second.waitFor('entries of the redo log applied again')).count, redo.length);
-  t.equal(fs.readFileSync(path.join(dr, 'ledger.log'), 'utf8'), wanted, 'every acknowledged record is back in the backup\'s file');
-  await second.waitFor('primary authenticated');
-  t.equal((await drms(['sync', '--state', pstate])).code, 0);
-  const [p, b] = [await snapshot(prod), await snapshot(dr)];
-  t.same(b.entries, p.entries, 'trees identical');
 });
 
 t.test('a backup killed after applying a log rotation and before its checkpoint resumes after it, not before', async (t) => {

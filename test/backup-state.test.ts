@@ -5,7 +5,6 @@ import t from 'tap';
 import { open } from 'lmdb';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupState } from '../dist/apply/state.js';
 import { encodeEntry } from '../dist/journal/entry.js';
 import { tmpdir } from './helpers/cluster.js';
@@ -150,48 +149,6 @@ t.test('the redo log: what it acknowledged comes back after a restart, until a c
   s = BackupState.open(dir);
   t.same(seqs(s), [6], 'the records the checkpoint covered, still behind the new one in the file, are not applied again');
   t.equal(s.get().appliedSeq, 6);
-  await s.close();
-});
-
-t.test('a checkpoint behind the applying: the other log takes what follows, and both are read until it ends', async (t) => {
-  const dir = tmpdir(t);
-  let s = BackupState.open(dir);
-  await s.save({ journalId: ID, appliedSeq: 2, resyncing: false });
-  t.notOk(s.checkpointDue, 'not due right after a checkpoint');
-  t.ok(s.logged({ journalId: ID, appliedSeq: 4, resyncing: false }, [write(3, 'c'), write(4, 'd')]));
-  const at = s.beginCheckpoint();
-  t.same(at, { journalId: ID, appliedSeq: 4, resyncing: false }, 'it covers what was logged, flushed first');
-  t.ok(s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(5, 'e'), write(6, 'f')]), 'batches go on being logged meanwhile');
-  s.flushLogged();
-  await s.close();
-  s = BackupState.open(dir);
-  t.same(seqs(s), [3, 4, 5, 6], 'killed before it ended: both logs are applied again, in order');
-  await s.close();
-
-  // The same, ended this time, then a second one: the first log is reused, and what the second holds still counts.
-  const dir2 = tmpdir(t, 'ended');
-  s = BackupState.open(dir2);
-  await s.save({ journalId: ID, appliedSeq: 2, resyncing: false });
-  s.logged({ journalId: ID, appliedSeq: 4, resyncing: false }, [write(3, 'c'), write(4, 'd')]);
-  const first = s.beginCheckpoint();
-  s.logged({ journalId: ID, appliedSeq: 6, resyncing: false }, [write(5, 'e'), write(6, 'f')]);
-  s.endCheckpoint(first);
-  s.beginCheckpoint();
-  s.logged({ journalId: ID, appliedSeq: 7, resyncing: false }, [write(7, 'g')]);
-  s.flushLogged();
-  t.equal(s.get().appliedSeq, 7);
-  await s.close();
-  s = BackupState.open(dir2);
-  t.same(s.get(), { journalId: ID, appliedSeq: 7, resyncing: false });
-  t.same(seqs(s), [5, 6, 7], 'what the ended checkpoint covered is not applied again; the rest is, from both logs');
-  await s.close();
-
-  s = BackupState.open(tmpdir(t, 'due'));
-  await s.save({ journalId: ID, appliedSeq: 0, resyncing: false });
-  await sleep(1100);
-  t.ok(s.checkpointDue, 'due once the log has covered its span (1 s)');
-  s.beginCheckpoint();
-  t.notOk(s.checkpointDue, 'not while the next span runs');
   await s.close();
 });
 

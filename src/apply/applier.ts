@@ -54,8 +54,6 @@ export class Applier {
   private readonly dirtyFiles = new Set<OpenFile>();
   /** Dirty files pushed out of `files`: still open, flushed and closed by the next sync(). */
   private readonly closing: OpenFile[] = [];
-  /** Files a sync() flushes now: one let go meanwhile is closed by the next (its descriptor is not reused under the flush). */
-  private readonly flushing = new Set<OpenFile>();
   private readonly dirtyDirs = new Set<string>();
   divergences = 0;
   /** Stamps skipped for a later entry's (see apply), by path. */
@@ -114,25 +112,15 @@ export class Applier {
   }
 
   /**
-   * Makes everything applied before it durable: file data, then the directories whose entries changed. Files are
-   * flushed in parallel on libuv's pool: a copy of many small files is not one disk flush after another. Entries may
-   * be applied meanwhile (a checkpoint behind the applying), but only one sync() runs at a time.
+   * Makes everything applied so far durable: file data, then the directories whose entries changed. Files are
+   * flushed in parallel on libuv's pool: a copy of many small files is not one disk flush after another.
    */
   async sync(): Promise<void> {
     const closing = this.flushClosing();
     this.closingFlushed = Promise.resolve();
-    const files = [...this.dirtyFiles];
+    await closing;
+    await Promise.all([...this.dirtyFiles].map((fh) => fh.flush()));
     this.dirtyFiles.clear();
-    for (const fh of files) this.flushing.add(fh);
-    try {
-      await closing;
-      await Promise.all(files.map((fh) => fh.flush()));
-    } catch (err) {
-      for (const fh of files) if (!this.closing.includes(fh)) this.dirtyFiles.add(fh); // the next sync tries again
-      throw err;
-    } finally {
-      this.flushing.clear();
-    }
     for (const dir of this.dirtyDirs) {
       let fh: OpenFile;
       try {
@@ -393,7 +381,7 @@ export class Applier {
    * wait for a disk flush of each file written before it.
    */
   private letGo(fh: OpenFile): void {
-    if (!this.dirtyFiles.delete(fh) && !this.flushing.has(fh)) {
+    if (!this.dirtyFiles.delete(fh)) {
       try {
         fh.close();
       } catch {

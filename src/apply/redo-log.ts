@@ -1,6 +1,5 @@
-// The backup's redo logs (`redo` and `redo.1` beside the applied record): entries acknowledged since the target's
-// files were last flushed. A batch of plain writes is made durable by one append here instead of a flush of every
-// file it wrote.
+// The backup's redo log (`redo` beside the applied record): entries acknowledged since the target's files were last
+// flushed. A batch of plain writes is made durable by one append here instead of a flush of every file it wrote.
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -27,14 +26,14 @@ export class RedoLog {
     private readonly flusher: OverwriteFlusher,
   ) {}
 
-  static open(dir: string, name: string): RedoLog {
-    const fd = fs.openSync(path.join(dir, name), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  static open(dir: string): RedoLog {
+    const fd = fs.openSync(path.join(dir, 'redo'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     const size = fs.fstatSync(fd).size;
     if (size < REDO_BYTES) {
       fs.writeSync(fd, Buffer.alloc(REDO_BYTES - size), 0, REDO_BYTES - size, size);
       fs.fdatasyncSync(fd);
     }
-    return new RedoLog(fd, overwriteFlusher(fd, dir, name));
+    return new RedoLog(fd, overwriteFlusher(fd, dir, 'redo'));
   }
 
   /**

@@ -68,10 +68,6 @@ export class BackupServer {
   private replayed: AppliedState;
   /** The redo log's flush that is due, and the session that waits for its acknowledgement. */
   private deferred: { session: Session; timer: NodeJS.Timeout } | undefined;
-  /** A checkpoint run behind the applying (see checkpointBehind). */
-  private behind: Promise<void> | undefined;
-  /** The last one failed: the next batch checkpoints at once, and a failure there ends its session. */
-  private checkpointOwed = false;
   private readonly flushDelayMs: number;
   private readonly server: net.Server;
   private active: PeerConnection | undefined;
@@ -262,28 +258,9 @@ export class BackupServer {
 
   /** Flushes the target's files and records `s`, the applied state they hold: the redo log starts over. */
   private async checkpoint(s = this.replayed): Promise<void> {
-    await this.behind;
     await this.applier.sync();
     await this.state.save(s);
-    this.checkpointOwed = false;
     this.applied = this.replayed = s; // only once durable: the next session's welcome tells the primary where to resume
-  }
-
-  /**
-   * The redo log has covered its span: the files are flushed while the batches that follow are applied and logged
-   * in the other redo log. A checkpoint at once stopped the applying for its file flushes, 5-30 ms a second with 8
-   * writers here, and the replication lag rose by as much.
-   */
-  private checkpointBehind(): void {
-    this.flushLogged();
-    const s = this.state.beginCheckpoint();
-    this.behind = this.applier.sync()
-      .then(() => this.state.endCheckpoint(s))
-      .catch((err: Error) => {
-        this.checkpointOwed = true;
-        this.opts.log.error({ err, seq: s.appliedSeq }, "flushing the target's files behind the applying failed: the next batch checkpoints at once");
-      })
-      .finally(() => (this.behind = undefined));
   }
 
   /**
@@ -418,12 +395,11 @@ export class BackupServer {
       // also one that held only entries applied already: the primary waits for the answer.
       if (applied !== start) {
         const next = { journalId, appliedSeq: applied, resyncing: this.applier.resyncing };
-        if (!whole || !logged || this.checkpointOwed || !this.state.logged(next, logged)) {
+        if (!whole || !logged || !this.state.logged(next, logged)) {
           await this.checkpoint(next);
         } else {
           this.replayed = next;
           if (!flushAsked) this.deferred ??= { session, timer: setTimeout(() => this.flushLater(), this.flushDelayMs) };
-          if (this.state.checkpointDue && !this.behind) this.checkpointBehind();
         }
       }
       if (flushAsked) this.flushLogged();

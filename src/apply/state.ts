@@ -15,10 +15,7 @@ export interface AppliedState {
   resyncing: boolean;
 }
 
-/**
- * The redo log covers about this much time (past it the files are flushed behind the applying: see
- * beginCheckpoint) and at most this many entry bytes a batch (past them the files are flushed at once).
- */
+/** The redo log covers at most this much time and this many entry bytes a batch; past them the files are flushed. */
 const REDO_SPAN_MS = 1000;
 const REDO_BATCH_BYTES = 64 * 1024;
 
@@ -30,31 +27,23 @@ export class BackupState {
   private unflushed: AppliedState | undefined;
   private redo: JournalEntry[] = [];
   private savedAt = Date.now();
-  /** The redo log written to; the other holds what a checkpoint under way covers (see beginCheckpoint). */
-  private active = 0;
 
   private constructor(
     private readonly db: RootDatabase,
     private readonly record: AppliedRecord,
-    private readonly redoLogs: readonly [RedoLog, RedoLog],
+    private readonly redoLog: RedoLog,
     private readonly mark: AppliedMark,
   ) {
-    // Both logs' entries beyond the applied record, in seq order, up to the first gap: the older log's records that a
-    // checkpoint covered, and where a log was reused, those behind its newest ones, are told by their seqs.
-    const beyond = new Map<number, JournalEntry>();
-    for (const log of redoLogs) {
-      for (const r of log.records()) {
-        if (r.journalId !== record.state.journalId) continue; // another journal's, covered long ago
-        for (const raw of r.entries) {
-          const e = decodeEntry(raw);
-          if (e.seq > record.state.appliedSeq) beyond.set(e.seq, e);
-        }
-      }
-    }
     let seq = record.state.appliedSeq;
-    for (let e = beyond.get(seq + 1); e; e = beyond.get(seq + 1)) {
-      this.redo.push(e);
-      seq = e.seq;
+    for (const r of redoLog.records()) {
+      if (r.journalId !== record.state.journalId) continue; // another journal's, covered long ago
+      for (const raw of r.entries) {
+        const e = decodeEntry(raw);
+        if (e.seq <= seq) continue; // covered by the applied record
+        if (e.seq !== seq + 1) break;
+        this.redo.push(e);
+        seq = e.seq;
+      }
     }
     this.current = { ...record.state, appliedSeq: seq };
   }
@@ -68,7 +57,7 @@ export class BackupState {
       appliedSeq: (db.get('appliedSeq') as number | undefined) ?? 0,
       resyncing: db.get('resyncing') === true,
     });
-    return new BackupState(db, AppliedRecord.open(dir, inLmdb), [RedoLog.open(dir, 'redo'), RedoLog.open(dir, 'redo.1')], AppliedMark.open(dir));
+    return new BackupState(db, AppliedRecord.open(dir, inLmdb), RedoLog.open(dir), AppliedMark.open(dir));
   }
 
   /**
@@ -105,7 +94,7 @@ export class BackupState {
 
   /**
    * A checkpoint: the caller has flushed the target's files. Records progress and waits until it is on stable
-   * storage: staged writes first (lmdb), then the applied seq; the redo logs start over.
+   * storage: staged writes first (lmdb), then the applied seq; the redo log starts over.
    */
   async save(s: AppliedState): Promise<void> {
     if (this.staged?.changed) {
@@ -114,7 +103,7 @@ export class BackupState {
       await this.db.flushed;
     }
     this.record.write(s);
-    for (const log of this.redoLogs) log.reset();
+    this.redoLog.reset();
     this.current = s;
     this.unflushed = undefined; // the files hold them now
     this.savedAt = Date.now();
@@ -127,41 +116,18 @@ export class BackupState {
    */
   logged(s: AppliedState, entries: Buffer[]): boolean {
     const r = this.record.state;
-    if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing) return false;
+    if (s.journalId === undefined || s.journalId !== r.journalId || s.resyncing !== r.resyncing || Date.now() - this.savedAt > REDO_SPAN_MS) return false;
     if (entries.reduce((n, e) => n + e.length, 0) > REDO_BATCH_BYTES) return false; // one flush of the file costs less
-    if (!this.redoLogs[this.active]!.append(s.journalId, entries)) return false; // full: the span went on too long
+    if (!this.redoLog.append(s.journalId, entries)) return false;
     this.unflushed = s;
     return true;
-  }
-
-  /** The redo log has covered its span: the files are to be flushed behind the applying (beginCheckpoint). */
-  get checkpointDue(): boolean {
-    return Date.now() - this.savedAt > REDO_SPAN_MS;
-  }
-
-  /**
-   * A checkpoint that does not stop the applying: what is logged is flushed, and the other log takes what comes next.
-   * The caller flushes the files the returned state's entries were applied to, then calls endCheckpoint with it;
-   * until then both logs are read after a crash. Between batches, with no other checkpoint under way.
-   */
-  beginCheckpoint(): AppliedState {
-    this.flushLogged();
-    this.active = 1 - this.active;
-    this.redoLogs[this.active]!.reset();
-    this.savedAt = Date.now();
-    return this.current;
-  }
-
-  /** The files hold `s` (from beginCheckpoint): the applied record says so, and the log before it may be reused. */
-  endCheckpoint(s: AppliedState): void {
-    this.record.write(s);
   }
 
   /** Makes what logged() wrote durable; returns the applied state it reaches, or undefined when nothing was waiting. */
   flushLogged(): AppliedState | undefined {
     const s = this.unflushed;
     if (!s) return undefined;
-    this.redoLogs[this.active]!.flush();
+    this.redoLog.flush();
     this.unflushed = undefined;
     this.current = s;
     return s;
@@ -176,7 +142,7 @@ export class BackupState {
   async close(): Promise<void> {
     this.mark.close();
     this.record.close();
-    for (const log of this.redoLogs) log.close();
+    this.redoLog.close();
     await this.db.close();
   }
 }
