@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <isa-l/crc.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -28,9 +29,6 @@
 
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
 #define PENDING_MAX (16u << 20)
-
-// zlib's, exported by the node binary this addon is loaded into (JavaScript checks frames with zlib.crc32).
-extern unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
 
 struct capture {
   pthread_mutex_t lock;      // seq order, the log, the handle table
@@ -219,10 +217,9 @@ static int pwrite_all(int fd, const char *p, size_t n, off_t off) {
 // The frame's checksum, over the log's key, header and body: after a power cut a reader stops at a torn frame
 // (or at what an older generation left in the file), not redoing what it holds.
 static void seal(struct buf *frame, uint64_t key) {
-  unsigned long crc = crc32(0, (const unsigned char *)&key, 8);
-  crc = crc32(crc, (const unsigned char *)frame->p, FRAME_CRC_AT);
-  crc = crc32(crc, (const unsigned char *)frame->p + FRAME_HEADER, (unsigned)(frame->len - FRAME_HEADER));
-  uint32_t v = (uint32_t)crc;
+  uint32_t v = crc32_gzip_refl(0, (const unsigned char *)&key, 8);
+  v = crc32_gzip_refl(v, (const unsigned char *)frame->p, FRAME_CRC_AT);
+  v = crc32_gzip_refl(v, (const unsigned char *)frame->p + FRAME_HEADER, (uint64_t)(frame->len - FRAME_HEADER));
   memcpy(frame->p + FRAME_CRC_AT, &v, 4);
 }
 

@@ -1,9 +1,13 @@
 import t from 'tap';
 import { decodeBatch, encodeBatch, FrameReader, FrameType, frameHeader, MAX_FRAME, packBody, unpackBody } from '../dist/wire/frame.js';
 import { proof, proofMatches, readSecretFile } from '../dist/wire/auth.js';
+import { crc32 } from '../dist/wire/checksum.js';
+import { tryNativeAddon } from '../dist/fs/native.js';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 const frame = (type: FrameType, body: Buffer) => Buffer.concat([frameHeader(type, [body]), body]);
 
@@ -25,6 +29,21 @@ t.test('a flipped byte anywhere in a frame is detected', async (t) => {
     bad[i] ^= 0x10;
     t.throws(() => new FrameReader().push(bad), { name: 'ProtocolError' }, `byte ${i}`);
   }
+});
+
+t.test("frames are sealed with the addon's CRC-32, which is zlib's, whole or in pieces", async (t) => {
+  const addon = tryNativeAddon();
+  t.ok(addon, 'the addon is built');
+  t.equal(crc32, addon!.crc32, 'the addon computes it');
+  for (const n of [0, 1, 7, 63, 256, 4097, 2 ** 20 + 3]) {
+    const data = randomBytes(n);
+    t.equal(crc32(data), zlib.crc32(data), `${n} bytes`);
+    const cut = n >> 1;
+    t.equal(crc32(data.subarray(cut), crc32(data.subarray(0, cut))), zlib.crc32(data), `${n} bytes in two pieces`);
+    // Node's zlib.crc32 answers 0 for no bytes at all, whatever the running value: the value is the right answer.
+    t.equal(crc32(data, 0xdeadbeef), n ? zlib.crc32(data, 0xdeadbeef) : 0xdeadbeef, `${n} bytes from a running value`);
+  }
+  t.throws(() => addon!.crc32('text' as unknown as Uint8Array), /Uint8Array/);
 });
 
 t.test('an impossible length is refused before buffering', async (t) => {

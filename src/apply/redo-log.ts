@@ -2,9 +2,9 @@
 // flushed. A batch of plain writes is made durable by one append here instead of a flush of every file it wrote.
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
 import { overwriteFlusher, type OverwriteFlusher } from '../fs/native.js';
 import type { JournalEntry } from '../journal/entry.js';
+import { crc32 } from '../wire/checksum.js';
 import { decodeBatch, encodeBatch } from '../wire/frame.js';
 
 /** The log's size, written once in full: a record's fdatasync is then an overwrite, with no metadata to commit. */

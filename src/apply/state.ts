@@ -3,9 +3,9 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
 import { overwriteFlusher, type OverwriteFlusher } from '../fs/native.js';
 import { decodeEntry, encodeEntry, type JournalEntry } from '../journal/entry.js';
+import { crc32 } from '../wire/checksum.js';
 import { RedoLog } from './redo-log.js';
 
 export interface AppliedState {

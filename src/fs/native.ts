@@ -40,6 +40,7 @@ export interface NativeAddon {
   openFlushFile(parent: string, dirName: string, name: string): number;
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   namesExist(paths: string[]): Promise<Uint8Array>;
+  crc32(data: Uint8Array, value?: number): number;
 }
 
 let addon: NativeAddon | undefined;

@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
 import { openFlushFile } from '../fs/native.js';
+import { crc32 } from '../wire/checksum.js';
 
 /** Frame kinds, as native/capture.h numbers them. */
 export const FrameKind = { Entry: 0, Done: 1, Captured: 2, Generation: 3, Checkpoint: 4 } as const;

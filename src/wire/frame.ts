@@ -1,7 +1,7 @@
 // Wire frames: [u32 length][u32 crc32][u8 type][body], big-endian; length counts type + body.
-import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { ProtocolError } from '../errors.js';
+import { crc32 } from './checksum.js';
 
 /** 2: epochs (fencing) and role changes. */
 export const PROTOCOL_VERSION = 2;
