@@ -50,6 +50,8 @@ t.test('config mistakes give a clear message and mount nothing', async (t) => {
     [['primary', '--mount', prod, '--state', path.join(prod, 'state'), '--to', '127.0.0.1:1', '--secret-file', good], /--state must not be inside --mount/],
     [['backup', '--listen', '127.0.0.1:99999', '--target', path.join(dir, 'dr'), '--state', path.join(dir, 'b'), '--secret-file', good], /--listen/],
     [['backup', '--listen', '127.0.0.1:0', '--target', path.join(dir, 'dr'), '--state', path.join(dir, 'dr', 'st'), '--secret-file', good], /must not contain each other/],
+    [[...base, '--to', '127.0.0.1:1', '--secret-file', good, '--nice', '-30'], /--nice must be a whole number from -20 to 19, not "-30"/],
+    [['backup', '--listen', '127.0.0.1:0', '--target', path.join(dir, 'dr'), '--state', path.join(dir, 'b'), '--secret-file', good, '--nice', 'high'], /--nice must be a whole number from -20 to 19, not "high"/],
   ];
   for (const [args, message] of cases) {
     const r = await drms(args);

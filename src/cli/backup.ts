@@ -10,8 +10,9 @@ import { Policy } from '../policy/policy.js';
 import { parseHostPort } from '../ship/routes.js';
 import { loadCredentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
-import { milliseconds, PRIMARY_DEFAULTS, type ConsoleFlags } from './flags.js';
+import { milliseconds, niceness, PRIMARY_DEFAULTS, type ConsoleFlags } from './flags.js';
 import { SiteNode, type Role } from './node.js';
+import { setThreadNice } from './process.js';
 import { settingsOf, startPrimaryRole, type PrimaryArgs } from './primary.js';
 import { diskFree, type NodeReport } from './report.js';
 
@@ -27,6 +28,8 @@ export interface BackupArgs extends TlsFiles, ConsoleFlags {
   policy?: string;
   /** Milliseconds applied plain writes may wait for the redo log's flush (see FLUSH_DELAY_MS). */
   flushDelay?: string;
+  /** The JavaScript thread's nice value (setThreadNice). */
+  nice?: string;
 }
 
 export async function runBackup(args: BackupArgs): Promise<void> {
@@ -105,12 +108,14 @@ export async function startBackupRole(node: SiteNode, args: BackupArgs, opts: { 
 
   process.umask(0);
   const flushDelayMs = args.flushDelay === undefined ? undefined : milliseconds(args.flushDelay, '--flush-delay');
+  const nice = niceness(args.nice ?? PRIMARY_DEFAULTS.nice, '--nice');
   server = new BackupServer({ listen, target, stateDir, ...credentials, activity, events, log, flushDelayMs, onPromote: (epoch) => takeOver(epoch, {}) });
   await server.recover();
   const addr = await server.listen().catch((err: Error) => {
     throw new ConfigError(`cannot listen on ${args.listen}: ${err.message}`);
   });
-  log.info({ listen: `${addr.address}:${addr.port}`, path: targetDir, seq: server.appliedSeq, epoch: server.generation.epoch }, 'backup listening');
+  setThreadNice(nice, log);
+  log.info({ listen: `${addr.address}:${addr.port}`, path: targetDir, nice, seq: server.appliedSeq, epoch: server.generation.epoch }, 'backup listening');
   const s = server;
   return {
     name: 'backup',

@@ -8,7 +8,7 @@ import type { PrimaryArgs } from './primary.js';
 /** Keys a set may hold; `to` may also be a list of HOST:PORT. */
 const KEYS = new Set([
   'name', 'mount', 'state', 'to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'drainTimeout',
-  'maxBacklog', 'policy', 'verifyEvery', 'listen', 'binding', 'writebackCache', 'ioUring', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck',
+  'maxBacklog', 'policy', 'verifyEvery', 'listen', 'binding', 'writebackCache', 'ioUring', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck', 'nice',
 ]);
 
 export interface MirroredSet extends PrimaryArgs {

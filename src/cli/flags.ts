@@ -14,6 +14,12 @@ export function milliseconds(v: string, flag: string): number {
   return Number(v);
 }
 
+/** A nice value, -20 (first served) to 19. */
+export function niceness(v: string, flag: string): number {
+  if (!/^-?\d+$/.test(v.trim()) || Number(v) < -20 || Number(v) > 19) throw new ConfigError(`${flag} must be a whole number from -20 to 19, not "${v}"`);
+  return Number(v);
+}
+
 /** A size with an optional K, M, G or T suffix (powers of 1024). */
 export function bytes(v: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
@@ -73,4 +79,5 @@ export const PRIMARY_DEFAULTS = {
   alertBacklog: '1G',
   alertDisconnected: '30',
   alertStuck: '60',
+  nice: '-10',
 } as const;

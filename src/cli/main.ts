@@ -57,6 +57,7 @@ withConsole(program.command('primary'))
   .addOption(new Option('--binding <name>', 'FUSE binding: native (drms\'s libfuse3 addon) or fuse-native (libfuse2)').choices([...BINDINGS]))
   .option('--writeback-cache', 'native binding: the kernel buffers small writes and sends them in large ones (captured at flush, fsync and close)')
   .option('--no-io-uring', 'native binding: serve every request through /dev/fuse, not over io_uring on the requester\'s CPU (Linux 6.14+)')
+  .option('--nice <n>', 'nice value of the JavaScript thread, which ships (the FUSE threads keep theirs): -20 to 19', PRIMARY_DEFAULTS.nice)
   .action((o) => runPrimary(o));
 
 withConsole(program.command('backup'))
@@ -72,6 +73,7 @@ withConsole(program.command('backup'))
   .addOption(new Option('--mode <mode>', 'once promoted: replication mode').choices(['async', 'sync']))
   .option('--policy <file>', 'once promoted: critical-file policy')
   .option('--flush-delay <ms>', 'how long applied writes may wait for the DR copy\'s flush (their durable acknowledgement) when the primary does not wait for it; 0: flush every group', String(FLUSH_DELAY_MS))
+  .option('--nice <n>', 'nice value of the JavaScript thread, which applies and acknowledges: -20 to 19', PRIMARY_DEFAULTS.nice)
   .action((o) => runBackup(o));
 
 program

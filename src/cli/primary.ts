@@ -19,8 +19,9 @@ import { loadCredentials, type Credentials } from '../wire/auth.js';
 import type { TlsFiles } from '../wire/tls.js';
 import { loadSet } from './config.js';
 import { startBackupRole, type BackupArgs } from './backup.js';
-import { bytes, duration, flag, seconds, type ConsoleFlags } from './flags.js';
+import { bytes, duration, flag, niceness, PRIMARY_DEFAULTS, seconds, type ConsoleFlags } from './flags.js';
 import { SiteNode, type Role } from './node.js';
+import { setThreadNice } from './process.js';
 import { diskFree, type NodeReport } from './report.js';
 
 export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
@@ -42,6 +43,8 @@ export interface PrimaryArgs extends TlsFiles, ConsoleFlags {
   writebackCache?: boolean | string;
   /** Native binding: serve over io_uring when the kernel offers it (the default; --no-io-uring). */
   ioUring?: boolean | string;
+  /** The JavaScript thread's nice value (setThreadNice); start-time only. */
+  nice?: string;
 }
 
 /** What the flags (or a config set) say, checked; everything but mount, state and the console can change on SIGHUP. */
@@ -59,6 +62,7 @@ interface Settings {
   binding: BindingName;
   writebackCache: boolean;
   ioUring: boolean;
+  nice: number;
 }
 
 export function settingsOf(args: PrimaryArgs): Settings {
@@ -78,6 +82,7 @@ export function settingsOf(args: PrimaryArgs): Settings {
     credentials: loadCredentials(args),
     binding: parseBinding(args.binding),
     writebackCache: flag(args.writebackCache, '--writeback-cache'),
+    nice: niceness(args.nice ?? PRIMARY_DEFAULTS.nice, '--nice'),
     ioUring: flag(args.ioUring ?? true, 'ioUring'),
   };
 }
@@ -173,7 +178,8 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
     throw err.code === 'ENOENT' ? new ConfigError(`--mount ${args.mount} does not exist`) : err;
   });
   const m = mounted;
-  log.info({ path: m.dir, mode, binding, writebackCache, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
+  setThreadNice(settings.nice, log);
+  log.info({ path: m.dir, mode, binding, writebackCache, nice: settings.nice, journalId: journal.id, seq: journal.lastSeq, epoch: generation.epoch, policy: policy.describe() }, 'mounted');
   // The address where this site serves as the backup after a switchover refuses stale primaries meanwhile, also
   // after a restart of a promoted site: an old primary that comes back is told why it may not serve.
   const listener = opts.listener ?? (args.listen ? await fenceListener(settings, args.listen, m.root, stateDir, generation.epoch, node) : undefined);
@@ -239,7 +245,7 @@ export async function startPrimaryRole(node: SiteNode, args: PrimaryArgs, opts: 
       events.emit('reload-refused', `configuration reload refused, the running configuration stays: ${(err as Error).message}`, {}, 'error');
       return;
     }
-    const restartOnly = (['mount', 'state', 'binding', 'writebackCache', 'ioUring', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
+    const restartOnly = (['mount', 'state', 'binding', 'writebackCache', 'ioUring', 'nice', 'admin', 'adminTokenFile', 'alertCommand', 'alertWebhook', 'alertLag', 'alertBacklog', 'alertDisconnected', 'alertStuck'] as const)
       .filter((k) => String(nextArgs[k] ?? '') !== String(args[k] ?? ''));
     if (restartOnly.length) log.warn({ keys: restartOnly }, 'reload: these settings take effect only at the next start');
     const changed = (['to', 'secretFile', 'tlsCert', 'tlsKey', 'tlsCa', 'mode', 'syncTimeout', 'onSyncTimeout', 'maxBacklog', 'drainTimeout', 'policy', 'verifyEvery', 'listen'] as const)
