@@ -52,9 +52,11 @@ export function writeSecret(dir: string, name = 'secret'): string {
   return file;
 }
 
-/** Starts `drms <args>`; the process is killed (and its mount freed) in teardown. */
-export function startNode(t: Test, args: string[], mountDir?: string): Node {
-  const proc = spawn(process.execPath, [DRMS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `drms <args>` (as user `uid` if given); the process is killed (and its mount freed) in teardown. */
+export function startNode(t: Test, args: string[], mountDir?: string, uid?: number): Node {
+  const command = [process.execPath, DRMS, ...args];
+  if (uid !== undefined) command.unshift('setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups');
+  const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const waiters: Array<{ match: string | RegExp; resolve: (l: Record<string, unknown>) => void }> = [];
   const onLine = (line: string) => {
