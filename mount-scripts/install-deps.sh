@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what drms needs on a Debian machine: libfuse3 and its headers (the native binding, built from source
 # here), ISA-L and its headers (the addon's CRC-32), libfuse2 (the fuse-native fallback), fusermount (fuse3: it
-# replaces Debian's fuse package, whose fusermount it provides), attr tools, bindfs (the benchmark's C reference), chromium (the dashboard's browser
-# test), sqlite3, git, make and gcc (the unmodified programs the tests run on the mount), python3 and pkg-config
-# (node-gyp), shellcheck, Node dependencies, then builds.
+# replaces Debian's fuse package, whose fusermount it provides), attr tools, bindfs (the benchmark's C reference),
+# chromium (the dashboard's browser test), sqlite3, git, make and gcc (the unmodified programs the tests run on the
+# mount), python3 and pkg-config (node-gyp), shellcheck, Node dependencies, then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ]; then
