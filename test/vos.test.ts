@@ -310,8 +310,10 @@ t.test('fuzz: random valid and invalid record operations and transactions; both 
   const { prod, dr, primary, synced } = await pair(t);
   let state = Number(process.env.DRMS_FUZZ_SEED ?? Date.now() % 1_000_000);
   t.comment(`seed ${state} (DRMS_FUZZ_SEED to replay)`);
+  // The LCG in 32-bit integer arithmetic: as a float product its low bits were lost, and some seeds fell into a
+  // short cycle (seed 602456: no invalid operation after step 49).
   const rand = (n: number) => {
-    state = (state * 1103515245 + 12345) % 2 ** 31;
+    state = (Math.imul(state, 1103515245) + 12345) & 0x7fffffff;
     return Math.floor((state / 2 ** 31) * n);
   };
   const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => 32 + rand(95)));
