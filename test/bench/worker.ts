@@ -106,8 +106,10 @@ function run(workload: Workload, dir: string, seconds: number, id: number): Work
       let ops = 0;
       let seed = id + 1;
       while (now() < deadline) {
-        seed = (seed * 1103515245 + 12345) % 2 ** 31;
-        const block = workload === 'readseq' ? ops % blocks : seed % blocks;
+        // 32-bit integer arithmetic: as a float product the LCG lost its low bits and cycled through about 11,000
+        // states (runs up to 2026-12-06 16:20); its high bits pick the block.
+        seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+        const block = workload === 'readseq' ? ops % blocks : Math.floor((seed / 2 ** 31) * blocks);
         fs.readSync(fd, buf, 0, size, block * size);
         ops++;
       }
