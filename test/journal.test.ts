@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
-import { open, type Database } from 'lmdb';
+import { open, type Database, type RootDatabase } from 'lmdb';
 import { Journal, readJournal } from '../dist/journal/journal.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -177,11 +177,15 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
   };
   j.attach(session);
 
+  const lastTxn = () => ((j as unknown as { env: RootDatabase }).env.getStats() as { lastTxnId: number }).lastTxnId;
+  const txnBefore = lastTxn();
   capture(3);
   t.same(j.read(1, Infinity, 100).map((e) => e.seq), [1, 2, 3], 'the shipper reads them');
+  t.equal(lastTxn(), txnBefore, 'held, they were taken in without an lmdb transaction');
   t.same(await flushedLogs(), [true, false], 'a flush syncs the active capture log, where their frames are');
   j.setAcked(3);
   j.commitNow();
+  t.ok(lastTxn() > txnBefore, 'their acknowledgement is recorded in one');
   t.same(await flushedLogs(), [false, false], 'acknowledged, none waits: lmdb alone is flushed');
 
   const swap = async () => {
@@ -205,7 +209,11 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
   t.same(await flushedLogs(), [true, false], 'and its entries wait in log 0');
   capture(97, 2 ** 20); // 8-104: past 96 MiB of backlog
   t.same(await flushedLogs(), [false, false], 'a backlog is stored at once');
+  const backlog = j.backlogBytes();
   await j.close();
+  const reopened = Journal.open(dir);
+  t.ok(Math.abs(reopened.backlogBytes() - backlog) < 64 * 1024, `a start counts the same backlog from what the last transaction recorded (${backlog} B, then ${reopened.backlogBytes()} B)`);
+  await reopened.close();
 
   const env = open({ path: path.join(dir, 'journal'), maxDbs: 8 });
   const keys = ['entries', 'entries-1'].flatMap((name) => [...(env.openDB<Buffer, number>({ name, encoding: 'binary' })?.getKeys() ?? [])]);

@@ -357,13 +357,17 @@ export class Journal extends EventEmitter {
     let turned: (() => void) | undefined;
     const trimmedMark = trim ? this.marks[1]! : this.trimmedMark;
     try {
-      // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
-      this.env.transactionSync(() => {
-        for (const [seq, bytes] of store ?? []) if (seq > this.ackedSeq) this.entries.put(seq, bytes);
-        if (trim) void this.meta.put('ackedSeq', trim);
-        this.putCounts(added, trimmedMark);
-        turned = this.entries.turn(trim || this.trimmedSeq);
-      });
+      // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one). Entries only
+      // held need none: the counts go with the next transaction (a start trusts them only while lmdb's highest seq
+      // is theirs, and the entries read back from the capture logs move it).
+      if (store?.size || trim) {
+        this.env.transactionSync(() => {
+          for (const [seq, bytes] of store ?? []) if (seq > this.ackedSeq) this.entries.put(seq, bytes);
+          if (trim) void this.meta.put('ackedSeq', trim);
+          this.putCounts(added, trimmedMark);
+          turned = this.entries.turn(trim || this.trimmedSeq);
+        });
+      }
       turned?.();
       this.untaken = undefined;
     } catch (err) {
