@@ -71,7 +71,8 @@ export function* framesOf(buf: Buffer, key?: bigint, at = 0): Generator<Frame & 
     const frame = buf.subarray(at, at + HEADER + len);
     if (key !== undefined && frame.readUInt32LE(CRC_AT) !== checksum(frame, key)) return;
     at += HEADER + len;
-    yield { kind: frame[4]!, seq: Number(frame.readBigUInt64LE(5)), body: frame.subarray(HEADER), end: at };
+    // Two 32-bit halves, no BigInt per frame (a seq stays below 2^53).
+    yield { kind: frame[4]!, seq: frame.readUInt32LE(5) + frame.readUInt32LE(9) * 2 ** 32, body: frame.subarray(HEADER), end: at };
   }
 }
 

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DrmsError } from '../errors.js';
-import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Sequencer } from './capture-log.js';
+import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Frame, type Sequencer } from './capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type EntrySummary, type JournalEntry, type Op, type Stamp } from './entry.js';
 import { Segments } from './segments.js';
 
@@ -82,8 +82,10 @@ export class Journal extends EventEmitter {
   replayedSeq = 0;
   /** The highest seq a caller waits to be durable at the backup (waitAcked). */
   durableWanted = 0;
-  /** Entries up to here are removed from lmdb (ackedSeq as lmdb records it). */
+  /** Entries up to here are trimmed: gone from memory, and lmdb's are no longer read. */
   private trimmedSeq: number;
+  /** The trim lmdb has recorded (its meta's ackedSeq): behind trimmedSeq while only held entries were trimmed. */
+  private recordedAckedSeq: number;
   /** The previous process stopped without closing the journal (crash, SIGKILL, power cut). */
   readonly uncleanStop: boolean;
   /** After an unclean stop: captured entries whose data a power cut may have kept from their files (framesToRedo). */
@@ -123,6 +125,7 @@ export class Journal extends EventEmitter {
     this.ackedSeq = (this.meta.get('ackedSeq') as number | undefined) ?? 0;
     this.replayedSeq = this.ackedSeq;
     this.trimmedSeq = this.ackedSeq;
+    this.recordedAckedSeq = this.ackedSeq;
     this.last = Math.max(this.ackedSeq, this.entries.highestSeq);
     this.uncleanStop = this.meta.get('running') === true;
     this.readySeq = this.last;
@@ -138,6 +141,7 @@ export class Journal extends EventEmitter {
     this.captureLogs = startCaptureLogs(dir, generation + 1);
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
+      this.recordTrim();
       if (this.sequencer && !this.rotating && this.sequencer.logBytes() > ROTATE_BYTES) void this.rotate().catch((err) => this.emit('error', err));
       else if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
     }, FLUSH_INTERVAL_MS);
@@ -345,7 +349,8 @@ export class Journal extends EventEmitter {
     const trim = this.ackedSeq > this.trimmedSeq ? this.ackedSeq : 0;
     if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(this.held.size > 0 && storeThrough >= this.heldLow)) return false;
     const all = this.untaken && taken ? [...this.untaken, ...taken] : (this.untaken ?? taken);
-    const frames = all ? all.flatMap((part) => [...framesOf(part)]) : [];
+    const frames: Frame[] = [];
+    for (const part of all ?? []) for (const f of framesOf(part)) frames.push(f);
     const incoming = new Map<number, Buffer>();
     for (const f of frames) incoming.set(f.seq, f.body);
     for (const [seq, bytes] of this.unstored) incoming.set(seq, bytes);
@@ -354,21 +359,12 @@ export class Journal extends EventEmitter {
     // Detached (no capture log holds them) or in a backlog, lmdb stores every entry.
     const through = !this.sequencer || this.backlogBytes() + added > HELD_BYTES ? Infinity : storeThrough;
     const store = through > 0 ? this.heldWith(incoming, through) : undefined;
-    let turned: (() => void) | undefined;
     const trimmedMark = trim ? this.marks[1]! : this.trimmedMark;
     try {
-      // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one). Entries only
-      // held need none: the counts go with the next transaction (a start trusts them only while lmdb's highest seq
-      // is theirs, and the entries read back from the capture logs move it).
-      if (store?.size || trim) {
-        this.env.transactionSync(() => {
-          for (const [seq, bytes] of store ?? []) if (seq > this.ackedSeq) this.entries.put(seq, bytes);
-          if (trim) void this.meta.put('ackedSeq', trim);
-          this.putCounts(added, trimmedMark);
-          turned = this.entries.turn(trim || this.trimmedSeq);
-        });
-      }
-      turned?.();
+      // Entries only held need no transaction: the counts go with the next one (a start trusts them only while
+      // lmdb's highest seq is theirs, and the entries read back from the capture logs move it). Nor does a trim
+      // of entries lmdb does not hold: it is recorded with the next one, at the latest by the flush tick.
+      if (store?.size || (trim && this.entries.highestSeq > this.recordedAckedSeq)) this.record(store, added, trim || this.trimmedSeq, trimmedMark);
       this.untaken = undefined;
     } catch (err) {
       this.untaken = all;
@@ -403,6 +399,34 @@ export class Journal extends EventEmitter {
     this.emit('committed', this.readySeq);
     this.checkpointIfWanted();
     return true;
+  }
+
+  /**
+   * One lmdb transaction: the entries of `store`, and the trim through `trimTo` (ackedSeq, the counts, a turn of the
+   * entries' databases). Throws what lmdb throws.
+   */
+  private record(store: Map<number, Buffer> | undefined, added: number, trimTo: number, trimmedMark: number): void {
+    let turned: (() => void) | undefined;
+    // Inside transactionSync, put/remove join that transaction (the *Sync forms would nest one).
+    this.env.transactionSync(() => {
+      for (const [seq, bytes] of store ?? []) if (seq > this.ackedSeq) this.entries.put(seq, bytes);
+      if (trimTo > this.recordedAckedSeq) void this.meta.put('ackedSeq', trimTo);
+      this.putCounts(added, trimmedMark);
+      turned = this.entries.turn(trimTo);
+    });
+    turned?.();
+    this.recordedAckedSeq = trimTo;
+    this.unflushed = true;
+  }
+
+  /** Records a trim that ingest() left to the next transaction (a restart before it resends a little more). */
+  private recordTrim(): void {
+    if (this.trimmedSeq <= this.recordedAckedSeq) return;
+    try {
+      this.record(undefined, 0, this.trimmedSeq, this.trimmedMark);
+    } catch (err) {
+      this.emit('ingest-failed', err); // the next tick tries again
+    }
   }
 
   private checkpointing = false;
@@ -717,6 +741,7 @@ export class Journal extends EventEmitter {
     const settled = this.logsSettled;
     if (!this.readOnly) {
       clearInterval(this.flushTimer);
+      this.recordTrim();
       if (settled) this.meta.putSync('running', false);
       await this.flushed();
       fs.closeSync(this.dataFd);
