@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { FrameType, unpackBody, type Frame } from '../dist/wire/frame.js';
+import { connectAsPrimary, sendEntries } from './helpers/batch.js';
 import { drms, freeMount, freePort, layout, sh, startBackup, startPrimary } from './helpers/cluster.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { snapshot } from './helpers/tree.js';
@@ -65,6 +67,32 @@ t.test('planned switchover under a running workload: nothing acknowledged is los
   t.match(await status(bstate), { role: 'backup', epoch: 3 });
   t.equal((await drms(['verify', '--state', pstate])).code, 0, 'verified identical in the original direction');
   await t.rejects(sh('echo no >> txn.log', dr), 'the DR copy is read-only while it is the backup');
+});
+
+t.test('a site that took over applies nothing its old primary sent after the Promote: its own thread would wait on its mount', async (t) => {
+  const { dr, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret, extra: ['--to', `127.0.0.1:${await freePort()}`] });
+  const { conn, reply } = await connectAsPrimary(backup.port, Buffer.from(fs.readFileSync(secret, 'utf8')), 'old-journal');
+  t.teardown(() => conn.close());
+  t.equal(FrameType[reply.type], 'Welcome');
+  sendEntries(conn, [
+    { seq: 1, op: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0 },
+    { seq: 2, op: 'write', path: '/f', offset: 0, data: Buffer.from('before') },
+  ]);
+  t.match(unpackBody((await conn.read(5000))!), { appliedSeq: 2 }, 'applied');
+  conn.send(FrameType.Promote, { id: 1, epoch: 2 });
+  // Right behind it, as the times of a file an application closed during the switchover would come.
+  sendEntries(conn, [{ seq: 3, op: 'times', path: '/f', stamps: [['/f', [1_000_000, 0], [1_000_000, 0]]] }]);
+  const frames: Frame[] = [];
+  for (let f; (f = await conn.read(30_000)); ) frames.push(f);
+  t.ok(frames.some((f) => f.type === FrameType.Promoted && unpackBody<{ error?: string }>(f).error === undefined), 'it took over');
+  t.notOk(frames.some((f) => f.type === FrameType.Ack && unpackBody<{ appliedSeq: number }>(f).appliedSeq >= 3), 'the entry after the Promote was not applied');
+  t.ok(conn.closed, 'and the session ended');
+  const st = await drms(['status', '--state', bstate, '--json']);
+  t.equal(st.code, 0, `the new primary answers: ${st.stderr}`);
+  t.match(JSON.parse(st.stdout), { role: 'primary', epoch: 2, mount: dr });
+  t.equal(fs.readFileSync(path.join(dr, 'f'), 'utf8'), 'before', 'its mount serves the file');
+  t.not(Math.floor(fs.statSync(path.join(dr, 'f')).mtimeMs / 1000), 1_000_000, 'with the times it had, not those sent after the Promote');
 });
 
 t.test('emergency failover: the old primary is fenced, rejoins as backup, its unreplicated writes are quarantined, and it converges', async (t) => {

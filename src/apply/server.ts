@@ -157,7 +157,15 @@ export class BackupServer {
         const frame = await conn.read();
         if (!frame) break;
         if (frame.type === FrameType.Query) await this.batches.run(() => this.answer(frame, conn));
-        else if (frame.type === FrameType.Promote) await this.batches.run(() => this.promote(frame, conn));
+        else if (frame.type === FrameType.Promote) {
+          if (!(await this.batches.run(() => this.promote(frame, conn)))) continue;
+          // Taken over: this process serves the mount over the target, which its own thread must never touch (it
+          // would wait on itself forever), and what the old primary sent after its Promote (a close's times) is past
+          // where the new lineage starts. Nothing more of this session is applied: it ends, once the answer is out.
+          log.info({ epoch: this.generation.epoch }, 'took over: the old primary\'s session ends');
+          conn.end();
+          break;
+        }
         else if (frame.type === FrameType.Flush) await this.batches.run(async () => this.flushDeferred(session));
         else await this.batches.run(() => this.applyBatches(frame, session));
       }
@@ -242,17 +250,22 @@ export class BackupServer {
     writeGeneration(this.opts.stateDir, this.generation);
   }
 
-  /** A planned switchover: everything before this frame is applied and durable; take over as primary. */
-  private async promote(frame: Frame, conn: PeerConnection): Promise<void> {
+  /** A planned switchover: everything before this frame is applied and durable; take over as primary. True if taken. */
+  private async promote(frame: Frame, conn: PeerConnection): Promise<boolean> {
     const req = unpackBody<Promote>(frame);
     const answer = (body: Omit<Promoted, 'id' | 'epoch'>) => conn.send(FrameType.Promoted, { id: req.id, epoch: req.epoch, ...body });
-    if (req.epoch !== this.generation.epoch + 1) return answer({ error: `asked to take over at epoch ${req.epoch}, but this site is at epoch ${this.generation.epoch}` });
+    if (req.epoch !== this.generation.epoch + 1) {
+      answer({ error: `asked to take over at epoch ${req.epoch}, but this site is at epoch ${this.generation.epoch}` });
+      return false;
+    }
     try {
       await this.checkpoint();
       answer(await this.opts.onPromote(req.epoch));
+      return true;
     } catch (err) {
       this.opts.log.error({ err, epoch: req.epoch }, 'switchover: could not take over');
       answer({ error: (err as Error).message });
+      return false;
     }
   }
 

@@ -94,6 +94,11 @@ export class PeerConnection {
   /** Sends `message` in an Error, Refused or Fenced frame, then half-closes so the peer reads it before any write fails. */
   refuse(type: FrameType.Error | FrameType.Refused | FrameType.Fenced, message: string, reason?: Error, extra: Record<string, unknown> = {}): void {
     this.send(type, { ...extra, message });
+    this.end(reason);
+  }
+
+  /** Ends the connection once what was sent is out (closed after a second at the latest). */
+  end(reason?: Error): void {
     this.socket.end();
     setTimeout(() => this.close(reason), 1000).unref();
   }

@@ -83,6 +83,9 @@ export function startNode(t: Test, args: string[], mountDir?: string, uid?: numb
     live.delete(stop);
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL');
+      // A node stuck in a request to its own mount exits only once that mount's connection is aborted.
+      const gone = await Promise.race([exited.then(() => true), new Promise<false>((r) => setTimeout(r, 2000, false))]);
+      if (!gone && mountDir) await freeMount(mountDir);
       await exited;
     }
     if (mountDir) await freeMount(mountDir);
