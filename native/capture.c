@@ -10,6 +10,7 @@
 // its policy could refuse or redirect them.
 #include "capture.h"
 #include "flush.h"
+#include "pages.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,8 @@
 
 // Captured entries JavaScript has not taken yet: writers wait beyond this.
 #define PENDING_MAX (16u << 20)
+
+#define SPAN_SLOTS 32
 
 struct capture {
   pthread_mutex_t lock;      // seq order, the log, the handle table
@@ -60,6 +63,9 @@ struct capture {
   size_t handles;
 
   int root_fd;               // the mirrored tree, for syncfs
+  // Files that took large writes since the tree was last synced, whose pages it then gives back (pages.h); a few
+  // at a time, found by their descriptor (fd -1: free).
+  struct handle_span { int fd; struct written_span span; } spans[SPAN_SLOTS];
   int fast;                  // fdatasync may flush only the log: only captured writes since the last checkpoint
   int fast_acked;            // an fdatasync was answered that way since the last checkpoint
   int want_checkpoint;       // an fdatasync could not be (JavaScript asks through capture_wants_checkpoint)
@@ -528,6 +534,7 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   c->mode = calloc(c->handles, 1);
   c->dirty = calloc(c->handles, 1);
   c->created = calloc(c->handles, 1);
+  for (int i = 0; i < SPAN_SLOTS; i++) c->spans[i].fd = -1;
   c->root_fd = root_fd;
   c->log_fds[0] = log_fds[0];
   c->log_fds[1] = log_fds[1];
@@ -578,6 +585,34 @@ void capture_free(struct capture *c) {
   free(c);
 }
 
+// The handle's written span, its slot taken if it has none; NULL when every slot is taken (lock held).
+static struct written_span *span_of(struct capture *c, int fd) {
+  int free_slot = -1;
+  for (int i = 0; i < SPAN_SLOTS; i++) {
+    if (c->spans[i].fd == fd) return &c->spans[i].span;
+    if (c->spans[i].fd == -1 && free_slot < 0) free_slot = i;
+  }
+  if (free_slot < 0) return NULL;
+  c->spans[free_slot].fd = fd;
+  c->spans[free_slot].span = (struct written_span){ 0 };
+  return &c->spans[free_slot].span;
+}
+
+// The handle's span, taken out (lock held): empty if it has none.
+static struct written_span take_span(struct capture *c, int fd) {
+  for (int i = 0; i < SPAN_SLOTS; i++) {
+    if (c->spans[i].fd != fd) continue;
+    c->spans[i].fd = -1;
+    return c->spans[i].span;
+  }
+  return (struct written_span){ 0 };
+}
+
+// A closed or reassigned handle's span is forgotten: its number may name another file next (lock held).
+static void forget_span(struct capture *c, int fd) {
+  take_span(c, fd);
+}
+
 int capture_mode(struct capture *c, uint64_t fh) {
   return c && fh < c->handles ? __atomic_load_n(&c->mode[fh], __ATOMIC_ACQUIRE) : H_JS;
 }
@@ -587,6 +622,7 @@ void capture_set_mode(struct capture *c, uint64_t fh, int mode) {
   pthread_mutex_lock(&c->lock);
   __atomic_store_n(&c->mode[fh], (uint8_t)mode, __ATOMIC_RELEASE);
   c->dirty[fh] = 0;
+  forget_span(c, (int)fh);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -601,6 +637,7 @@ int capture_js_owns(struct capture *c, uint64_t fh) {
 void capture_reset_modes(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   for (size_t i = 0; i < c->handles; i++) __atomic_store_n(&c->mode[i], H_JS, __ATOMIC_RELEASE);
+  for (int i = 0; i < SPAN_SLOTS; i++) c->spans[i].fd = -1;
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -662,6 +699,10 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
   }
   c->next_seq++;
   c->dirty[fd] = 1;
+  if (size >= SPAN_MIN_WRITE) {
+    struct written_span *span = span_of(c, fd);
+    if (span) span_note(span, off, size);
+  }
   notify = hand_over(c, &b);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
@@ -756,6 +797,8 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, cap
   int fast = rc == 0 && datasync && c->fast;
   if (fast) c->fast_acked = 1;
   else __atomic_store_n(&c->want_checkpoint, 1, __ATOMIC_RELAXED);
+  // Flushed here, the file's large writes so far give their pages back after it; else the next checkpoint does.
+  struct written_span span = fast ? (struct written_span){ 0 } : take_span(c, fd);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
@@ -771,6 +814,7 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, cap
   pthread_mutex_unlock(&c->sync_lock);
   int frc = datasync ? fdatasync(fd) : fsync(fd);
   int ferr = errno;
+  if (frc == 0) span_drop(fd, &span);
   rc = log_durable(c, target);
   return frc != 0 ? -ferr : rc;
 }
@@ -798,8 +842,26 @@ int capture_unreserve(struct capture *c, uint64_t seq) {
   return ok;
 }
 
-static int syncfs_of(int fd) {
-  return syscall(SYS_syncfs, fd) == 0 ? 0 : -errno;
+// syncfs of the mirrored tree (lock not held); then the pages of the large writes it made durable are given back.
+static int sync_tree(struct capture *c) {
+  struct handle_span taken[SPAN_SLOTS];
+  int n = 0;
+  pthread_mutex_lock(&c->lock);
+  for (int i = 0; i < SPAN_SLOTS; i++) {
+    if (c->spans[i].fd == -1) continue;
+    // A duplicate: the handle may be released meanwhile, and its number reused for another file.
+    taken[n] = c->spans[i];
+    taken[n].fd = fcntl(c->spans[i].fd, F_DUPFD_CLOEXEC, 0);
+    if (taken[n].fd >= 0) n++;
+    c->spans[i].fd = -1;
+  }
+  pthread_mutex_unlock(&c->lock);
+  int rc = syscall(SYS_syncfs, c->root_fd) == 0 ? 0 : -errno;
+  for (int i = 0; i < n; i++) {
+    if (rc == 0) span_drop(taken[i].fd, &taken[i].span);
+    close(taken[i].fd);
+  }
+  return rc;
 }
 
 // Appends a checkpoint frame (lock held): everything before it reached the mirrored files' stable storage, or was
@@ -831,7 +893,7 @@ int capture_log(struct capture *c, int kind, uint64_t seq, const void *body, siz
     // they reach their files (and a checkpoint frame the log) before it runs. fdatasyncs meanwhile flush their files.
     c->fast_acked = 0;
     pthread_mutex_unlock(&c->lock);
-    rc = syncfs_of(c->root_fd);
+    rc = sync_tree(c);
     pthread_mutex_lock(&c->lock);
     if (rc == 0) rc = append_checkpoint(c);
     if (rc != 0) c->fast_acked = 1; // still owed: the next frame of JavaScript's tries again
@@ -1042,6 +1104,7 @@ int capture_create(struct capture *c, const char *path, mode_t mode) {
   if ((uint64_t)fd < c->handles) {
     __atomic_store_n(&c->mode[fd], (uint8_t)c->create_mode, __ATOMIC_RELEASE);
     c->dirty[fd] = 0;
+    forget_span(c, fd);
     __atomic_store_n(&c->created[fd], 1, __ATOMIC_RELEASE);
   }
   names_end(c, &b, &ch, stat_ok ? &st : NULL);
@@ -1054,7 +1117,7 @@ int capture_checkpoint(struct capture *c) {
   __atomic_store_n(&c->fast, 0, __ATOMIC_RELAXED); // fdatasyncs flush their files while the tree is synced: the checkpoint covers them
   __atomic_store_n(&c->want_checkpoint, 0, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&c->lock);
-  int rc = syncfs_of(c->root_fd);
+  int rc = sync_tree(c);
   pthread_mutex_lock(&c->lock);
   if (rc == 0 && c->js_frames == js && (rc = append_checkpoint(c)) == 0) {
     __atomic_store_n(&c->fast, 1, __ATOMIC_RELAXED);
@@ -1065,7 +1128,7 @@ int capture_checkpoint(struct capture *c) {
 }
 
 int capture_sync_tree(struct capture *c) {
-  return syncfs_of(c->root_fd);
+  return sync_tree(c);
 }
 
 int capture_wants_checkpoint(struct capture *c) {

@@ -10,6 +10,7 @@
 
 #include "capture.h"
 #include "flush.h"
+#include "pages.h"
 #include "uring.h"
 
 #include <dirent.h>
@@ -1249,6 +1250,23 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// dropWrittenPages(fd, lo, hi, bytes): the clean cached pages of what writes of `bytes` in all covered from `lo` to
+// `hi` are given back (span_drop, pages.h): for the backup, once it flushed the file.
+static napi_value js_drop_written_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  int64_t lo, hi, bytes;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_int64(env, argv[1], &lo);
+  napi_get_value_int64(env, argv[2], &hi);
+  napi_get_value_int64(env, argv[3], &bytes);
+  struct written_span span = { .lo = lo, .hi = hi, .bytes = bytes < 0 ? 0 : (uint64_t)bytes };
+  span_drop(fd, &span);
+  return NULL;
+}
+
 // crc32(data, value = 0) -> zlib's CRC-32 of `data`, continuing from `value`: ISA-L's, folded with carry-less
 // multiplies (about 14x zlib's on 1 MiB here), for the frames and logs JavaScript seals and checks.
 static napi_value js_crc32(napi_env env, napi_callback_info info) {
@@ -1643,6 +1661,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "release", NULL, js_release, NULL, NULL, NULL, napi_default, NULL },
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL },
     { "crc32", NULL, js_crc32, NULL, NULL, NULL, napi_default, NULL },
+    { "dropWrittenPages", NULL, js_drop_written_pages, NULL, NULL, NULL, napi_default, NULL },
     { "overwriteFlushable", NULL, js_overwrite_flushable, NULL, NULL, NULL, napi_default, NULL },
     { "flushOverwritten", NULL, js_flush_overwritten, NULL, NULL, NULL, napi_default, NULL },
     { "openFlushFile", NULL, js_open_flush_file, NULL, NULL, NULL, napi_default, NULL },

@@ -7,7 +7,7 @@ import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-
 import { ApplyError, codeOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nsToTimestamp, type JournalEntry, type Stamp } from '../journal/entry.js';
-import { setTimes } from '../fs/native.js';
+import { setTimes, WrittenSpan } from '../fs/native.js';
 import { XATTR_COMMIT_GEN } from '../vos/transactions.js';
 import type { StagedTransactions } from './state.js';
 import { Target } from './target.js';
@@ -31,6 +31,9 @@ function isRetryable(err: unknown): boolean {
  * this thread: a few microseconds, against two thread wake-ups (this process serves no mount).
  */
 class OpenFile {
+  /** Written since the last flush: the pages given back after it (nobody reads the backup's copy until a takeover). */
+  readonly written = new WrittenSpan();
+
   private constructor(readonly fd: number) {}
 
   static open(abs: string, flags: number, mode?: number): Promise<OpenFile> {
@@ -39,7 +42,11 @@ class OpenFile {
 
   /** fdatasync, or fsync (`data` false: a directory's entries). */
   flush(data = true): Promise<void> {
-    return new Promise((resolve, reject) => (data ? fs.fdatasync : fs.fsync)(this.fd, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) => (data ? fs.fdatasync : fs.fsync)(this.fd, (err) => {
+      if (err) return reject(err);
+      this.written.drop(this.fd);
+      resolve();
+    }));
   }
 
   close(): void {
@@ -176,6 +183,7 @@ export class Applier {
       case 'write': {
         const fh = await this.file(await t.resolve(e.path));
         fs.writeSync(fh.fd, e.data, 0, e.data.length, e.offset);
+        fh.written.note(e.offset, e.data.length);
         this.dirtyFiles.add(fh);
         return;
       }

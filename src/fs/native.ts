@@ -41,6 +41,7 @@ export interface NativeAddon {
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   namesExist(paths: string[]): Promise<Uint8Array>;
   crc32(data: Uint8Array, value?: number): number;
+  dropWrittenPages(fd: number, lo: number, hi: number, bytes: number): void;
 }
 
 let addon: NativeAddon | undefined;
@@ -78,6 +79,28 @@ export async function namesExist(paths: string[]): Promise<boolean[]> {
   const a = tryNativeAddon();
   if (a) return Array.from(await a.namesExist(paths), (found) => found === 1);
   return Promise.all(paths.map((p) => fs.promises.lstat(p).then(() => true, (err) => codeOf(err) !== 'ENOENT')));
+}
+
+/**
+ * What writes covered of a file since it was last flushed. Once flushed, their cached pages are given back
+ * (native/pages.c says why); without the addon they stay.
+ */
+export class WrittenSpan {
+  private lo = 0;
+  private hi = 0;
+  private bytes = 0;
+
+  note(offset: number, length: number): void {
+    if (this.bytes === 0 || offset < this.lo) this.lo = offset;
+    if (this.bytes === 0 || offset + length > this.hi) this.hi = offset + length;
+    this.bytes += length;
+  }
+
+  /** Call once the file's data is on disk. */
+  drop(fd: number): void {
+    if (this.bytes > 0) tryNativeAddon()?.dropWrittenPages(fd, this.lo, this.hi, this.bytes);
+    this.bytes = 0;
+  }
 }
 
 /** Makes a file's overwrites durable; for a file whose blocks and size already are. */

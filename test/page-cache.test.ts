@@ -1,0 +1,86 @@
+// The page cache of large writes is given back once they are on disk: on the primary, its real files' (the mount's
+// own cache holds what the application wrote), and on the backup, its copy's. Small writes' pages stay cached.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
+
+const MiB = 2 ** 20;
+
+/** Bytes of `file` in the page cache. */
+function resident(file: string): number {
+  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
+}
+
+/** Until `file` has at most `most` bytes cached, or 15 s; what it had last. */
+async function residentFalls(file: string, most: number): Promise<number> {
+  let now = resident(file);
+  for (let i = 0; i < 300 && now > most; i++) {
+    await sleep(50);
+    now = resident(file);
+  }
+  return now;
+}
+
+/** The real directory beneath the primary's mount: the descriptor it opened before mounting. */
+function beneath(pid: number, mount: string): string {
+  const fds = `/proc/${pid}/fd`;
+  const fd = fs.readdirSync(fds).find((n) => {
+    try {
+      return fs.readlinkSync(path.join(fds, n)) === mount;
+    } catch {
+      return false;
+    }
+  });
+  if (!fd) throw new Error(`the primary holds no descriptor of ${mount}`);
+  return path.join(fds, fd);
+}
+
+const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+t.test('large writes are no longer cached once on disk, on both sites; small writes stay cached; nothing changes', async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  await primary.waitFor('connected to backup; shipping');
+  const src = path.join(tmpdir(t, 'page-cache-src'), 'big.src');
+  fs.writeFileSync(src, Buffer.alloc(16 * MiB, 0).map((_, i) => (i * 2654435761) >>> 24));
+
+  // 1 MiB writes, then 4 KiB ones, each file flushed; then a new name: the primary syncs its tree before it (its
+  // fdatasyncs were answered by the capture log alone), and the backup flushes its files when names change.
+  await sh(`dd if=${src} of=big.dat bs=1M conv=fdatasync status=none && dd if=${src} of=small.log bs=4k count=512 conv=fdatasync status=none && : > marker`, prod);
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '30'])).code, 0, 'the backup applied everything');
+
+  const real = beneath(primary.proc.pid!, prod);
+  if (NATIVE_BINDING) {
+    const left = await residentFalls(path.join(real, 'big.dat'), MiB);
+    t.ok(left <= MiB, `primary: the real file's 16 MiB of 1 MiB writes are no longer cached (${left} bytes are)`);
+    t.equal(resident(path.join(real, 'small.log')), 2 * MiB, 'primary: the 4 KiB writes stay cached');
+  }
+  const left = await residentFalls(path.join(dr, 'big.dat'), MiB);
+  t.ok(left <= MiB, `backup: its copy of the 1 MiB writes is no longer cached (${left} bytes are)`);
+
+  const want = sha(fs.readFileSync(src));
+  t.equal(sha(fs.readFileSync(path.join(dr, 'big.dat'))), want, 'the backup read back from the disk: the same bytes');
+  t.equal((await sh('sha256sum big.dat', prod)).split(' ')[0], want, 'the file read through the mount: the same bytes');
+  t.equal(sha(fs.readFileSync(path.join(real, 'big.dat'))), want, 'the primary\'s real file read back from the disk: the same bytes');
+  t.equal(sha(fs.readFileSync(path.join(dr, 'small.log'))), sha(fs.readFileSync(src).subarray(0, 2 * MiB)), 'the small writes on the backup');
+});
+
+t.test('primary: a file written without fsync gives its pages back at the checkpoint before the capture logs swap', { skip: !NATIVE_BINDING && 'captured writes are the native binding\'s' }, async (t) => {
+  const { prod, dr, pstate, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  await primary.waitFor('connected to backup; shipping');
+  // 96 MiB: the capture log passes 64 MiB, and the tree is synced before the other log takes over (the journal's
+  // tick, each second). The file stays open meanwhile: a file closed first keeps its pages (nothing holds it open).
+  const real = path.join(beneath(primary.proc.pid!, prod), 'big.dat');
+  await sh(`(dd if=/dev/urandom bs=1M count=96 iflag=fullblock status=none; for i in $(seq 100); do [ "$(fincore -bno RES ${real})" -le ${48 * MiB} ] && break; sleep 0.1; done) > big.dat`, prod);
+  const left = resident(real);
+  t.ok(left <= 48 * MiB, `what was written before the swap is no longer cached (${left / MiB} MiB of 96 are)`);
+  t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0, 'the backup applied everything');
+  t.equal((await sh('sha256sum big.dat', prod)).split(' ')[0], sha(fs.readFileSync(real)), 'the mount and the real file: the same bytes');
+});
