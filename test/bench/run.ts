@@ -133,6 +133,8 @@ interface CpuParts {
   js: number;
   fuse: number;
   other: number;
+  /** Threads read: /proc truncates each one's CPU to a tick, so the parts are within a tick each of the total. */
+  threads: number;
 }
 
 interface ProcessesCpu {
@@ -480,7 +482,7 @@ function cpuPartsSince(before: ThreadCpu, after: ThreadCpu, pid: number): CpuPar
     if (tid === pid) js = since(tid, t.seconds);
     else if (t.fuse) fuse += since(tid, t.seconds);
   }
-  return { js, fuse, other: Math.max(0, after.last - before.first - js - fuse) };
+  return { js, fuse, other: Math.max(0, after.last - before.first - js - fuse), threads: after.threads.size };
 }
 
 /** /proc/PID/status sizes in KiB. */
@@ -516,8 +518,8 @@ function cpuSplit(runs: Record<string, Sample[]>): Record<string, ProcessesCpu> 
   const perOp = (pick: (s: Sample) => CpuParts | undefined, t: string): CpuParts | undefined => {
     const ss = runs[t]!.filter((s) => pick(s) && s.ops > 0);
     if (!ss.length) return undefined;
-    const part = (k: keyof CpuParts) => median(ss.map((s) => (pick(s)![k] / s.ops) * 1e6));
-    return { js: part('js'), fuse: part('fuse'), other: part('other') };
+    const part = (k: 'js' | 'fuse' | 'other') => median(ss.map((s) => (pick(s)![k] / s.ops) * 1e6));
+    return { js: part('js'), fuse: part('fuse'), other: part('other'), threads: Math.max(...ss.map((s) => pick(s)!.threads)) };
   };
   return Object.fromEntries(Object.keys(runs).flatMap((t) => {
     const primary = perOp((s) => s.cpuParts?.primary, t);
