@@ -598,10 +598,10 @@ static struct written_span *span_of(struct capture *c, int fd) {
   return &c->spans[free_slot].span;
 }
 
-// The handle's span, taken out (lock held): empty if it has none.
-static struct written_span take_span(struct capture *c, int fd) {
+// The handle's span, taken out if it is due (lock held): else an empty one.
+static struct written_span take_due_span(struct capture *c, int fd) {
   for (int i = 0; i < SPAN_SLOTS; i++) {
-    if (c->spans[i].fd != fd) continue;
+    if (c->spans[i].fd != fd || !span_due(&c->spans[i].span)) continue;
     c->spans[i].fd = -1;
     return c->spans[i].span;
   }
@@ -610,7 +610,7 @@ static struct written_span take_span(struct capture *c, int fd) {
 
 // A closed or reassigned handle's span is forgotten: its number may name another file next (lock held).
 static void forget_span(struct capture *c, int fd) {
-  take_span(c, fd);
+  for (int i = 0; i < SPAN_SLOTS; i++) if (c->spans[i].fd == fd) c->spans[i].fd = -1;
 }
 
 int capture_mode(struct capture *c, uint64_t fh) {
@@ -798,7 +798,7 @@ int capture_fsync(struct capture *c, const char *path, int fd, int datasync, cap
   if (fast) c->fast_acked = 1;
   else __atomic_store_n(&c->want_checkpoint, 1, __ATOMIC_RELAXED);
   // Flushed here, the file's large writes so far give their pages back after it; else the next checkpoint does.
-  struct written_span span = fast ? (struct written_span){ 0 } : take_span(c, fd);
+  struct written_span span = fast ? (struct written_span){ 0 } : take_due_span(c, fd);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
   if (notify) c->notify(c->notify_arg);
@@ -848,7 +848,7 @@ static int sync_tree(struct capture *c) {
   int n = 0;
   pthread_mutex_lock(&c->lock);
   for (int i = 0; i < SPAN_SLOTS; i++) {
-    if (c->spans[i].fd == -1) continue;
+    if (c->spans[i].fd == -1 || !span_due(&c->spans[i].span)) continue;
     // A duplicate: the handle may be released meanwhile, and its number reused for another file.
     taken[n] = c->spans[i];
     taken[n].fd = fcntl(c->spans[i].fd, F_DUPFD_CLOEXEC, 0);

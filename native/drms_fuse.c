@@ -1250,8 +1250,9 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// dropWrittenPages(fd, lo, hi, bytes): the clean cached pages of what writes of `bytes` in all covered from `lo` to
-// `hi` are given back (span_drop, pages.h): for the backup, once it flushed the file.
+// dropWrittenPages(fd, lo, hi, bytes) -> taken: the clean cached pages of what writes of `bytes` in all covered from
+// `lo` to `hi` are given back (span_drop, pages.h): for the backup, once it flushed the file. False: the span is not
+// due yet (span_due), and gathers more writes first.
 static napi_value js_drop_written_pages(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1263,8 +1264,11 @@ static napi_value js_drop_written_pages(napi_env env, napi_callback_info info) {
   napi_get_value_int64(env, argv[2], &hi);
   napi_get_value_int64(env, argv[3], &bytes);
   struct written_span span = { .lo = lo, .hi = hi, .bytes = bytes < 0 ? 0 : (uint64_t)bytes };
-  span_drop(fd, &span);
-  return NULL;
+  bool due = span_due(&span);
+  if (due) span_drop(fd, &span);
+  napi_value out;
+  napi_get_boolean(env, due, &out);
+  return out;
 }
 
 // crc32(data, value = 0) -> zlib's CRC-32 of `data`, continuing from `value`: ISA-L's, folded with carry-less

@@ -17,10 +17,14 @@ void span_note(struct written_span *s, off_t off, size_t size) {
   s->bytes += size;
 }
 
+int span_due(const struct written_span *s) {
+  return s->bytes >= SPAN_MIN_BYTES;
+}
+
 void span_drop(int fd, struct written_span *s) {
   // Dense: scattered writes over a large file would drop pages its next small updates read back from the disk.
   // A last page written in part stays (an append goes on there), and with it the folio that holds it.
   off_t from = (s->lo + PAGE - 1) / PAGE * PAGE, to = s->hi / PAGE * PAGE;
-  if (s->bytes >= SPAN_MIN_BYTES && s->bytes * 2 >= (uint64_t)(s->hi - s->lo) && to > from) posix_fadvise(fd, from, to - from, POSIX_FADV_DONTNEED);
+  if (span_due(s) && s->bytes * 2 >= (uint64_t)(s->hi - s->lo) && to > from) posix_fadvise(fd, from, to - from, POSIX_FADV_DONTNEED);
   *s = (struct written_span){ 0 };
 }

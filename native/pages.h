@@ -17,8 +17,10 @@ struct written_span {
 
 // Adds a write to the span.
 void span_note(struct written_span *s, off_t off, size_t size);
-// Drops the clean cached pages of a dense span of at least 1 MiB, but a last page written in part, and empties it. Call it
-// once the span's writes are on disk: dirty pages are not dropped (the kernel starts writing them out instead).
+// Whether the span's writes add up to 1 MiB: smaller ones gather across flushes first.
+int span_due(const struct written_span *s);
+// For a due span: drops its clean cached pages if it is dense, but a last page written in part, and empties it. Call
+// it once the span's writes are on disk: dirty pages are not dropped (the kernel starts writing them out instead).
 void span_drop(int fd, struct written_span *s);
 
 #endif

@@ -41,7 +41,7 @@ export interface NativeAddon {
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   namesExist(paths: string[]): Promise<Uint8Array>;
   crc32(data: Uint8Array, value?: number): number;
-  dropWrittenPages(fd: number, lo: number, hi: number, bytes: number): void;
+  dropWrittenPages(fd: number, lo: number, hi: number, bytes: number): boolean;
 }
 
 let addon: NativeAddon | undefined;
@@ -96,10 +96,10 @@ export class WrittenSpan {
     this.bytes += length;
   }
 
-  /** Call once the file's data is on disk. */
+  /** Call once the file's data is on disk. A span too small yet gathers the writes of the next flushes too. */
   drop(fd: number): void {
-    if (this.bytes > 0) tryNativeAddon()?.dropWrittenPages(fd, this.lo, this.hi, this.bytes);
-    this.bytes = 0;
+    const a = tryNativeAddon();
+    if (this.bytes > 0 && (!a || a.dropWrittenPages(fd, this.lo, this.hi, this.bytes))) this.bytes = 0;
   }
 }
 
