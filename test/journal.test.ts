@@ -8,6 +8,7 @@ import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journa
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { Journal, readJournal } from '../dist/journal/journal.js';
+import { tryNativeAddon } from '../dist/fs/native.js';
 import { tmpdir } from './helpers/cluster.js';
 
 t.test('an acknowledgement releases waiters, then trims what it covers; both survive a restart', async (t) => {
@@ -174,6 +175,7 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
     checkpoint: async () => undefined,
     wantsCheckpoint: () => false,
     logBytes: () => logBytes,
+    giveBack: () => undefined,
   };
   j.attach(session);
 
@@ -222,6 +224,67 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
   const keys = ['entries', 'entries-1'].flatMap((name) => [...(env.openDB<Buffer, number>({ name, encoding: 'binary' })?.getKeys() ?? [])]);
   t.same(keys.sort((a, b) => a - b), Array.from({ length: 100 }, (_, i) => 5 + i), 'lmdb has 5-104: never 1-4, acknowledged while they waited');
   await env.close();
+});
+
+t.test('a hand-over buffer of one large entry goes back to the binding once the backup acknowledged it; others are left to the garbage collector', async (t) => {
+  const j = Journal.open(tmpdir(t));
+  const { key } = j.captureLogs!;
+  let next = j.lastSeq + 1;
+  let parts: Buffer[] = [];
+  const given: number[] = [];
+  const seqOf = new Map<Buffer, number>();
+  const frame = (size: number) => {
+    const seq = next++;
+    return encodeFrame(FrameKind.Captured, seq, key, encodeEntry({ op: 'write', path: '/f', offset: 0, data: Buffer.alloc(size, seq), seq, ts: Date.now() }));
+  };
+  /** One buffer of `count` frames of `size` bytes, as take() hands it over. */
+  const handOver = (count: number, size: number) => {
+    const first = next;
+    const part = Buffer.concat(Array.from({ length: count }, () => frame(size)));
+    seqOf.set(part, first);
+    parts.push(part);
+  };
+  j.attach({
+    reserve: () => next++,
+    unreserve: () => false,
+    logFrame: () => undefined,
+    take: () => (parts.length ? parts.splice(0) : undefined),
+    giveBack: (part) => void given.push(seqOf.get(part)!),
+    rotate: () => undefined,
+    checkpoint: async () => undefined,
+    wantsCheckpoint: () => false,
+    logBytes: () => 0,
+  });
+  handOver(1, 2 ** 20); // 1: one large entry
+  handOver(3, 2 ** 20); // 2-4: three in one buffer
+  handOver(1, 4096); // 5: one small entry
+  handOver(1, 2 ** 20); // 6
+  j.commitNow();
+  t.same(j.read(1, Infinity, 100).map((e) => e.bytes.length > 2 ** 20), [true, true, true, true, false, true], 'the shipper reads every entry');
+  t.same(given, [], 'nothing is given back before the backup acknowledges it');
+  j.setAcked(5);
+  j.commitNow();
+  t.same(given, [1], 'acknowledged: the buffer of the one large entry goes back; a buffer of three and a small one do not');
+  t.equal(j.read(6, Infinity, 100)[0]!.bytes.length > 2 ** 20, true, 'the entry after them is still whole');
+
+  // A backlog past 96 MiB: lmdb stores it, and the shipper's recent entries let go of the older ones (32 MiB).
+  given.length = 0;
+  const from = next;
+  for (let i = 0; i < 100; i++) handOver(1, 2 ** 20);
+  j.commitNow();
+  j.setAcked(next - 1);
+  j.commitNow();
+  t.ok(given.length > 0 && given.length <= 33, `only the ones still in memory are given back (${given.length} of 101)`);
+  t.ok(given.every((seq) => seq >= from + 60), 'never one lmdb holds and memory let go of, which a shipper may still be reading');
+  await j.close();
+});
+
+t.test('giveBack detaches a buffer: its memory goes back at once, and it reads as empty', { skip: !tryNativeAddon() && 'the addon is not built' }, async (t) => {
+  const buf = Buffer.alloc(2 ** 20, 1);
+  const view = buf.subarray(10, 20);
+  tryNativeAddon()!.giveBack(buf);
+  t.equal(buf.length, 0);
+  t.equal(view.length, 0, 'and so does every view of it');
 });
 
 t.test('a backlog leaves lmdb as soon as the backup has acknowledged it: the pages it held take the next entries', async (t) => {

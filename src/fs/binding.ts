@@ -106,6 +106,7 @@ export async function serve(dir: string, rootFd: number, ops: Operations, opts: 
         unreserve: (seq) => a.unreserve(session, seq),
         logFrame: (kind, seq, body) => a.logFrame(session, kind, seq, body),
         take: () => a.take(session),
+        giveBack: (part) => a.giveBack(part),
         rotate: () => a.rotate(session),
         checkpoint: () => a.checkpoint(session, true),
         wantsCheckpoint: () => a.wantsCheckpoint(session),

@@ -42,6 +42,7 @@ export interface NativeAddon {
   namesExist(paths: string[]): Promise<Uint8Array>;
   crc32(data: Uint8Array, value?: number): number;
   dropWrittenPages(fd: number, lo: number, hi: number, bytes: number): boolean;
+  giveBack(buffer: Buffer): void;
 }
 
 let addon: NativeAddon | undefined;

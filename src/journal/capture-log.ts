@@ -29,6 +29,8 @@ export interface Sequencer {
   logFrame(kind: number, seq: number, body?: Buffer): void;
   /** Captured frames since the last call, in buffers of whole frames (in seq order). */
   take(): Buffer[] | undefined;
+  /** A buffer take() handed over, no longer read by anyone: its memory goes back now. Views of it read as empty. */
+  giveBack(part: Buffer): void;
   /**
    * Starts the other log (the current one flushed first); the journal must hold everything in the other one, and a
    * checkpoint() since its last frame must have made its writes durable in their files.

@@ -38,6 +38,8 @@ const RECENT_BYTES = 32 * 2 ** 20;
  * backup acknowledging in groups left most of them stored anyway.
  */
 const HELD_BYTES = 96 * 2 ** 20;
+/** Hand-over buffers of one entry given back (see wholeParts) from this size: smaller ones weigh little on V8's count. */
+const WHOLE_PART_BYTES = 64 * 2 ** 10;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 /** The acknowledged entries in lmdb are dropped (a database of them: Segments) about every this many bytes. */
@@ -177,6 +179,7 @@ export class Journal extends EventEmitter {
    */
   attach(sequencer: Sequencer | undefined, settled = true): void {
     this.commitNow(Infinity); // a session starts its logs over (mount.ts), and detached nothing may wait outside lmdb
+    this.wholeParts.clear();
     this.sequencer = sequencer;
     this.activeLog = 0;
     this.swapSeq = this.last;
@@ -279,6 +282,13 @@ export class Journal extends EventEmitter {
   private readonly held = new Map<number, Buffer>();
   /** No seq below it is in `held` (evicted by seq, as `recent` is). */
   private heldLow = 0;
+  /**
+   * The native binding's hand-over buffers that hold one entry each (a large write's), by its seq, while `recent`
+   * keeps it: given back once the backup acknowledged it (its socket write was over before), so that neither its
+   * memory nor V8's count of it waits for a garbage collection, which that count brings on. Forgotten, not given
+   * back, where `recent` lets go of one first: the shipper may still be reading it.
+   */
+  private readonly wholeParts = new Map<number, Buffer>();
   private recentBytes = 0;
   /** No seq below it is in `recent`. Evicted by seq: a Map iterated from its front after deletes there is slow. */
   private recentLow = 0;
@@ -323,6 +333,16 @@ export class Journal extends EventEmitter {
     for (; this.recentLow < seq && this.recent.size > 0; this.recentLow++) {
       this.recentBytes -= this.recent.get(this.recentLow)?.length ?? 0;
       this.recent.delete(this.recentLow);
+      this.wholeParts.delete(this.recentLow);
+    }
+  }
+
+  /** The whole parts of entries up to `seq`, acknowledged by the backup, back to the binding. */
+  private giveBackThrough(seq: number): void {
+    for (const [partSeq, part] of this.wholeParts) {
+      if (partSeq > seq) return;
+      this.wholeParts.delete(partSeq);
+      this.sequencer?.giveBack(part);
     }
   }
 
@@ -350,7 +370,11 @@ export class Journal extends EventEmitter {
     if (!taken && !this.untaken && this.unstored.size === 0 && !trim && !(this.held.size > 0 && storeThrough >= this.heldLow)) return false;
     const all = this.untaken && taken ? [...this.untaken, ...taken] : (this.untaken ?? taken);
     const frames: Frame[] = [];
-    for (const part of all ?? []) for (const f of framesOf(part)) frames.push(f);
+    for (const part of all ?? []) {
+      const before = frames.length;
+      for (const f of framesOf(part)) frames.push(f);
+      if (frames.length === before + 1 && part.length >= WHOLE_PART_BYTES) this.wholeParts.set(frames[before]!.seq, part);
+    }
     const incoming = new Map<number, Buffer>();
     for (const f of frames) incoming.set(f.seq, f.body);
     for (const [seq, bytes] of this.unstored) incoming.set(seq, bytes);
@@ -383,6 +407,7 @@ export class Journal extends EventEmitter {
     this.unflushed = true;
     if (trim) {
       for (; this.heldLow <= trim && this.held.size > 0; this.heldLow++) this.held.delete(this.heldLow); // lmdb never needs them
+      this.giveBackThrough(trim);
       this.dropRecentBelow(trim + 1);
       this.trimmedSeq = trim;
       this.trimmedMark = trimmedMark;
