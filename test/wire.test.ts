@@ -22,6 +22,30 @@ t.test('frames survive arbitrary chunking', async (t) => {
   t.same(unpackBody(got[0]!), { a: 1 });
 });
 
+t.test('chunks read whole and copied into a frame go back at once; a chunk a frame is a view of stays', { skip: !tryNativeAddon() && 'the addon is not built' }, async (t) => {
+  const big = Buffer.alloc(200_000, 9);
+  const stream = Buffer.concat([frame(FrameType.Batch, big), frame(FrameType.Ack, packBody({ b: 2 }))]);
+  // As a socket reads: each chunk a buffer of its own.
+  const own = (c: Buffer) => {
+    const b = Buffer.allocUnsafeSlow(c.length);
+    c.copy(b);
+    return b;
+  };
+  const chunks = [stream.subarray(0, 65536), stream.subarray(65536, 131072), stream.subarray(131072, 196608), stream.subarray(196608)].map(own);
+  const lengths = chunks.map((c) => c.length);
+  const reader = new FrameReader();
+  const got = chunks.flatMap((c) => reader.push(c));
+  t.same(got.map((f) => f.type), [FrameType.Batch, FrameType.Ack]);
+  t.ok(got[0]!.body.equals(big), 'the large frame, whole');
+  t.same(unpackBody(got[1]!), { b: 2 }, 'and the one after it, which came with its last chunk');
+  t.same(chunks.map((c) => c.length), [0, 0, 0, 0], `the chunks joined into it were given back (${lengths.join(', ')} bytes)`);
+
+  const alone = own(frame(FrameType.Ack, packBody({ c: 3 })));
+  const [f] = new FrameReader().push(alone);
+  t.equal(alone.length > 0, true, 'a frame read from one chunk is a view of it: the chunk stays');
+  t.same(unpackBody(f!), { c: 3 });
+});
+
 t.test('a flipped byte anywhere in a frame is detected', async (t) => {
   const good = frame(FrameType.Batch, Buffer.concat(encodeBatch([Buffer.from('entry-one'), Buffer.from('entry-two')])));
   for (let i = 4; i < good.length; i++) {
