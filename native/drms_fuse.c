@@ -1501,8 +1501,9 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// giveBack(buffer): a buffer take() handed over, detached: capture has its memory back at once, and V8 stops counting
-// it (an undetached one waits for a garbage collection, which the external bytes themselves bring on: with 1 MiB
+// giveBack(buffer): the buffer's memory detached, for one nothing will read again (a buffer take() handed over, a
+// socket chunk copied into a frame): its owner has it back at once (capture, for take()'s), and V8 stops counting it
+// (an undetached one waits for a garbage collection, which the external bytes themselves bring on: with 1 MiB
 // writes, a full one every few tens of milliseconds). Every view of it reads as empty from then on.
 static napi_value js_give_back(napi_env env, napi_callback_info info) {
   size_t argc = 1;
