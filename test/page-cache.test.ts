@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { tryNativeAddon, WrittenSpan } from '../dist/fs/native.js';
 import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
 
 const MiB = 2 ** 20;
@@ -83,4 +84,29 @@ t.test('primary: a file written without fsync gives its pages back at the checkp
   t.ok(left <= 48 * MiB, `what was written before the swap is no longer cached (${left / MiB} MiB of 96 are)`);
   t.equal((await drms(['sync', '--state', pstate, '--timeout', '60'])).code, 0, 'the backup applied everything');
   t.equal((await sh('sha256sum big.dat', prod)).split(' ')[0], sha(fs.readFileSync(real)), 'the mount and the real file: the same bytes');
+});
+
+t.test('WrittenSpan: flushed off the JavaScript thread, then its pages given back once they add up to 1 MiB; errors carry their code', { skip: !tryNativeAddon() && 'the addon is not built' }, async (t) => {
+  const file = path.join(tmpdir(t, 'written-span'), 'f');
+  const fd = fs.openSync(file, 'w+');
+  t.teardown(() => fs.closeSync(fd));
+  const span = new WrittenSpan();
+  const write = (offset: number, length: number) => {
+    fs.writeSync(fd, Buffer.alloc(length, offset & 0xff), 0, length, offset);
+    span.note(offset, length);
+  };
+  write(0, 512 * 1024);
+  await span.flush(fd, true);
+  t.equal(resident(file), 512 * 1024, 'half a MiB flushed: its pages stay, the span gathers more');
+  write(512 * 1024, MiB + 100);
+  await span.flush(fd, false);
+  t.equal(resident(file), 4096, 'a MiB and a half, on disk: its pages are given back but for the last one, written in part');
+  t.equal(fs.fstatSync(fd).size, 1.5 * MiB + 100, 'the file has them all');
+  write(1.5 * MiB + 100, 4096);
+  await span.flush(fd, true);
+  t.equal(resident(file), 4096 + 4096, 'a page\'s write after them: the span starts again, and its pages stay');
+
+  const closed = fs.openSync(file, 'r');
+  fs.closeSync(closed);
+  await t.rejects(span.flush(closed, true), { code: 'EBADF', errno: -9 }, 'a flush that fails rejects with the code and errno Node\'s fs errors have');
 });

@@ -42,11 +42,7 @@ class OpenFile {
 
   /** fdatasync, or fsync (`data` false: a directory's entries). */
   flush(data = true): Promise<void> {
-    return new Promise((resolve, reject) => (data ? fs.fdatasync : fs.fsync)(this.fd, (err) => {
-      if (err) return reject(err);
-      this.written.drop(this.fd);
-      resolve();
-    }));
+    return this.written.flush(this.fd, data);
   }
 
   close(): void {

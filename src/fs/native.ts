@@ -41,7 +41,7 @@ export interface NativeAddon {
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   namesExist(paths: string[]): Promise<Uint8Array>;
   crc32(data: Uint8Array, value?: number): number;
-  dropWrittenPages(fd: number, lo: number, hi: number, bytes: number): boolean;
+  flushFile(fd: number, data: boolean, lo: number, hi: number, bytes: number): Promise<boolean>;
   giveBack(buffer: Buffer): void;
 }
 
@@ -97,10 +97,20 @@ export class WrittenSpan {
     this.bytes += length;
   }
 
-  /** Call once the file's data is on disk. A span too small yet gathers the writes of the next flushes too. */
-  drop(fd: number): void {
+  /**
+   * fdatasync (`data` false: fsync) of `fd`, the file written, off this thread; then the span's pages given back. A
+   * span too small yet gathers the writes of the next flushes too.
+   */
+  async flush(fd: number, data: boolean): Promise<void> {
     const a = tryNativeAddon();
-    if (this.bytes > 0 && (!a || a.dropWrittenPages(fd, this.lo, this.hi, this.bytes))) this.bytes = 0;
+    if (!a) {
+      await new Promise<void>((resolve, reject) => (data ? fs.fdatasync : fs.fsync)(fd, (err) => (err ? reject(err) : resolve())));
+      this.bytes = 0;
+      return;
+    }
+    const bytes = this.bytes;
+    // What was noted while the flush ran stays, within the same bounds: they only ever widen.
+    if (await a.flushFile(fd, data, this.lo, this.hi, bytes)) this.bytes = Math.max(0, this.bytes - bytes);
   }
 }
 
