@@ -6,22 +6,36 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { Applier } from '../src/apply/applier.js';
+import { tryNativeAddon } from '../src/fs/native.js';
 import type { JournalEntry } from '../src/journal/entry.js';
 import { tmpdir } from './helpers/cluster.js';
 
 let seq = 0;
 const entry = (e: Record<string, unknown>): JournalEntry => ({ ...e, seq: ++seq, ts: 0 }) as unknown as JournalEntry;
 
-/** Every call of `fs[call]` from now to the test's end, by the name its descriptor has at that moment. */
+/**
+ * Every flush of a file's data (fdatasync) or of a directory (fsync) from now to the test's end, by the name its
+ * descriptor has at that moment: through the addon's flushFile, or Node's fs where the addon is not built.
+ */
 function flushes(t: Test, call: 'fdatasync' | 'fsync'): string[] {
-  const real = fs[call];
   const seen: string[] = [];
+  const note = (fd: number) => seen.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+  const real = fs[call];
   fs[call] = ((fd: number, cb: fs.NoParamCallback) => {
-    seen.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    note(fd);
     real(fd, cb);
   }) as typeof fs.fsync;
+  const addon = tryNativeAddon();
+  const flushFile = addon?.flushFile;
+  if (addon && flushFile) {
+    addon.flushFile = (fd, data, ...span) => {
+      if (data === (call === 'fdatasync')) note(fd);
+      return flushFile(fd, data, ...span);
+    };
+  }
   t.teardown(() => {
     fs[call] = real;
+    if (addon && flushFile) addon.flushFile = flushFile;
   });
   return seen;
 }
