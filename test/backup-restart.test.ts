@@ -73,8 +73,9 @@ t.test('power cut on the backup: writes it acknowledged through its redo log alo
   const redo = state.takeRedo();
   await state.close();
   t.ok(redo.length > RECORDS / 2, `${redo.length} entries were acknowledged through the redo log`);
-  // fsync markers, and on fuse-native the times journaled after the writes.
-  t.ok(redo.every((e) => ['write', 'fsync', 'times'].includes(e.op) && 'path' in e && e.path === '/ledger.log'), 'all of them writes, times and fsync markers of the ledger');
+  // fsync markers, on fuse-native the times journaled after the writes, and the ledger's create if the backup's last
+  // checkpoint came before it.
+  t.ok(redo.every((e) => ['create', 'write', 'fsync', 'times'].includes(e.op) && 'path' in e && e.path === '/ledger.log'), 'all of them the ledger\'s: writes, times and fsync markers, or its create');
   const wanted = fs.readFileSync(path.join(prod, 'ledger.log'), 'utf8');
   t.equal(fs.readFileSync(path.join(dr, 'ledger.log'), 'utf8'), wanted, 'before the "power cut": the killed backup\'s files have everything');
   // The power cut, as the backup's files see it: the writes after its last flush never reached the disk.
@@ -123,8 +124,39 @@ t.test('a backup killed after applying a log rotation and before its checkpoint 
 
   const again = await startBackup(t, { target, state, secret, port: backup.port });
   const resent = await sendBatch(again.port, key, 'rotating', [...rotation, { seq: 7, op: 'none' }]);
-  t.equal(resent.welcome?.appliedSeq, 5, 'the restarted backup resumes after the last entry it had applied that is not harmless to apply again (the new log\'s create; no reboot since)');
+  t.equal(resent.welcome?.appliedSeq, 4, 'the restarted backup resumes after the last entry it had applied that is not harmless to apply again (the rename; no reboot since): the new log\'s create and write are applied again');
   t.equal(resent.type, 'Ack');
   t.equal(file('app.log.1'), 'yesterday\n', 'the rotated log keeps yesterday\'s lines: the rename is not applied again over the new log');
   t.equal(file('app.log'), 'today\n');
+});
+
+t.test('power cut on the backup: a file created and written since its last checkpoint comes back from the redo log', async (t) => {
+  const { dr: target, bstate: state, secret } = layout(t);
+  const key = Buffer.from(fs.readFileSync(secret, 'utf8').trim());
+  const backup = await startBackup(t, { target, state, secret });
+  // A directory (its mkdir is a checkpoint: the redo log's span starts), then a new file in it: only logged.
+  t.equal((await sendBatch(backup.port, key, 'created', [{ seq: 1, op: 'mkdir', path: '/spool', mode: 0o755, uid: 0, gid: 0 }])).type, 'Ack');
+  const made: Entry[] = [
+    { seq: 2, op: 'create', path: '/spool/new.tbl', mode: 0o640, uid: 0, gid: 0 },
+    { seq: 3, op: 'write', path: '/spool/new.tbl', offset: 0, data: Buffer.from('row 1\nrow 2\n') },
+    { seq: 4, op: 'fsync', path: '/spool/new.tbl' },
+  ];
+  t.equal((await sendBatch(backup.port, key, 'created', made)).type, 'Ack');
+  backup.proc.kill('SIGKILL');
+  await backup.exited;
+
+  const logged = BackupState.open(state);
+  const redo = logged.takeRedo();
+  await logged.close();
+  t.same(redo.map((e) => e.op), ['create', 'write', 'fsync'], 'the create was acknowledged through the redo log, with the write after it');
+  // The power cut, as the target sees it: neither the new name nor its data reached the disk.
+  fs.rmSync(path.join(target, 'spool', 'new.tbl'));
+
+  const again = await startBackup(t, { target, state, secret, port: backup.port });
+  t.equal((await again.waitFor('entries of the redo log applied again')).count, 3);
+  t.equal(fs.readFileSync(path.join(target, 'spool', 'new.tbl'), 'utf8'), 'row 1\nrow 2\n', 'the file is back, with its data');
+  t.equal(fs.statSync(path.join(target, 'spool', 'new.tbl')).mode & 0o777, 0o640, 'and its mode');
+  const resent = await sendBatch(again.port, key, 'created', [...made, { seq: 5, op: 'none' }]);
+  t.equal(resent.welcome?.appliedSeq, 4, 'the restarted backup resumes after what its redo log held');
+  t.equal(fs.readFileSync(path.join(target, 'spool', 'new.tbl'), 'utf8'), 'row 1\nrow 2\n', 'nothing applied twice');
 });

@@ -89,14 +89,17 @@ export class RedoLog {
 
 /**
  * Whether applying `e` again, in order with the others logged since the last flush, over files that may already
- * have some of them gives the same result: plain writes and size changes, times, markers. Namespace changes and
- * transactions are not (a rename done twice fails): a batch with one flushes the files as before.
+ * have some of them gives the same result: plain writes and size changes, times, markers, and a file's create (its
+ * name made again or kept, its data cut to nothing and written again by the entries after it: a create is a new file
+ * on the primary). Other namespace changes and transactions are not (a rename done twice fails): a batch with one
+ * flushes the files as before.
  */
 export function redoable(e: JournalEntry): boolean {
   switch (e.op) {
     case 'write':
     case 'truncate':
       return e.txn === undefined;
+    case 'create':
     case 'times':
     case 'fsync':
     case 'none':
