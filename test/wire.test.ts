@@ -1,5 +1,5 @@
 import t from 'tap';
-import { decodeBatch, encodeBatch, FrameReader, FrameType, frameHeader, MAX_FRAME, packBody, unpackBody } from '../dist/wire/frame.js';
+import { decodeBatch, encodeBatch, FrameReader, FrameType, frameHeader, MAX_FRAME, packBody, releaseFrame, unpackBody } from '../dist/wire/frame.js';
 import { proof, proofMatches, readSecretFile } from '../dist/wire/auth.js';
 import { crc32 } from '../dist/wire/checksum.js';
 import { tryNativeAddon } from '../dist/fs/native.js';
@@ -22,7 +22,7 @@ t.test('frames survive arbitrary chunking', async (t) => {
   t.same(unpackBody(got[0]!), { a: 1 });
 });
 
-t.test('chunks read whole and copied into a frame go back at once; a chunk a frame is a view of stays', { skip: !tryNativeAddon() && 'the addon is not built' }, async (t) => {
+t.test('chunks read whole and copied into a frame go back at once; a chunk a frame is a view of stays; a frame of its own is released', { skip: !tryNativeAddon() && 'the addon is not built' }, async (t) => {
   const big = Buffer.alloc(200_000, 9);
   const stream = Buffer.concat([frame(FrameType.Batch, big), frame(FrameType.Ack, packBody({ b: 2 }))]);
   // As a socket reads: each chunk a buffer of its own.
@@ -38,12 +38,34 @@ t.test('chunks read whole and copied into a frame go back at once; a chunk a fra
   t.same(got.map((f) => f.type), [FrameType.Batch, FrameType.Ack]);
   t.ok(got[0]!.body.equals(big), 'the large frame, whole');
   t.same(unpackBody(got[1]!), { b: 2 }, 'and the one after it, which came with its last chunk');
-  t.same(chunks.map((c) => c.length), [0, 0, 0, 0], `the chunks joined into it were given back (${lengths.join(', ')} bytes)`);
+  t.same(chunks.map((c) => c.length), [0, 0, 0, lengths[3]], `the chunks copied into it whole were given back; the last, which holds the next frame too, stays (${lengths.join(', ')} bytes)`);
+  t.equal(got[0]!.body.buffer.byteLength, big.length + 9, 'the large frame has a buffer of exactly its size');
+  releaseFrame(got[1]!);
+  t.same(unpackBody(got[1]!), { b: 2 }, 'a frame sharing its chunk is not released');
+  releaseFrame(got[0]!);
+  t.equal(got[0]!.body.length, 0, 'a frame with a buffer of its own is released');
+  t.equal(chunks[3]!.length, lengths[3], 'and the chunk it shared with the next frame stays');
 
   const alone = own(frame(FrameType.Ack, packBody({ c: 3 })));
+  const two = own(Buffer.concat([frame(FrameType.Ack, packBody({ d: 4 })), frame(FrameType.Ack, packBody({ e: 5 }))]));
   const [f] = new FrameReader().push(alone);
   t.equal(alone.length > 0, true, 'a frame read from one chunk is a view of it: the chunk stays');
   t.same(unpackBody(f!), { c: 3 });
+  const [g, h] = new FrameReader().push(two);
+  releaseFrame(g!);
+  t.same([unpackBody(g!), unpackBody(h!)], [{ d: 4 }, { e: 5 }], 'two frames of one chunk: neither is released');
+  releaseFrame(f!);
+  t.equal(alone.length, 0, 'a frame that is its chunk whole is released with it');
+});
+
+t.test('a header split across chunks, and frames one byte at a time', async (t) => {
+  const stream = Buffer.concat([frame(FrameType.Ack, packBody({ a: 1 })), frame(FrameType.Batch, Buffer.alloc(1000, 3)), frame(FrameType.Ack, packBody({ b: 2 }))]);
+  const reader = new FrameReader();
+  const got = [];
+  for (let i = 0; i < stream.length; i++) got.push(...reader.push(Buffer.from(stream.subarray(i, i + 1))));
+  t.same(got.map((f) => f.type), [FrameType.Ack, FrameType.Batch, FrameType.Ack]);
+  t.same(unpackBody(got[2]!), { b: 2 });
+  t.ok(got[1]!.body.equals(Buffer.alloc(1000, 3)));
 });
 
 t.test('a flipped byte anywhere in a frame is detected', async (t) => {

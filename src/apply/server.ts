@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { decodeEntry, type JournalEntry } from '../journal/entry.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
-import { decodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
+import { decodeBatch, releaseFrame, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
 import type { Ack, Answer, Auth, Hello, Promote, Promoted, Query, Refusal } from '../wire/messages.js';
 import { readGeneration, writeGeneration, type Generation } from '../failover/generation.js';
@@ -360,9 +360,13 @@ export class BackupServer {
       return bytes < GROUP_BYTES ? conn.poll(FrameType.Batch) : undefined;
     };
     let bytes = 0;
+    const frames: Frame[] = [];
+    /** A transaction's writes are held (staged) until its commit: their entries are views of their batch. */
+    let staged = false;
     try {
       for (let frame: Frame | undefined = first; frame; frame = nextBatch()) {
         if (frame.type !== FrameType.Batch) throw new ProtocolError(`unexpected ${FrameType[frame.type]} frame`, { peer: conn.peer });
+        frames.push(frame);
         bytes += frame.body.length;
         // Decoded first, to know which stamps later ones set again; entries before an undecodable one still apply.
         const raws = decodeBatch(frame.body);
@@ -385,6 +389,7 @@ export class BackupServer {
             const raw = raws[i]!;
             if (entry.seq <= applied) continue; // resent after a reconnect: already applied
             if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
+            if ('txn' in entry && entry.txn !== undefined) staged = true;
             const ok = await this.applier.apply(applying[i]!, superseded[i]);
             applied = entry.seq;
             // Entries after the last mark are applied again after a kill: only those that are harmless so.
@@ -419,6 +424,8 @@ export class BackupServer {
       if (applied !== start || whole) conn.send(FrameType.Ack, this.ack(session));
       this.applyingSince = 0;
     }
+    // Applied, and logged as copies: nothing holds a view of these batches now, unless a transaction's writes wait.
+    if (!staged) for (const f of frames) releaseFrame(f);
   }
 
   /** The batch without its short-lived files: those whose create would have opened a file there are not. */

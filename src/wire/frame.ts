@@ -77,10 +77,8 @@ export class FrameReader {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const frames: Frame[] = [];
-    for (;;) {
-      if (this.buffered < HEADER) break;
-      const head = this.peek(HEADER);
-      const length = head.readUInt32BE(0);
+    while (this.buffered >= HEADER) {
+      const length = this.lengthAhead();
       if (length < 1 || length > MAX_FRAME) throw new ProtocolError(`frame length ${length} out of range`);
       if (this.buffered < HEADER + length) break;
       const whole = this.take(HEADER + length);
@@ -94,30 +92,55 @@ export class FrameReader {
     return frames;
   }
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length < n) this.chunks = [this.joined()];
-    return this.chunks[0]!;
-  }
-
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : this.joined();
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.buffered = rest.length;
-    return out;
+  /** The length field of the next frame's header (HEADER bytes are buffered). */
+  private lengthAhead(): number {
+    const first = this.chunks[0]!;
+    if (first.length >= 4) return first.readUInt32BE(0);
+    const head = Buffer.allocUnsafe(4);
+    let at = 0;
+    for (const c of this.chunks) at += c.copy(head, at, 0, Math.min(c.length, 4 - at));
+    return head.readUInt32BE(0);
   }
 
   /**
-   * The chunks copied into one buffer. Those the socket read whole go back at once (detached): with 1 MiB writes the
-   * backup read 64 KiB chunks at hundreds of MB/s, and V8, counting them until a garbage collection, ran a full one
-   * every few tens of milliseconds. The rest of an earlier chunk or join is a view of memory a frame may hold: kept.
+   * The next `n` bytes: a view of the first chunk where it holds them all, else a buffer of exactly `n` bytes (see
+   * releaseFrame). Chunks the socket read whole and now copied in full go back at once (detached): with 1 MiB writes
+   * the backup read 64 KiB chunks at hundreds of MB/s, and V8, counting them until a garbage collection, ran a full
+   * one every few tens of milliseconds. The rest of a chunk is a view of memory a frame may hold: kept.
    */
-  private joined(): Buffer {
-    const all = Buffer.concat(this.chunks);
-    if (giveBack) for (const c of this.chunks) if (c.byteOffset === 0 && c.length === c.buffer.byteLength && c.length > 0) giveBack(c);
-    return all;
+  private take(n: number): Buffer {
+    this.buffered -= n;
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafeSlow(n);
+    for (let at = 0; at < n;) {
+      const c = this.chunks[0]!;
+      const k = c.copy(out, at, 0, Math.min(c.length, n - at));
+      at += k;
+      if (k < c.length) {
+        this.chunks[0] = c.subarray(k);
+        break;
+      }
+      this.chunks.shift();
+      if (giveBack && c.byteOffset === 0 && c.length === c.buffer.byteLength && c.length > 0) giveBack(c);
+    }
+    return out;
   }
+}
+
+/**
+ * Gives a frame's memory back at once (detached) where the frame has a buffer of its own, as one that came in
+ * several chunks has: for a caller that holds no view of its body any more (a batch applied and acknowledged). V8
+ * counts such buffers until a garbage collection frees them: the backup receiving 1 MiB writes ran a full one
+ * every 70 ms for them. A frame that shares its chunk with others is left to the collector.
+ */
+export function releaseFrame(frame: Frame): void {
+  const b = frame.body;
+  if (giveBack && b.byteOffset === HEADER + 1 && b.buffer.byteLength === HEADER + 1 + b.length) giveBack(b);
 }
 
 /** A batch body: [u32 count] then [u32 length][entry bytes] per entry. */
