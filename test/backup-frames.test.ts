@@ -6,17 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FrameType, unpackBody } from '../dist/wire/frame.js';
 import { connectAsPrimary, sendEntries, type Entry } from './helpers/batch.js';
-import { startBackup, tmpdir, writeSecret } from './helpers/cluster.js';
+import { layout, startBackup } from './helpers/cluster.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 t.test('large batches applied one after another; a transaction\'s staged writes survive the batches after them', async (t) => {
-  const dir = tmpdir(t);
-  const dr = path.join(dir, 'dr');
-  const secretFile = writeSecret(dir);
-  const secret = Buffer.from(fs.readFileSync(secretFile, 'utf8'));
-  const backup = await startBackup(t, { target: dr, state: path.join(dir, 'bstate'), secret: secretFile });
-  const { conn, reply } = await connectAsPrimary(backup.port, secret, 'frames');
+  const { dr, bstate, secret } = layout(t);
+  const backup = await startBackup(t, { target: dr, state: bstate, secret });
+  const { conn, reply } = await connectAsPrimary(backup.port, Buffer.from(fs.readFileSync(secret, 'utf8')), 'frames');
   t.teardown(() => conn.close());
   t.equal(reply.type, FrameType.Welcome);
   let seq = 0;
