@@ -10,6 +10,7 @@ import { open, type RootDatabase, type Database, type Key } from 'lmdb';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs, { existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { DrmsError } from '../errors.js';
 import { closeCaptureLogs, FrameKind, framesOf, framesToRedo, readCaptureLogs, startCaptureLogs, type CaptureLogs, type Frame, type Sequencer } from './capture-log.js';
@@ -30,14 +31,17 @@ const INGEST_DELAY_MS = 1;
 const RECENT_BYTES = 32 * 2 ** 20;
 /**
  * Entries taken in with the native binding wait in memory for the backup's acknowledgement while the backlog is
- * within this many bytes (the shipper's 64 MiB in flight and the backup's 32 MiB flush groups); lmdb stores those
- * still unacknowledged when the backlog grows past it, when a swap of the capture logs is about to overwrite their
- * frames (those taken in before the last swap), or when a mount's session attaches or detaches. Until then their
- * frames in the capture logs are their durable copy (flushed() syncs them). With 1 MiB writes lmdb's put and
- * commit were 0.4 of the primary's JavaScript time, and its file another write of every byte; with 32 MiB, a
- * backup acknowledging in groups left most of them stored anyway.
+ * within this many bytes; lmdb stores those still unacknowledged when the backlog grows past it, when a swap of the
+ * capture logs is about to overwrite their frames (those taken in before the last swap), or when a mount's session
+ * attaches or detaches. Until then their frames in the capture logs are their durable copy (flushed() syncs them).
+ * With 1 MiB writes lmdb's put and commit were 0.4 of the primary's JavaScript time, and its file another write of
+ * every byte; with 32 MiB, a backup acknowledging in groups left most of them stored anyway. With 96 MiB (the
+ * shipper's 64 MiB in flight and the backup's 32 MiB flush groups) a backup that fell behind for a moment had lmdb
+ * store everything held, and the JavaScript thread that did it then shipped slower: 273-367 MB/s of 1 MiB writes,
+ * 150-670 MiB a run stored, the primary's peak RSS 313-630 MiB (lmdb's map); with 256 MiB, 390-410 MB/s, next to
+ * nothing stored, 281-457 MiB. A sixteenth of the machine's memory at most.
  */
-const HELD_BYTES = 96 * 2 ** 20;
+export const HELD_BYTES = Math.min(256 * 2 ** 20, Math.floor(os.totalmem() / 16));
 /** Hand-over buffers of one entry given back (see wholeParts) from this size: smaller ones weigh little on V8's count. */
 const WHOLE_PART_BYTES = 64 * 2 ** 10;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
