@@ -126,7 +126,7 @@ export class FrameReader {
         break;
       }
       this.chunks.shift();
-      if (giveBack && c.byteOffset === 0 && c.length === c.buffer.byteLength && c.length > 0) giveBack(c);
+      if (giveBack && spansItsMemory(c, 0)) giveBack(c);
     }
     return out;
   }
@@ -139,8 +139,12 @@ export class FrameReader {
  * every 70 ms for them. A frame that shares its chunk with others is left to the collector.
  */
 export function releaseFrame(frame: Frame): void {
-  const b = frame.body;
-  if (giveBack && b.byteOffset === HEADER + 1 && b.buffer.byteLength === HEADER + 1 + b.length) giveBack(b);
+  if (giveBack && spansItsMemory(frame.body, HEADER + 1)) giveBack(frame.body);
+}
+
+/** Whether `view` starts `before` bytes into its memory and runs to its end: the memory is its alone (a frame's, with its header). */
+function spansItsMemory(view: Buffer, before: number): boolean {
+  return view.byteOffset === before && view.buffer.byteLength === before + view.length && view.buffer.byteLength > 0;
 }
 
 /** A batch body: [u32 count] then [u32 length][entry bytes] per entry. */
