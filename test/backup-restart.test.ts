@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupState } from '../dist/apply/state.js';
-import { sendBatch, type Entry } from './helpers/batch.js';
+import { FrameType } from '../dist/wire/frame.js';
+import { connectAsPrimary, sendBatch, sendEntries, type Entry } from './helpers/batch.js';
 import { drms, layout, sh, startBackup, startPrimary, tmpdir, writeSecret } from './helpers/cluster.js';
 import { mtimeDrift, snapshot } from './helpers/tree.js';
 import { appendSynced } from './helpers/workload.js';
@@ -134,14 +135,19 @@ t.test('power cut on the backup: a file created and written since its last check
   const { dr: target, bstate: state, secret } = layout(t);
   const key = Buffer.from(fs.readFileSync(secret, 'utf8').trim());
   const backup = await startBackup(t, { target, state, secret });
-  // A directory (its mkdir is a checkpoint: the redo log's span starts), then a new file in it: only logged.
-  t.equal((await sendBatch(backup.port, key, 'created', [{ seq: 1, op: 'mkdir', path: '/spool', mode: 0o755, uid: 0, gid: 0 }])).type, 'Ack');
+  // A directory (its mkdir is a checkpoint: the redo log's span of 1 s starts), then at once, on the same
+  // connection, a new file in it: only logged.
+  const { conn } = await connectAsPrimary(backup.port, key, 'created');
+  sendEntries(conn, [{ seq: 1, op: 'mkdir', path: '/spool', mode: 0o755, uid: 0, gid: 0 }]);
+  t.equal((await conn.read(5000))?.type, FrameType.Ack);
   const made: Entry[] = [
     { seq: 2, op: 'create', path: '/spool/new.tbl', mode: 0o640, uid: 0, gid: 0 },
     { seq: 3, op: 'write', path: '/spool/new.tbl', offset: 0, data: Buffer.from('row 1\nrow 2\n') },
     { seq: 4, op: 'fsync', path: '/spool/new.tbl' },
   ];
-  t.equal((await sendBatch(backup.port, key, 'created', made)).type, 'Ack');
+  sendEntries(conn, made);
+  t.equal((await conn.read(5000))?.type, FrameType.Ack);
+  conn.close();
   backup.proc.kill('SIGKILL');
   await backup.exited;
 
