@@ -1273,7 +1273,7 @@ static void flush_file_execute(napi_env env, void *data) {
     w->err = errno;
     return;
   }
-  if (w->due) span_drop(w->fd, &w->span);
+  span_drop(w->fd, &w->span);
 }
 
 static void flush_file_complete(napi_env env, napi_status status, void *data) {
@@ -1537,7 +1537,7 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
 }
 
 // giveBack(buffer): the buffer's memory detached, for one nothing will read again (a buffer take() handed over, a
-// socket chunk copied into a frame): its owner has it back at once (capture, for take()'s), and V8 stops counting it
+// socket chunk copied into a frame, a backup's batch once applied and acknowledged): its owner has it back at once (capture, for take()'s), and V8 stops counting it
 // (an undetached one waits for a garbage collection, which the external bytes themselves bring on: with 1 MiB
 // writes, a full one every few tens of milliseconds). Every view of it reads as empty from then on.
 static napi_value js_give_back(napi_env env, napi_callback_info info) {
