@@ -1144,6 +1144,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     release_session(env, s);
     THROW(env, "mount: cannot start the request loop");
   }
+  // Named here too, so that it is by the time mount returns: the thread's own naming may not have run yet.
+  pthread_setname_np(s->loop, "drms-fuse");
   s->loop_running = 1;
   napi_value ext;
   napi_create_external(env, s, NULL, NULL, &ext);
