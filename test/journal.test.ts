@@ -1,13 +1,13 @@
 // The journal's acknowledgement path: the backup's applied seq releases waiters at once; the entries it covers leave
 // lmdb with the next batch ('trimmed' then), and the seq survives a restart. Capture logs from before their salt.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { encodeFrame, FrameKind, readCaptureLogs, readLog } from '../dist/journal/capture-log.js';
 import { decodeEntry, encodeEntry, summarize, summarizeEncoded, type JournalEntry } from '../dist/journal/entry.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { HELD_BYTES, Journal, readJournal } from '../dist/journal/journal.js';
+import { HELD_BYTES, Journal, memoryLimit, readJournal } from '../dist/journal/journal.js';
 import { tryNativeAddon } from '../dist/fs/native.js';
 import { tmpdir } from './helpers/cluster.js';
 
@@ -383,4 +383,42 @@ t.test("a start takes the backlog from the counts meta keeps with the entries, n
   j = Journal.open(dir);
   t.equal(j.backlogBytes(), recovered, 'the counts recovery recorded');
   await j.close();
+});
+
+// A memory cgroup of `bytes` (v1's memory controller or v2's), removed after the test; undefined where none can be made.
+function memoryCgroup(t: Test, bytes: number): string | undefined {
+  const name = `drms-test-${process.pid}`;
+  const layouts = [
+    { dir: path.join('/sys/fs/cgroup/memory', name), limit: 'memory.limit_in_bytes' },
+    { dir: path.join('/sys/fs/cgroup', name), limit: 'memory.max' },
+  ];
+  for (const { dir, limit } of layouts) {
+    if (!fs.existsSync(path.dirname(dir))) continue;
+    try {
+      fs.mkdirSync(dir);
+    } catch {
+      continue;
+    }
+    t.teardown(() => fs.rmdirSync(dir));
+    try {
+      fs.writeFileSync(path.join(dir, limit), String(bytes));
+      return dir;
+    } catch {
+      continue; // v2 without the memory controller in the parent's subtree
+    }
+  }
+  return undefined;
+}
+
+t.test('in a container, the backlog held in memory is a sixteenth of its memory limit, not of the machine', async (t) => {
+  const limit = 2 ** 30;
+  const cgroup = memoryCgroup(t, limit);
+  if (!cgroup) return t.skip('no memory cgroup can be made here (not root, or no memory controller)');
+  const probe = `import('${path.resolve('dist/journal/journal.js')}').then((m) => console.log(m.HELD_BYTES, m.memoryLimit()))`;
+  const held = (inCgroup: boolean) => {
+    const script = `${inCgroup ? `echo $$ > ${cgroup}/cgroup.procs && ` : ''}exec node -e "${probe}"`;
+    return execFileSync('sh', ['-c', script], { encoding: 'utf8' }).trim().split(' ').map(Number);
+  };
+  t.same(held(true), [limit / 16, limit], '1 GiB container: 64 MiB held');
+  t.same(held(false), [HELD_BYTES, memoryLimit()], 'outside it: the same as this process');
 });

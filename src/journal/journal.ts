@@ -29,6 +29,12 @@ const INGEST_DELAY_MS = 1;
  * batches: with 4, 1 MiB writes left it more than 4 MiB behind and reading lmdb at 0.6 ms a MiB on the primary.
  */
 const RECENT_BYTES = 32 * 2 ** 20;
+/** The machine's memory, or its cgroup's limit where lower: a container's OOM killer counts against that. */
+export function memoryLimit(): number {
+  const total = os.totalmem();
+  const limit = process.constrainedMemory(); // 0 or 2^64 where there is none
+  return limit > 0 && limit < total ? limit : total;
+}
 /**
  * Entries taken in with the native binding wait in memory for the backup's acknowledgement while the backlog is
  * within this many bytes; lmdb stores those still unacknowledged when the backlog grows past it, when a swap of the
@@ -39,9 +45,9 @@ const RECENT_BYTES = 32 * 2 ** 20;
  * shipper's 64 MiB in flight and the backup's 32 MiB flush groups) a backup that fell behind for a moment had lmdb
  * store everything held, and the JavaScript thread that did it then shipped slower: 273-367 MB/s of 1 MiB writes,
  * 150-670 MiB a run stored, the primary's peak RSS 313-630 MiB (lmdb's map); with 256 MiB, 390-410 MB/s, next to
- * nothing stored, 281-457 MiB. A sixteenth of the machine's memory at most.
+ * nothing stored, 281-457 MiB. A sixteenth of the memory this process may use at most (see memoryLimit).
  */
-export const HELD_BYTES = Math.min(256 * 2 ** 20, Math.floor(os.totalmem() / 16));
+export const HELD_BYTES = Math.min(256 * 2 ** 20, Math.floor(memoryLimit() / 16));
 /** Hand-over buffers of one entry given back (see wholeParts) from this size: smaller ones weigh little on V8's count. */
 const WHOLE_PART_BYTES = 64 * 2 ** 10;
 /** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
