@@ -1,10 +1,12 @@
 import t from 'tap';
-import { decodeBatch, encodeBatch, FrameReader, FrameType, frameHeader, MAX_FRAME, packBody, releaseFrame, unpackBody } from '../dist/wire/frame.js';
+import { batchCopyBytes, COPY_BELOW, decodeBatch, encodeBatch, FrameReader, FrameType, frameHeader, MAX_FRAME, packBody, releaseFrame, unpackBody } from '../dist/wire/frame.js';
 import { proof, proofMatches, readSecretFile } from '../dist/wire/auth.js';
 import { crc32 } from '../dist/wire/checksum.js';
+import { PeerConnection } from '../dist/wire/peer.js';
 import { tryNativeAddon } from '../dist/fs/native.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -104,6 +106,55 @@ t.test('batches round-trip and reject overruns', async (t) => {
   t.same(decodeBatch(body).map((b) => b.length), [1, 0, 5000]);
   t.throws(() => decodeBatch(body.subarray(0, body.length - 1)), { name: 'ProtocolError' });
   t.throws(() => decodeBatch(Buffer.concat([body, Buffer.from([0])])), { name: 'ProtocolError', message: /trailing/ });
+});
+
+t.test('a batch copies its small entries and lengths into one buffer, given or its own; large entries go as views', async (t) => {
+  const small = Array.from({ length: 100 }, (_, i) => Buffer.alloc(4096, i));
+  const large = Buffer.alloc(COPY_BELOW, 9);
+  const entries = [...small.slice(0, 50), large, ...small.slice(50)];
+  const into = Buffer.alloc(batchCopyBytes(entries));
+  const parts = encodeBatch(entries, into);
+  t.equal(parts.length, 3, 'the small ones before the large entry, the large one, the small ones after');
+  t.ok(parts[0]!.buffer === into.buffer && parts[2]!.buffer === into.buffer, 'the copies are in the buffer given');
+  t.ok(parts[1]!.buffer === large.buffer && parts[1]!.byteOffset === large.byteOffset, 'the large entry is its own memory, not copied');
+  t.same(decodeBatch(Buffer.concat(parts)), entries, 'and decodes as the entries, in order');
+  const tooSmall = Buffer.alloc(64);
+  const own = encodeBatch(small, tooSmall);
+  t.equal(own.length, 1, 'small entries alone: one part');
+  t.not(own[0]!.buffer, tooSmall.buffer, 'in a buffer of its own when the one given is too small');
+  t.same(decodeBatch(own[0]!), small);
+});
+
+t.test('a frame sent in parts reports when the socket no longer holds them: only once the peer has taken them', async (t) => {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const receiver = await accepted;
+  receiver.pause(); // takes nothing: 32 MiB cannot all sit in the kernel's buffers
+  const conn = new PeerConnection(socket);
+  t.teardown(() => {
+    conn.close();
+    receiver.destroy();
+  });
+  const body = randomBytes(32 * 2 ** 20);
+  let written = false;
+  conn.sendParts(FrameType.Batch, [body.subarray(0, 2 ** 20), body.subarray(2 ** 20)], () => (written = true));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.notOk(written, 'not while the peer takes nothing');
+  const reader = new FrameReader();
+  const got: Buffer[] = [];
+  receiver.on('data', (chunk: Buffer) => got.push(...reader.push(chunk).map((f) => f.body)));
+  receiver.resume();
+  while (!written) await new Promise((resolve) => setTimeout(resolve, 10));
+  while (got.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.ok(got[0]!.equals(body), 'then reported, and the frame arrived whole');
+  let closed = false;
+  conn.close();
+  conn.sendParts(FrameType.Batch, [body], () => (closed = true));
+  t.ok(closed, 'on a closed connection at once: nothing was queued');
 });
 
 t.test('proofs bind the secret, the side and both nonces', async (t) => {

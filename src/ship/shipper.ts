@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { EncodedEntry, Journal } from '../journal/journal.js';
 import { newNonce, proof, proofMatches } from '../wire/auth.js';
 import type { TlsMaterial } from '../wire/tls.js';
-import { encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
+import { COPY_BELOW, encodeBatch, FrameType, PROTOCOL_VERSION, unpackBody, type Frame } from '../wire/frame.js';
 import type { Ack, Answer, Challenge, Fenced, Promoted, QueryBody, Refusal, Welcome } from '../wire/messages.js';
 import { DEFAULT_PEER_OPTIONS, PeerConnection, type PeerOptions } from '../wire/peer.js';
 import type { Route } from './routes.js';
@@ -38,6 +38,10 @@ const CONNECT_MS = 5000;
 const HANDSHAKE_MS = 10_000;
 const BATCH_BYTES = 1024 * 1024;
 const BATCH_ENTRIES = 4096;
+/** What a batch's small entries and lengths take at most (see encodeBatch): a read stops past BATCH_BYTES. */
+const BATCH_COPY_BYTES = BATCH_BYTES + COPY_BELOW + 4 * (BATCH_ENTRIES + 1);
+/** Batch buffers kept for reuse: a new one each batch would weigh on V8's count of external memory. */
+const SPARE_BATCH_BUFFERS = 4;
 /** Unacknowledged bytes on the wire before the shipper waits for acks. */
 const WINDOW_BYTES = 64 * 1024 * 1024;
 /**
@@ -72,6 +76,8 @@ export class Shipper {
   private readonly stopped = new AbortController();
   private readonly queries: PendingRequest[] = [];
   private nextQueryId = 1;
+  /** Buffers of batches the socket has written, for the next ones to copy their small entries into. */
+  private readonly spareBatchBuffers: Buffer[] = [];
 
   constructor(private readonly journal: Journal, private opts: ShipperOptions) {
     journal.on('committed', () => {
@@ -348,9 +354,13 @@ export class Shipper {
         continue;
       }
       checkpointed = 0;
-      const parts = encodeBatch(pending.map((e) => e.bytes));
+      const into = this.spareBatchBuffers.pop() ?? Buffer.allocUnsafe(BATCH_COPY_BYTES);
+      const parts = encodeBatch(pending.map((e) => e.bytes), into);
       const bytes = parts.reduce((n, p) => n + p.length, 0);
-      conn.sendParts(FrameType.Batch, parts);
+      // Reused once the socket has written it, not before: its writes may still be queued after drained().
+      conn.sendParts(FrameType.Batch, parts, () => {
+        if (this.spareBatchBuffers.length < SPARE_BATCH_BUFFERS) this.spareBatchBuffers.push(into);
+      });
       next = pending[pending.length - 1]!.seq + 1;
       askFlush();
       pending = [];

@@ -42,12 +42,16 @@ export class PeerConnection {
     this.sendParts(type, [packBody(value)]);
   }
 
-  /** Sends one frame whose body is the parts back to back (no copy into one buffer). */
-  sendParts(type: FrameType, parts: Buffer[]): void {
-    if (this.closed) return;
+  /**
+   * Sends one frame whose body is the parts back to back (no copy into one buffer). `written` is called once the
+   * socket holds none of the parts any more: sent, or the connection failed.
+   */
+  sendParts(type: FrameType, parts: Buffer[], written?: () => void): void {
+    if (this.closed) return written?.();
     this.socket.cork();
     this.socket.write(frameHeader(type, parts));
-    for (const p of parts) this.socket.write(p);
+    const last = parts.length - 1;
+    for (const [i, p] of parts.entries()) this.socket.write(p, i === last ? written : undefined);
     this.socket.uncork();
     this.lastSent = Date.now();
   }
