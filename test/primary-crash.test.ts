@@ -256,12 +256,12 @@ t.test('capture logs rotate past 64 MiB and are reused: each starts a new genera
   const RECORDS = 40;
   for (const [round, active] of [[1, 1], [2, 0]] as const) {
     await run('dd', ['if=/dev/urandom', `of=${path.join(prod, `big-${round}.dat`)}`, 'bs=1M', 'count=70', 'conv=fdatasync', 'status=none']);
-    // The journal swaps logs on its next flush tick (every second) once the active one holds over 64 MiB.
+    // The journal swaps logs once the active one holds over 64 MiB (checked as it takes captured entries in).
     for (let i = 0; i < 100 && logs()[active]!.generation !== first + round; i++) await sleep(100);
     t.equal(logs()[active]!.generation, first + round, `round ${round}: capture-${active}.log took over at the next generation`);
     await appendSynced(path.join(prod, 'ledger.log'), RECORDS);
   }
-  t.ok(fs.statSync(path.join(pstate, 'capture-0.log')).size <= 72 * 2 ** 20, 'a log is kept to 72 MiB');
+  t.ok(fs.statSync(path.join(pstate, 'capture-0.log')).size <= 128 * 2 ** 20, 'a log is kept to 128 MiB');
   primary.proc.kill('SIGKILL');
   await primary.exited;
   await run('fusermount', ['-uz', prod]).catch(() => undefined);

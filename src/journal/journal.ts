@@ -50,7 +50,7 @@ export function memoryLimit(): number {
 export const HELD_BYTES = Math.min(256 * 2 ** 20, Math.floor(memoryLimit() / 16));
 /** Hand-over buffers of one entry given back (see wholeParts) from this size: smaller ones weigh little on V8's count. */
 const WHOLE_PART_BYTES = 64 * 2 ** 10;
-/** The capture log in use is swapped for the other one past this many bytes of frames (checked with the flush). */
+/** The capture log in use is swapped for the other one past this many bytes of frames (see rotateIfDue). */
 const ROTATE_BYTES = 64 * 2 ** 20;
 /** The acknowledged entries in lmdb are dropped (a database of them: Segments) about every this many bytes. */
 const SEGMENT_BYTES = 32 * 2 ** 20;
@@ -154,8 +154,7 @@ export class Journal extends EventEmitter {
     this.meta.putSync('running', true);
     this.flushTimer = setInterval(() => {
       this.recordTrim();
-      if (this.sequencer && !this.rotating && this.sequencer.logBytes() > ROTATE_BYTES) void this.rotate().catch((err) => this.emit('error', err));
-      else if (this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
+      if (!this.rotateIfDue() && this.unflushed) void this.flushed().catch((err) => this.emit('error', err));
     }, FLUSH_INTERVAL_MS);
     this.flushTimer.unref();
   }
@@ -433,6 +432,7 @@ export class Journal extends EventEmitter {
     if (all) this.emit('ingested', all.reduce((n, part) => n + part.length, 0));
     this.emit('committed', this.readySeq);
     this.checkpointIfWanted();
+    if (all) this.rotateIfDue();
     return true;
   }
 
@@ -541,6 +541,17 @@ export class Journal extends EventEmitter {
     // (and redone with the others when it is one of them).
     if (this.redo.length === 0 && lastFrame?.kind === FrameKind.Captured && found.has(lastFrame.seq) && decodeEntry(lastFrame.body).op === 'write') doubts.push(lastFrame.seq);
     return { doubts, generation };
+  }
+
+  /**
+   * Starts a swap of the capture logs once the active one holds ROTATE_BYTES of frames: checked as entries are taken
+   * in, not only by the flush tick, at whose pace the logs grew to 200-400 MiB with large or many writes (and were
+   * cut back at the next swap). Whether it started one.
+   */
+  private rotateIfDue(): boolean {
+    if (!this.sequencer || this.rotating || this.sequencer.logBytes() <= ROTATE_BYTES) return false;
+    void this.rotate().catch((err) => this.emit('error', err));
+    return true;
   }
 
   /** Swaps capture logs; the old one's frames are in lmdb, on stable storage, before the next swap empties it. */
