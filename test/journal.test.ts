@@ -413,7 +413,7 @@ function memoryCgroup(t: Test, bytes: number): string | undefined {
 t.test('in a container, the backlog held in memory is a sixteenth of its memory limit, not of the machine', async (t) => {
   const limit = 2 ** 30;
   const cgroup = memoryCgroup(t, limit);
-  if (!cgroup) return t.skip('no memory cgroup can be made here (not root, or no memory controller)');
+  if (!cgroup) return t.plan(0, 'no memory cgroup can be made here (not root, or no memory controller)');
   const probe = `import('${path.resolve('dist/journal/journal.js')}').then((m) => console.log(m.HELD_BYTES, m.memoryLimit()))`;
   const held = (inCgroup: boolean) => {
     const script = `${inCgroup ? `echo $$ > ${cgroup}/cgroup.procs && ` : ''}exec node -e "${probe}"`;
