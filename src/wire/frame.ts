@@ -147,10 +147,9 @@ function spansItsMemory(view: Buffer, before: number): boolean {
   return view.byteOffset === before && view.buffer.byteLength === before + view.length && view.buffer.byteLength > 0;
 }
 
-/** A batch body: [u32 count] then [u32 length][entry bytes] per entry. */
 /**
  * Entries below this size are copied into the batch's own buffer with their lengths: a part each cost the socket a
- * write and the seal a checksum call, more than the copy (buffered 4 KiB writes: a third of the primary's
+ * write and the seal a checksum call, more than the copy (buffered 4 KiB writes: a quarter of the primary's
  * JavaScript time in the send). Larger ones go as views of their own memory.
  */
 export const COPY_BELOW = 16 * 1024;
@@ -163,8 +162,8 @@ export function batchCopyBytes(entries: readonly Uint8Array[]): number {
 }
 
 /**
- * A batch frame's body as parts: the count, then each entry after its length. Small entries and the lengths are
- * copied into `into` when it is large enough (batchCopyBytes), else into a new buffer.
+ * A batch body, [u32 count] then [u32 length][entry bytes] per entry, as parts sent back to back. Small entries and
+ * the lengths are copied into `into` when it is large enough (batchCopyBytes), else into a new buffer.
  */
 export function encodeBatch(entries: readonly Uint8Array[], into?: Buffer): Buffer[] {
   const need = batchCopyBytes(entries);
