@@ -84,6 +84,10 @@ struct capture {
   uint64_t flush_covers;     // how far the running cache flush makes the log durable: `written` when it began
   int sync_error;
   int stop;
+
+  // JavaScript's calls running on libuv's pool: capture_free waits for them (under `lock`).
+  int works;
+  pthread_cond_t works_done;
 };
 
 // ---- msgpack, the journal's entry encoding (decoded by msgpackr in JavaScript) ----
@@ -556,6 +560,7 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   pthread_mutex_init(&c->pending_lock, NULL);
   pthread_mutex_init(&c->sync_lock, NULL);
   pthread_cond_init(&c->sync_req, NULL);
+  pthread_cond_init(&c->works_done, NULL);
   if (!c->mode || !c->dirty || !c->created || pthread_create(&c->syncer, NULL, syncer_main, c) != 0) {
     free(c->mode);
     free(c->dirty);
@@ -566,7 +571,22 @@ struct capture *capture_new(int root_fd, const int log_fds[2], int active, uint6
   return c;
 }
 
+void capture_work_begin(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  c->works++;
+  pthread_mutex_unlock(&c->lock);
+}
+
+void capture_work_end(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  if (--c->works == 0) pthread_cond_broadcast(&c->works_done);
+  pthread_mutex_unlock(&c->lock);
+}
+
 void capture_free(struct capture *c) {
+  pthread_mutex_lock(&c->lock);
+  while (c->works > 0) pthread_cond_wait(&c->works_done, &c->lock);
+  pthread_mutex_unlock(&c->lock);
   pthread_mutex_lock(&c->sync_lock);
   c->stop = 1;
   pthread_cond_broadcast(&c->sync_req);
@@ -1164,10 +1184,11 @@ struct capture_part *capture_take(struct capture *c, size_t *n) {
 
 // Switches to the other log once every frame in this one is on stable storage; the other one's frames are
 // already in the journal (JavaScript rotates only after flushing it), so it starts over at a new generation,
-// overwriting the file from its start. Only JavaScript rotates, one rotation at a time, and nothing appends to the
-// other log until the switch: it is made ready (cut back, its generation frame written and flushed) and this one
-// flushed without the capture lock, which the writers need. A log cut back from 200 MiB took the lock for up to
-// 80 ms in `ftruncate` (strace, buffered 4 KiB writes).
+// overwriting the file from its start. Only JavaScript rotates, one rotation at a time (on libuv's pool), and
+// nothing appends to the other log until the switch: it is made ready (cut back, its generation frame written and
+// flushed) and this log flushed without capture's lock, which the writers take; under it, only the frames appended
+// meanwhile are flushed. A log cut back from 200 MiB held the lock for up to 80 ms in `ftruncate` (strace, buffered
+// 4 KiB writes).
 int capture_rotate(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   int next = 1 - c->active, fd = c->log_fds[next], current = c->log_fds[c->active];
@@ -1190,7 +1211,6 @@ int capture_rotate(struct capture *c) {
     free(b.p);
     if (rc == 0 && fdatasync(fd) != 0) rc = -errno;
   }
-  // Most of this log's frames: under the lock, the flush then covers only those appended meanwhile.
   if (rc == 0 && fdatasync(current) != 0) rc = -errno;
   if (rc != 0) return rc;
   pthread_mutex_lock(&c->lock);

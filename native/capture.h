@@ -86,8 +86,11 @@ struct capture_part { char *p; size_t len; };
 // buffer back with capture_release_taken.
 struct capture_part *capture_take(struct capture *c, size_t *n);
 void capture_release_taken(char *p);
-// 0 or -errno.
+// 0 or -errno. Blocks on the disk: JavaScript calls it on libuv's pool.
 int capture_rotate(struct capture *c);
+// Around JavaScript's calls that run on libuv's pool: capture_free waits until none is running.
+void capture_work_begin(struct capture *c);
+void capture_work_end(struct capture *c);
 // Bytes of frames in the active log (JavaScript rotates past 64 MiB).
 uint64_t capture_log_bytes(struct capture *c);
 // Syncs the mirrored tree and, if JavaScript appended no frame meanwhile, appends a checkpoint frame and lets

@@ -1641,26 +1641,23 @@ static napi_value js_log_bytes(napi_env env, napi_callback_info info) {
   return capture_number(env, info, capture_log_bytes);
 }
 
-// rotate(session): the other log takes the frames from now on (see capture_rotate).
-static napi_value js_rotate(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  struct capture *c = capture_arg(env, info, &argc, argv);
-  if (!c) return NULL;
-  int rc = capture_rotate(c);
-  if (rc < 0) throw_errno(env, -rc);
-  return NULL;
-}
-
-struct checkpoint_work { struct capture *c; bool logged; int rc; napi_async_work work; napi_deferred deferred; };
+// A call on libuv's pool with the session's capture: the capture is not freed while it runs (capture_work_begin).
+struct capture_work { struct capture *c; bool logged; int rc; napi_async_work work; napi_deferred deferred; };
 
 static void checkpoint_execute(napi_env env, void *data) {
-  struct checkpoint_work *w = data;
+  struct capture_work *w = data;
   w->rc = w->logged ? capture_checkpoint(w->c) : capture_sync_tree(w->c);
+  capture_work_end(w->c);
 }
 
-static void checkpoint_complete(napi_env env, napi_status status, void *data) {
-  struct checkpoint_work *w = data;
+static void rotate_execute(napi_env env, void *data) {
+  struct capture_work *w = data;
+  w->rc = capture_rotate(w->c);
+  capture_work_end(w->c);
+}
+
+static void capture_work_complete(napi_env env, napi_status status, void *data) {
+  struct capture_work *w = data;
   napi_value v;
   if (w->rc == 0) {
     napi_get_undefined(env, &v);
@@ -1679,11 +1676,24 @@ static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
-  struct checkpoint_work *w = calloc(1, sizeof *w);
+  struct capture_work *w = calloc(1, sizeof *w);
   w->c = c;
   w->logged = true;
   if (argc >= 2) napi_get_value_bool(env, argv[1], &w->logged);
-  return queue_work(env, "drms-checkpoint", checkpoint_execute, checkpoint_complete, w, &w->deferred, &w->work);
+  capture_work_begin(c);
+  return queue_work(env, "drms-checkpoint", checkpoint_execute, capture_work_complete, w, &w->deferred, &w->work);
+}
+
+// rotate(session) -> Promise: the other log takes the frames from now on (see capture_rotate), on libuv's pool.
+static napi_value js_rotate(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct capture *c = capture_arg(env, info, &argc, argv);
+  if (!c) return NULL;
+  struct capture_work *w = calloc(1, sizeof *w);
+  w->c = c;
+  capture_work_begin(c);
+  return queue_work(env, "drms-rotate", rotate_execute, capture_work_complete, w, &w->deferred, &w->work);
 }
 
 // ringEntries(session) -> the io_uring entries serving the mount (0: served through /dev/fuse).

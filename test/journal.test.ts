@@ -171,7 +171,7 @@ t.test('with capture logs, entries wait in memory for the backup: a flush syncs 
       captured = [];
       return parts.length ? parts : undefined;
     },
-    rotate: () => void ((logBytes = 0), swaps++),
+    rotate: async () => void ((logBytes = 0), swaps++),
     checkpoint: async () => undefined,
     wantsCheckpoint: () => false,
     logBytes: () => logBytes,
@@ -251,7 +251,7 @@ t.test('a hand-over buffer of one large entry goes back to the binding once the 
     logFrame: () => undefined,
     take: () => (parts.length ? parts.splice(0) : undefined),
     giveBack: (part) => void given.push(seqOf.get(part)!),
-    rotate: () => undefined,
+    rotate: async () => undefined,
     checkpoint: async () => undefined,
     wantsCheckpoint: () => false,
     logBytes: () => 0,

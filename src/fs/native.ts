@@ -29,7 +29,7 @@ export interface NativeAddon {
   namesChanged(session: unknown): number;
   hold(session: unknown, on: boolean): void;
   dropCache(session: unknown, path: string): void;
-  rotate(session: unknown): void;
+  rotate(session: unknown): Promise<void>;
   logBytes(session: unknown): number;
   checkpoint(session: unknown, logged: boolean): Promise<void>;
   wantsCheckpoint(session: unknown): boolean;

@@ -32,10 +32,10 @@ export interface Sequencer {
   /** A buffer take() handed over, no longer read by anyone: its memory goes back now. Views of it read as empty. */
   giveBack(part: Buffer): void;
   /**
-   * Starts the other log (the current one flushed first); the journal must hold everything in the other one, and a
-   * checkpoint() since its last frame must have made its writes durable in their files.
+   * Starts the other log (the current one flushed first), off this thread; the journal must hold everything in the
+   * other one, and a checkpoint() since its last frame must have made its writes durable in their files.
    */
-  rotate(): void;
+  rotate(): Promise<void>;
   /**
    * Syncs the mirrored tree; then (if no frame of ours came meanwhile) fdatasyncs through the mount flush only the
    * capture log again. Call it with no operation of ours in flight.

@@ -569,7 +569,8 @@ export class Journal extends EventEmitter {
       }
       await this.flushed();
       if (this.sequencer !== session) return; // unmounted meanwhile: everything is stored
-      session.rotate();
+      await session.rotate(); // off this thread: captured entries go on being taken in meanwhile
+      if (this.sequencer !== session) return; // a new session starts the logs over
       this.activeLog = this.activeLog === 0 ? 1 : 0;
       this.ingest(); // takes in every frame appended before the swap
       this.swapSeq = this.last;
@@ -646,9 +647,9 @@ export class Journal extends EventEmitter {
     // What mdb_env_sync does without a write map (lmdb writes with pwrite), but on libuv's pool: lmdb-js's own
     // sync runs on the calling thread, and here that thread serves every FUSE request. Entries lmdb does not have
     // are in the capture logs, flushed beside it: the active one, and the other for those taken in before the last
-    // swap (or refused by lmdb).
+    // swap (or refused by lmdb), or both while a swap runs: which one is active then is the binding's to say.
     const logs = this.captureLogs?.logFds ?? [];
-    const both = this.untaken || (this.held.size > 0 && this.heldLow <= this.swapSeq);
+    const both = this.untaken || this.rotating || (this.held.size > 0 && this.heldLow <= this.swapSeq);
     const fds = [this.dataFd, ...(both ? logs : this.held.size > 0 ? logs.slice(this.activeLog, this.activeLog + 1) : [])];
     let left = fds.length;
     let failure: Error | null = null;
