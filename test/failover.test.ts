@@ -33,7 +33,7 @@ t.test('planned switchover under a running workload: nothing acknowledged is los
   while (!fs.existsSync(acks) || lines(acks).length < 100) await sleep(50);
 
   const sw = await drms(['switchover', '--state', pstate, '--json']);
-  t.equal(sw.code, 0, sw.stderr);
+  t.equal(sw.code, 0, `${sw.stderr}; the primary's ${primary.lastLines(30)}`);
   const result = JSON.parse(sw.stdout) as { epoch: number; pauseMs: number };
   t.equal(result.epoch, 2, 'the backup took over at epoch 2');
   t.ok(result.pauseMs >= 0 && result.pauseMs < 10_000, `application pause reported: ${result.pauseMs} ms`);

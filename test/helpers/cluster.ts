@@ -20,6 +20,8 @@ export interface Node {
   /** Resolves with the first log line whose msg matches, looking only at lines from index `from` on. */
   waitFor(msg: string | RegExp, timeoutMs?: number, from?: number): Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
+  /** Its last `n` log lines, and how it ended if it did: for a failure's message. */
+  lastLines(n?: number): string;
 }
 
 /** Every process started and not yet reaped, with the mount it serves: stopped before any temp dir is removed. */
@@ -92,21 +94,26 @@ export function startNode(t: Test, args: string[], mountDir?: string, uid?: numb
   };
   live.add(stop);
   t.teardown(stop);
+  const lastLines = (n = 8) => {
+    const ended = proc.exitCode !== null || proc.signalCode !== null ? `(exited: ${proc.exitCode ?? proc.signalCode}) ` : '';
+    return `${ended}last lines:\n${logs.slice(-n).map((l) => JSON.stringify(l)).join('\n')}`;
+  };
   return {
     proc,
     logs,
     exited,
+    lastLines,
     waitFor(match, timeoutMs = 15_000, from = 0) {
       const seen = logs.slice(from).find((l) => (typeof match === 'string' ? l.msg === match : match.test(String(l.msg ?? ''))));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for log "${match}"; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for log "${match}"; ${lastLines()}`)), timeoutMs);
         const w = { match, resolve: (l: Record<string, unknown>) => (clearTimeout(timer), resolve(l)) };
         waiters.push(w);
         void exited.then((code) => {
           if (waiters.includes(w)) {
             clearTimeout(timer);
-            reject(new Error(`process exited (${code}) before logging "${match}"; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`));
+            reject(new Error(`process exited (${code}) before logging "${match}"; ${lastLines()}`));
           }
         });
       });
