@@ -152,13 +152,22 @@ export async function startPair(t: Test): Promise<ReturnType<typeof layout>> {
   return l;
 }
 
-/** A TCP port free on 127.0.0.1 right now (for a node that must listen on a known port later). */
+/**
+ * A TCP port free on 127.0.0.1 right now, for a node that must listen on a known port later: picked below the
+ * kernel's ephemeral range, from which the sockets of the test files running alongside take theirs (one took such a
+ * port in between: EADDRINUSE).
+ */
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
+  const ephemeral = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]) || 32768;
+  const low = Math.max(1024, ephemeral - 12_000);
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (ephemeral - low));
+    const server = net.createServer();
+    const free = await new Promise<boolean>((r) => server.once('error', () => r(false)).listen(port, '127.0.0.1', () => r(true)));
+    if (!free) continue;
+    await new Promise((r) => server.close(r));
+    return port;
+  }
 }
 
 /** Runs `drms <args>` to completion. */
