@@ -1669,6 +1669,16 @@ static void capture_work_complete(napi_env env, napi_status status, void *data) 
   free(w);
 }
 
+// Runs `execute` with the session's capture on libuv's pool; the promise settles with its rc (capture_work_complete).
+static napi_value queue_capture_work(napi_env env, struct capture *c, const char *what, napi_async_execute_callback execute, bool logged) {
+  struct capture_work *w = calloc(1, sizeof *w);
+  if (!w) THROW(env, "out of memory");
+  w->c = c;
+  w->logged = logged;
+  capture_work_begin(c);
+  return queue_work(env, what, execute, capture_work_complete, w, &w->deferred, &w->work);
+}
+
 // checkpoint(session, logged) -> Promise: syncs the mirrored tree on libuv's pool; logged: as a checkpoint in the
 // capture log (see capture_checkpoint), else nothing is written there.
 static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
@@ -1676,12 +1686,9 @@ static napi_value js_checkpoint(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
-  struct capture_work *w = calloc(1, sizeof *w);
-  w->c = c;
-  w->logged = true;
-  if (argc >= 2) napi_get_value_bool(env, argv[1], &w->logged);
-  capture_work_begin(c);
-  return queue_work(env, "drms-checkpoint", checkpoint_execute, capture_work_complete, w, &w->deferred, &w->work);
+  bool logged = true;
+  if (argc >= 2) napi_get_value_bool(env, argv[1], &logged);
+  return queue_capture_work(env, c, "drms-checkpoint", checkpoint_execute, logged);
 }
 
 // rotate(session) -> Promise: the other log takes the frames from now on (see capture_rotate), on libuv's pool.
@@ -1690,10 +1697,7 @@ static napi_value js_rotate(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct capture *c = capture_arg(env, info, &argc, argv);
   if (!c) return NULL;
-  struct capture_work *w = calloc(1, sizeof *w);
-  w->c = c;
-  capture_work_begin(c);
-  return queue_work(env, "drms-rotate", rotate_execute, capture_work_complete, w, &w->deferred, &w->work);
+  return queue_capture_work(env, c, "drms-rotate", rotate_execute, false);
 }
 
 // ringEntries(session) -> the io_uring entries serving the mount (0: served through /dev/fuse).
