@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
-import { Applier } from '../src/apply/applier.js';
+import { Applier, writeRun, type WriteEntry } from '../src/apply/applier.js';
 import { tryNativeAddon } from '../src/fs/native.js';
 import type { JournalEntry } from '../src/journal/entry.js';
 import { tmpdir } from './helpers/cluster.js';
@@ -83,6 +83,69 @@ t.test('an unlink flushes its directory only when a name went; other open files 
   await applier.sync();
   t.same(flushed, [path.join(dir, 'd')], 'a name went: its directory is flushed');
   t.equal(fs.readFileSync(path.join(dir, 'open'), 'utf8'), 'ab');
+  await applier.close();
+});
+
+t.test('appends to one file, in seq order, each where the one before ended, are one run; anything else ends it', async (t) => {
+  const w = (p: string, offset: number, n: number, extra: Record<string, unknown> = {}) => entry({ op: 'write', path: p, offset, data: Buffer.alloc(n, 0x61), ...extra });
+  const run = [w('/a', 0, 10), w('/a', 10, 5), w('/a', 15, 0), w('/a', 15, 1)];
+  t.equal(writeRun(run, 0), 4, 'four appends, one of them empty');
+  t.equal(writeRun(run, 2), 2, 'from the middle: what follows');
+  const ends = (e: JournalEntry) => writeRun([w('/f', 0, 8), e], 0);
+  t.equal(ends(w('/g', 8, 1)), 1, 'another file');
+  t.equal(ends(w('/f', 9, 1)), 1, 'a hole before it');
+  t.equal(ends(w('/f', 4, 1)), 1, 'an overwrite of what came before');
+  t.equal(ends(w('/f', 8, 1, { txn: 'T1' })), 1, 'a transaction\'s write (staged until its commit)');
+  t.equal(ends(w('/f', 8, 1, { stamps: [['/f', [1, 0], [1, 0]]] })), 1, 'a write whose times follow it');
+  t.equal(ends(entry({ op: 'truncate', path: '/f', size: 8 })), 1, 'another operation');
+  seq += 5;
+  t.equal(ends(w('/f', 8, 1)), 1, 'a gap in the seqs');
+  t.equal(writeRun([entry({ op: 'times', path: '/f' }), w('/f', 0, 1)], 0), 1, 'not a write: applied alone');
+  let at = 0;
+  const long = Array.from({ length: 1500 }, () => w('/long', (at += 2) - 2, 2));
+  t.equal(writeRun(long, 0), 1024, 'at most 1024 entries (one pwritev\'s buffers)');
+});
+
+t.test('a run of writes is applied with one pwritev; where the file cannot be written it says so and writes nothing', async (t) => {
+  const dir = fs.realpathSync(tmpdir(t));
+  fs.writeFileSync(path.join(dir, 'log'), 'head:');
+  fs.mkdirSync(path.join(dir, 'a-directory'));
+  const applier = new Applier(dir, pino({ level: 'silent' }));
+  const calls: number[] = [];
+  const writev = fs.writevSync;
+  fs.writevSync = ((fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+    calls.push(buffers.length);
+    return writev(fd, buffers, position);
+  }) as typeof fs.writevSync;
+  t.teardown(() => {
+    fs.writevSync = writev;
+  });
+  const records = Array.from({ length: 300 }, (_, i) => Buffer.from(`record ${i};`));
+  let offset = 5;
+  const run = records.map((data) => entry({ op: 'write', path: '/log', offset: (offset += data.length) - data.length, data }) as WriteEntry);
+  t.equal(writeRun(run, 0), 300);
+  t.equal(await applier.applyWrites(run), true);
+  t.same(calls, [300], 'one pwritev of 300 buffers');
+  await applier.sync();
+  t.equal(fs.readFileSync(path.join(dir, 'log'), 'utf8'), 'head:' + records.join(''), 'every record, in order, after what was there');
+
+  // Short writes: each call writes the first buffer and three bytes of the next.
+  fs.writevSync = ((fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+    calls.push(buffers.length);
+    const [first, second] = buffers as Buffer[];
+    return writev(fd, second ? [first!, second.subarray(0, 3)] : [first!], position);
+  }) as typeof fs.writevSync;
+  calls.length = 0;
+  const more = ['alpha;', 'beta;', 'gamma;'].map((text) => entry({ op: 'write', path: '/log', offset: (offset += text.length) - text.length, data: Buffer.from(text) }) as WriteEntry);
+  t.equal(await applier.applyWrites(more), true);
+  t.same(calls, [3, 2, 1], 'short writes: the rest is written from where each ended');
+  await applier.sync();
+  t.equal(fs.readFileSync(path.join(dir, 'log'), 'utf8'), 'head:' + records.join('') + 'alpha;beta;gamma;', 'whole, in order');
+
+  const refused = [entry({ op: 'write', path: '/a-directory', offset: 0, data: Buffer.from('x') }) as WriteEntry];
+  t.equal(await applier.applyWrites(refused), false, 'a directory cannot be opened for writing: false, for apply() to say which entry failed');
+  t.equal(await applier.apply(refused[0]!), false, 'as apply() says of the entry');
+  await t.rejects(applier.applyWrites([entry({ op: 'write', path: '/../escape', offset: 0, data: Buffer.from('x') }) as WriteEntry]), { name: 'PathEscapeError' }, 'a path that escapes the target is refused, as apply() refuses it');
   await applier.close();
 });
 

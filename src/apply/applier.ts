@@ -2,6 +2,7 @@
 // every operation is written so that applying it to a tree that already has it changes nothing.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { getAttribute, listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { ApplyError, codeOf } from '../errors.js';
@@ -16,6 +17,9 @@ const C = fs.constants;
 const OPEN_FILES = 64;
 /** Written files closed out of the open set but not yet made durable; sync() flushes them together. */
 const UNSYNCED_CLOSING = 1024;
+
+/** Entries a run of writes (writeRun) takes at most: one pwritev's buffers (the kernel's IOV_MAX). */
+const RUN_ENTRIES = 1024;
 
 /** Errors that mean "the backup cannot take data now" (disk full, read-only, I/O): stop and retry later, never skip. */
 const RETRYABLE = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'ENOMEM']);
@@ -48,6 +52,29 @@ class OpenFile {
   close(): void {
     fs.closeSync(this.fd);
   }
+}
+
+export type WriteEntry = Extract<JournalEntry, { op: 'write' }>;
+
+/** A write that needs nothing but its bytes: no transaction stages it, no stamps follow it. */
+function plainWrite(e: JournalEntry | undefined): e is WriteEntry {
+  return e?.op === 'write' && e.txn === undefined && !e.stamps?.length;
+}
+
+/**
+ * How many entries from `from` on applyWrites() applies together (at least 1): plain writes to one file, in seq
+ * order, each where the one before ended, as an application's appends are journaled.
+ */
+export function writeRun(entries: JournalEntry[], from: number): number {
+  const first = entries[from];
+  if (!plainWrite(first)) return 1;
+  let n = 1;
+  for (let end = first.offset + first.data.length; n < RUN_ENTRIES; n++) {
+    const e = entries[from + n];
+    if (!plainWrite(e) || e.path !== first.path || e.offset !== end || e.seq !== first.seq + n) break;
+    end += e.data.length;
+  }
+  return n;
 }
 
 export class Applier {
@@ -102,6 +129,25 @@ export class Applier {
       }
       this.divergences++;
       this.log.error({ seq: e.seq, op: e.op, path: 'path' in e ? e.path : undefined, err }, 'apply: operation failed; the trees differ until repaired');
+      return false;
+    }
+  }
+
+  /**
+   * Applies a run of writes (writeRun) with one pwritev: a 256-byte write applied alone cost this thread about
+   * 3.4 µs in the system call. False where the file could not be written (an errno that is not retryable): apply()
+   * then applies each entry, to say which failed. Throws what apply() throws.
+   */
+  async applyWrites(run: WriteEntry[]): Promise<boolean> {
+    const first = run[0]!;
+    try {
+      const fh = await this.file(await this.target.resolve(first.path));
+      const bytes = writeAllAt(fh.fd, run.map((e) => e.data), first.offset);
+      fh.written.note(first.offset, bytes);
+      this.dirtyFiles.add(fh);
+      return true;
+    } catch (err) {
+      if (isRetryable(err) || typeof (err as NodeJS.ErrnoException).errno !== 'number') throw err;
       return false;
     }
   }
@@ -427,6 +473,20 @@ export class Applier {
     for (const fh of this.files.values()) this.letGo(fh);
     this.files.clear();
   }
+}
+
+/** Writes `bufs` one after another from `position`, on through short writes; the bytes written. */
+function writeAllAt(fd: number, bufs: Uint8Array[], position: number): number {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  for (let left = total; left > 0;) {
+    let n = fs.writevSync(fd, bufs, position + total - left);
+    if (n === 0) throw Object.assign(new Error(`pwritev wrote nothing of ${left} bytes`), { code: 'EIO', errno: -os.constants.errno.EIO });
+    left -= n;
+    while (bufs.length && n >= bufs[0]!.length) n -= bufs.shift()!.length;
+    if (n > 0) bufs[0] = bufs[0]!.subarray(n);
+  }
+  return total;
 }
 
 function ignoreIf(err: unknown, code: string): void {

@@ -16,7 +16,7 @@ import { quarantineDivergence } from '../failover/quarantine.js';
 import { blockSums, describe } from '../verify/manifest.js';
 import { namesExist } from '../fs/native.js';
 import { Serializer } from '../fs/serial.js';
-import { Applier } from './applier.js';
+import { Applier, writeRun, type WriteEntry } from './applier.js';
 import { redoable, supersededStamps } from './redo-log.js';
 import { withoutShortLived } from './short-lived.js';
 import { BackupState, type AppliedState } from './state.js';
@@ -386,20 +386,28 @@ export class BackupServer {
         const applying = this.applier.resyncing || !entries.some((e) => e.op === 'create') ? entries : await this.withoutShortLived(entries);
         const superseded = supersededStamps(applying);
         try {
-          for (const [i, entry] of entries.entries()) {
-            const raw = raws[i]!;
-            if (entry.seq <= applied) continue; // resent after a reconnect: already applied
-            if (entry.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entry.seq}`, { seq: entry.seq, peer: conn.peer });
-            if ('txn' in entry && entry.txn !== undefined) staged = true;
-            const ok = await this.applier.apply(applying[i]!, superseded[i]);
-            applied = entry.seq;
-            // Entries after the last mark are applied again after a kill: only those that are harmless so.
-            if (!redoable(applying[i]!)) this.state.applied({ journalId, appliedSeq: applied, resyncing: this.applier.resyncing });
-            if (logged && redoable(entry)) logged.push(raw);
-            else logged = undefined;
-            const p = 'path' in entry ? entry.path : undefined;
-            this.opts.activity?.applied(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
-            if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
+          for (let i = 0; i < entries.length;) {
+            if (entries[i]!.seq <= applied) { // resent after a reconnect: already applied
+              i++;
+              continue;
+            }
+            if (entries[i]!.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entries[i]!.seq}`, { seq: entries[i]!.seq, peer: conn.peer });
+            // Appends to one file go as one write; each entry of the run is then recorded as applied on its own.
+            const n = writeRun(applying, i);
+            const together = n > 1 && (await this.applier.applyWrites(applying.slice(i, i + n) as WriteEntry[]));
+            for (const end = i + n; i < end; i++) {
+              const entry = entries[i]!;
+              if ('txn' in entry && entry.txn !== undefined) staged = true;
+              const ok = together || (await this.applier.apply(applying[i]!, superseded[i]));
+              applied = entry.seq;
+              // Entries after the last mark are applied again after a kill: only those that are harmless so.
+              if (!redoable(applying[i]!)) this.state.applied({ journalId, appliedSeq: applied, resyncing: this.applier.resyncing });
+              if (logged && redoable(entry)) logged.push(raws[i]!);
+              else logged = undefined;
+              const p = 'path' in entry ? entry.path : undefined;
+              this.opts.activity?.applied(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
+              if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
+            }
           }
         } finally {
           // Within this batch's names: owed only where the batch stopped, or the entry that stamps again failed.
