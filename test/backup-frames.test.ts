@@ -74,6 +74,10 @@ t.test('appends to one file applied as one write: the file has each in order, an
   t.equal(fs.readFileSync(path.join(dr, 'atm.log'), 'utf8'), records.join(''), 'every record once, in order');
   const failed = backup.logs.filter((l) => l.msg === 'apply: operation failed; the trees differ until repaired').map((l) => l.seq);
   t.same(failed, [1502, 1903, 1904, 1905], 'each entry that could not be applied is reported on its own, by its seq');
-  const report = JSON.parse((await drms(['report', '--state', bstate, '--since', '1h', '--format', 'json'])).stdout) as { system: { byKind: Record<string, number> } };
-  t.equal(report.system.byKind.write, 2004, 'every write counted');
+  const report = JSON.parse((await drms(['report', '--state', bstate, '--since', '1h', '--files', '--format', 'json'])).stdout) as {
+    system: { byKind: Record<string, number> };
+    files: Array<{ path: string; ops: number; bytes: number }>;
+  };
+  t.equal(report.system.byKind.write, 2004, 'every write counted, those that failed too');
+  t.match(report.files.find((f) => f.path === '/atm.log'), { ops: 2001, bytes: Buffer.concat(records).length }, 'the file: its create and each of its writes, with their bytes');
 });

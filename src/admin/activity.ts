@@ -84,11 +84,12 @@ export class Activity {
   }
 
   /**
-   * One operation applied on the backup: counted. Nothing acknowledges it here, so it waits in no queue (one that
-   * filled up to its cap, kept for good, had the backup's garbage collector mark it every second).
+   * `ops` operations of one kind on one path applied on the backup, the last at `seq`, `bytes` in all: counted.
+   * Nothing acknowledges them here, so they wait in no queue (one that filled up to its cap, kept for good, had the
+   * backup's garbage collector mark it every second).
    */
-  applied(seq: number, kind: string, p: string | undefined, bytes: number, now = Date.now()): void {
-    this.count(seq, kind, p, bytes, now);
+  applied(seq: number, kind: string, p: string | undefined, bytes: number, now = Date.now(), ops = 1): void {
+    this.count(seq, kind, p, bytes, now, ops);
   }
 
   /** Operations waiting for the backup's acknowledgement, whose wait is measured. */
@@ -96,19 +97,19 @@ export class Activity {
     return this.unacked.length;
   }
 
-  private count(seq: number, kind: string, p: string | undefined, bytes: number, now: number): void {
-    this.opsByKind.set(kind, (this.opsByKind.get(kind) ?? 0) + 1);
+  private count(seq: number, kind: string, p: string | undefined, bytes: number, now: number, ops = 1): void {
+    this.opsByKind.set(kind, (this.opsByKind.get(kind) ?? 0) + ops);
     if (bytes) this.bytesByKind.set(kind, (this.bytesByKind.get(kind) ?? 0) + bytes);
-    this.totalOps++;
+    this.totalOps += ops;
     this.totalBytes += bytes;
     const minute = now - (now % MINUTE);
     let rows = this.pending.get(minute);
     if (!rows) this.pending.set(minute, (rows = new Map()));
     const sys = rows.get(SYSTEM) ?? { ops: 0, bytes: 0, first: now, last: now, maxLag: 0, byKind: {} };
-    sys.ops++;
+    sys.ops += ops;
     sys.bytes += bytes;
     sys.last = now;
-    sys.byKind![kind] = (sys.byKind![kind] ?? 0) + 1;
+    sys.byKind![kind] = (sys.byKind![kind] ?? 0) + ops;
     rows.set(SYSTEM, sys);
     if (p === undefined) return;
     let f = this.live.get(p);
@@ -117,13 +118,13 @@ export class Activity {
       f = { path: p, cls: this.classOf(p), ops: 0, bytes: 0, first: now, last: now, maxLag: 0, lastSeq: 0 };
       this.live.set(p, f);
     }
-    f.ops++;
+    f.ops += ops;
     f.bytes += bytes;
     f.last = now;
     f.lastSeq = seq;
-    this.opsByClass.set(f.cls, (this.opsByClass.get(f.cls) ?? 0) + 1);
+    this.opsByClass.set(f.cls, (this.opsByClass.get(f.cls) ?? 0) + ops);
     const row = rows.get(p) ?? { ops: 0, bytes: 0, first: now, last: now, maxLag: 0, cls: f.cls };
-    row.ops++;
+    row.ops += ops;
     row.bytes += bytes;
     row.last = now;
     rows.set(p, row);

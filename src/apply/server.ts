@@ -394,7 +394,9 @@ export class BackupServer {
             if (entries[i]!.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entries[i]!.seq}`, { seq: entries[i]!.seq, peer: conn.peer });
             // Appends to one file go as one write; each entry of the run is then recorded as applied on its own.
             const n = writeRun(applying, i);
-            const together = n > 1 && (await this.applier.applyWrites(applying.slice(i, i + n) as WriteEntry[]));
+            const run = applying.slice(i, i + n) as WriteEntry[];
+            const together = n > 1 && (await this.applier.applyWrites(run));
+            if (together) this.opts.activity?.applied(run[n - 1]!.seq, 'write', run[0]!.path, run.reduce((sum, e) => sum + e.data.length, 0), Date.now(), n);
             for (const end = i + n; i < end; i++) {
               const entry = entries[i]!;
               if ('txn' in entry && entry.txn !== undefined) staged = true;
@@ -405,7 +407,7 @@ export class BackupServer {
               if (logged && redoable(entry)) logged.push(raws[i]!);
               else logged = undefined;
               const p = 'path' in entry ? entry.path : undefined;
-              this.opts.activity?.applied(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
+              if (!together) this.opts.activity?.applied(entry.seq, entry.op, p, entry.op === 'write' ? entry.data.length : 0);
               if (!ok && !this.applier.resyncing) this.opts.events?.emit('apply-error', `could not apply ${entry.op} (seq ${entry.seq}); the trees differ until repaired`, { seq: entry.seq, path: p }, 'error');
             }
           }
