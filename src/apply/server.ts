@@ -394,8 +394,8 @@ export class BackupServer {
             if (entries[i]!.seq !== applied + 1) throw new ProtocolError(`sequence gap: expected seq ${applied + 1}, got ${entries[i]!.seq}`, { seq: entries[i]!.seq, peer: conn.peer });
             // Appends to one file go as one write; each entry of the run is then recorded as applied on its own.
             const n = writeRun(applying, i);
-            const run = applying.slice(i, i + n) as WriteEntry[];
-            const together = n > 1 && (await this.applier.applyWrites(run));
+            const run = n > 1 ? (applying.slice(i, i + n) as WriteEntry[]) : undefined;
+            const together = run !== undefined && (await this.applier.applyWrites(run));
             if (together) this.opts.activity?.applied(run[n - 1]!.seq, 'write', run[0]!.path, run.reduce((sum, e) => sum + e.data.length, 0), Date.now(), n);
             for (const end = i + n; i < end; i++) {
               const entry = entries[i]!;
