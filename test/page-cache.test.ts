@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryNativeAddon, WrittenSpan } from '../dist/fs/native.js';
+import { cachestat } from './helpers/cachestat.js';
 import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
 
 const MiB = 2 ** 20;
@@ -59,7 +60,10 @@ t.test('large writes are no longer cached once on disk, on both sites; small wri
   if (NATIVE_BINDING) {
     const left = await residentFalls(path.join(real, 'big.dat'), MiB);
     t.ok(left <= MiB, `primary: the real file's 16 MiB of 1 MiB writes are no longer cached (${left} bytes are)`);
-    t.equal(resident(path.join(real, 'small.log')), 2 * MiB, 'primary: the 4 KiB writes stay cached');
+    // Every page cached, or evicted by the kernel's reclaim: this machine runs DAMON, which pages out memory it finds
+    // idle, page cache included, and took a few of these pages in two CI runs. drms's drop leaves no trace.
+    const small = cachestat(path.join(real, 'small.log'));
+    t.equal(small.cache + small.evicted, 512, `primary: the 4 KiB writes stay cached (${small.cache} of 512 pages; reclaim took ${small.evicted})`);
   }
   const left = await residentFalls(path.join(dr, 'big.dat'), MiB);
   t.ok(left <= MiB, `backup: its copy of the 1 MiB writes is no longer cached (${left} bytes are)`);
