@@ -64,8 +64,9 @@ struct capture {
 
   int root_fd;               // the mirrored tree, for syncfs
   // Files that took large writes since the tree was last synced, whose pages it then gives back (pages.h); a few
-  // at a time, found by their descriptor (fd -1: free).
-  struct handle_span { int fd; struct written_span span; } spans[SPAN_SLOTS];
+  // at a time, found by their descriptor (fd -1: free; `kept`: a duplicate of a released handle's, see
+  // capture_release_handle).
+  struct handle_span { int fd; int kept; struct written_span span; } spans[SPAN_SLOTS];
   int fast;                  // fdatasync may flush only the log: only captured writes since the last checkpoint
   int fast_acked;            // an fdatasync was answered that way since the last checkpoint
   int want_checkpoint;       // an fdatasync could not be (JavaScript asks through capture_wants_checkpoint)
@@ -583,6 +584,15 @@ void capture_work_end(struct capture *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
+// Every span forgotten, kept duplicates closed (lock held, or the capture no longer used).
+static void forget_spans(struct capture *c) {
+  for (int i = 0; i < SPAN_SLOTS; i++) {
+    if (c->spans[i].kept) close(c->spans[i].fd);
+    c->spans[i].fd = -1;
+    c->spans[i].kept = 0;
+  }
+}
+
 void capture_free(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   while (c->works > 0) pthread_cond_wait(&c->works_done, &c->lock);
@@ -596,6 +606,7 @@ void capture_free(struct capture *c) {
   c->stop = 1;
   pthread_cond_broadcast(&c->taken);
   pthread_mutex_unlock(&c->lock);
+  forget_spans(c);
   free(c->mode);
   free(c->dirty);
   free(c->created);
@@ -628,7 +639,8 @@ static struct written_span take_due_span(struct capture *c, int fd) {
   return (struct written_span){ 0 };
 }
 
-// A closed or reassigned handle's span is forgotten: its number may name another file next (lock held).
+// A closed or reassigned handle's span is forgotten: its number may name another file next (lock held). A kept
+// slot's number is a duplicate this capture holds open: no handle has it.
 static void forget_span(struct capture *c, int fd) {
   for (int i = 0; i < SPAN_SLOTS; i++) if (c->spans[i].fd == fd) c->spans[i].fd = -1;
 }
@@ -637,12 +649,31 @@ int capture_mode(struct capture *c, uint64_t fh) {
   return c && fh < c->handles ? __atomic_load_n(&c->mode[fh], __ATOMIC_ACQUIRE) : H_JS;
 }
 
-void capture_set_mode(struct capture *c, uint64_t fh, int mode) {
-  if (fh >= c->handles) return;
-  pthread_mutex_lock(&c->lock);
+static void set_mode(struct capture *c, uint64_t fh, int mode) {
   __atomic_store_n(&c->mode[fh], (uint8_t)mode, __ATOMIC_RELEASE);
   c->dirty[fh] = 0;
   forget_span(c, (int)fh);
+}
+
+void capture_set_mode(struct capture *c, uint64_t fh, int mode) {
+  if (fh >= c->handles) return;
+  pthread_mutex_lock(&c->lock);
+  set_mode(c, fh, mode);
+  pthread_mutex_unlock(&c->lock);
+}
+
+void capture_release_handle(struct capture *c, uint64_t fh) {
+  if (fh >= c->handles) return;
+  pthread_mutex_lock(&c->lock);
+  // A due span whose fdatasync the log alone answered (fast_acked) still has dirty pages in the file: the tree's next
+  // sync, which comes before the next name change or checkpoint, gives them back through a duplicate.
+  for (int i = 0; i < SPAN_SLOTS; i++) {
+    if (c->spans[i].fd != (int)fh) continue;
+    int dup = c->fast_acked && span_due(&c->spans[i].span) ? fcntl((int)fh, F_DUPFD_CLOEXEC, 0) : -1;
+    c->spans[i].fd = dup;
+    c->spans[i].kept = dup >= 0;
+  }
+  set_mode(c, fh, H_JS);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -657,7 +688,7 @@ int capture_js_owns(struct capture *c, uint64_t fh) {
 void capture_reset_modes(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   for (size_t i = 0; i < c->handles; i++) __atomic_store_n(&c->mode[i], H_JS, __ATOMIC_RELEASE);
-  for (int i = 0; i < SPAN_SLOTS; i++) c->spans[i].fd = -1;
+  forget_spans(c);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -869,11 +900,12 @@ static int sync_tree(struct capture *c) {
   pthread_mutex_lock(&c->lock);
   for (int i = 0; i < SPAN_SLOTS; i++) {
     if (c->spans[i].fd == -1 || !span_due(&c->spans[i].span)) continue;
-    // A duplicate: the handle may be released meanwhile, and its number reused for another file.
+    // A duplicate (a kept one is one already): the handle may be released meanwhile, and its number reused.
     taken[n] = c->spans[i];
-    taken[n].fd = fcntl(c->spans[i].fd, F_DUPFD_CLOEXEC, 0);
+    if (!c->spans[i].kept) taken[n].fd = fcntl(c->spans[i].fd, F_DUPFD_CLOEXEC, 0);
     if (taken[n].fd >= 0) n++;
     c->spans[i].fd = -1;
+    c->spans[i].kept = 0;
   }
   pthread_mutex_unlock(&c->lock);
   int rc = syscall(SYS_syncfs, c->root_fd) == 0 ? 0 : -errno;

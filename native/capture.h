@@ -39,6 +39,9 @@ void capture_free(struct capture *c);
 
 int capture_mode(struct capture *c, uint64_t fh);
 void capture_set_mode(struct capture *c, uint64_t fh, int mode);
+// The handle is released (before its descriptor closes): back to JavaScript's mode. Its written span is kept, on a
+// duplicate of the descriptor, where only the tree's next sync would give its pages back.
+void capture_release_handle(struct capture *c, uint64_t fh);
 // Every handle back to JavaScript (read-only mount, policy change, backlog cap).
 void capture_reset_modes(struct capture *c);
 // JavaScript keeps state for the handle (it opened it, or took over one created here): its release goes there.

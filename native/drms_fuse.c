@@ -626,7 +626,7 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 static int op_release(const char *path, struct fuse_file_info *fi) {
   struct capture *c = current()->capture;
   // Before the descriptor is closed: its number may be reused at once.
-  if (c) capture_set_mode(c, fi->fh, H_JS);
+  if (c) capture_release_handle(c, fi->fh);
   open_node_remove(current()->dev_fd, request_nodeid, fi->fh);
   // A file created natively whose writes never came back to JavaScript: JavaScript knows nothing of the handle.
   // (It takes one over only while serving a request on it, before answering, so never while this runs.)
