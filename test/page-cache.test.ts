@@ -8,7 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryNativeAddon, WrittenSpan } from '../dist/fs/native.js';
 import { cachestat } from './helpers/cachestat.js';
-import { drms, layout, NATIVE_BINDING, sh, startBackup, startPrimary, tmpdir } from './helpers/cluster.js';
+import { drms, NATIVE_BINDING, sh, startPair, tmpdir } from './helpers/cluster.js';
 
 const MiB = 2 ** 20;
 
@@ -44,9 +44,7 @@ function beneath(pid: number, mount: string): string {
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 t.test('large writes are no longer cached once on disk, on both sites; small writes stay cached; nothing changes', async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const { prod, dr, pstate, primary } = await startPair(t);
   await primary.waitFor('connected to backup; shipping');
   const src = path.join(tmpdir(t, 'page-cache-src'), 'big.src');
   fs.writeFileSync(src, Buffer.alloc(16 * MiB, 0).map((_, i) => (i * 2654435761) >>> 24));
@@ -76,9 +74,7 @@ t.test('large writes are no longer cached once on disk, on both sites; small wri
 });
 
 t.test('primary: a file written without fsync gives its pages back at the checkpoint before the capture logs swap', { skip: !NATIVE_BINDING && 'captured writes are the native binding\'s' }, async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const { prod, pstate, primary } = await startPair(t);
   await primary.waitFor('connected to backup; shipping');
   // 96 MiB: the capture log passes 64 MiB, and the tree is synced before the other log takes over (the journal's
   // tick, each second). The file stays open meanwhile: a file closed with no flush keeps its pages.
@@ -91,9 +87,7 @@ t.test('primary: a file written without fsync gives its pages back at the checkp
 });
 
 t.test('primary: a file whose fdatasync the capture log answered, closed before the tree was synced, gives its pages back at the next name change', { skip: !NATIVE_BINDING && 'captured writes are the native binding\'s' }, async (t) => {
-  const { prod, dr, pstate, bstate, secret } = layout(t);
-  const backup = await startBackup(t, { target: dr, state: bstate, secret });
-  const primary = await startPrimary(t, { mount: prod, state: pstate, to: `127.0.0.1:${backup.port}`, secret });
+  const { prod, pstate, primary } = await startPair(t);
   await primary.waitFor('connected to backup; shipping');
   const real = path.join(beneath(primary.proc.pid!, prod), 'big.dat');
   // The first fdatasync flushes the file (a name was made since the last checkpoint) and brings on a checkpoint;

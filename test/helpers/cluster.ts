@@ -145,11 +145,11 @@ export async function startPrimary(
 }
 
 /** A backup on loopback and a primary mounted on the layout's `prod` that ships to it. */
-export async function startPair(t: Test): Promise<ReturnType<typeof layout>> {
+export async function startPair(t: Test): Promise<ReturnType<typeof layout> & { primary: Node }> {
   const l = layout(t);
   const backup = await startBackup(t, { target: l.dr, state: l.bstate, secret: l.secret });
-  await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
-  return l;
+  const primary = await startPrimary(t, { mount: l.prod, state: l.pstate, to: `127.0.0.1:${backup.port}`, secret: l.secret });
+  return { ...l, primary };
 }
 
 /**
