@@ -124,7 +124,7 @@ t.test('a run of writes is applied with one pwritev; where the file cannot be wr
   let offset = 5;
   const run = records.map((data) => entry({ op: 'write', path: '/log', offset: (offset += data.length) - data.length, data }) as WriteEntry);
   t.equal(writeRun(run, 0), 300);
-  t.equal(await applier.applyWrites(run), true);
+  t.equal(await applier.applyWrites(run), Buffer.concat(records).length, 'written: every record\'s bytes');
   t.same(calls, [300], 'one pwritev of 300 buffers');
   await applier.sync();
   t.equal(fs.readFileSync(path.join(dir, 'log'), 'utf8'), 'head:' + records.join(''), 'every record, in order, after what was there');
@@ -137,13 +137,13 @@ t.test('a run of writes is applied with one pwritev; where the file cannot be wr
   }) as typeof fs.writevSync;
   calls.length = 0;
   const more = ['alpha;', 'beta;', 'gamma;'].map((text) => entry({ op: 'write', path: '/log', offset: (offset += text.length) - text.length, data: Buffer.from(text) }) as WriteEntry);
-  t.equal(await applier.applyWrites(more), true);
+  t.equal(await applier.applyWrites(more), 'alpha;beta;gamma;'.length);
   t.same(calls, [3, 2, 1], 'short writes: the rest is written from where each ended');
   await applier.sync();
   t.equal(fs.readFileSync(path.join(dir, 'log'), 'utf8'), 'head:' + records.join('') + 'alpha;beta;gamma;', 'whole, in order');
 
   const refused = [entry({ op: 'write', path: '/a-directory', offset: 0, data: Buffer.from('x') }) as WriteEntry];
-  t.equal(await applier.applyWrites(refused), false, 'a directory cannot be opened for writing: false, for apply() to say which entry failed');
+  t.equal(await applier.applyWrites(refused), undefined, 'a directory cannot be opened for writing: nothing written, for apply() to say which entry failed');
   t.equal(await applier.apply(refused[0]!), false, 'as apply() says of the entry');
   await t.rejects(applier.applyWrites([entry({ op: 'write', path: '/../escape', offset: 0, data: Buffer.from('x') }) as WriteEntry]), { name: 'PathEscapeError' }, 'a path that escapes the target is refused, as apply() refuses it');
   await applier.close();

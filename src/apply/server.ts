@@ -395,8 +395,9 @@ export class BackupServer {
             // Appends to one file go as one write; each entry of the run is then recorded as applied on its own.
             const n = writeRun(applying, i);
             const run = n > 1 ? (applying.slice(i, i + n) as WriteEntry[]) : undefined;
-            const together = run !== undefined && (await this.applier.applyWrites(run));
-            if (together) this.opts.activity?.applied(run[n - 1]!.seq, 'write', run[0]!.path, run.reduce((sum, e) => sum + e.data.length, 0), Date.now(), n);
+            const written = run ? await this.applier.applyWrites(run) : undefined;
+            const together = written !== undefined;
+            if (run && together) this.opts.activity?.applied(run[n - 1]!.seq, 'write', run[0]!.path, written, Date.now(), n);
             for (const end = i + n; i < end; i++) {
               const entry = entries[i]!;
               if ('txn' in entry && entry.txn !== undefined) staged = true;
