@@ -27,18 +27,23 @@ async function residentFalls(file: string, most: number): Promise<number> {
   return now;
 }
 
-/** The real directory beneath the primary's mount: the descriptor it opened before mounting. */
-function beneath(pid: number, mount: string): string {
+/** The process's descriptors of `file` (as /proc names it), as /proc/<pid>/fd paths. */
+function descriptorsOf(pid: number, file: string): string[] {
   const fds = `/proc/${pid}/fd`;
-  const fd = fs.readdirSync(fds).find((n) => {
+  return fs.readdirSync(fds).map((n) => path.join(fds, n)).filter((fd) => {
     try {
-      return fs.readlinkSync(path.join(fds, n)) === mount;
+      return fs.readlinkSync(fd) === file;
     } catch {
       return false;
     }
   });
+}
+
+/** The real directory beneath the primary's mount: the descriptor it opened before mounting. */
+function beneath(pid: number, mount: string): string {
+  const [fd] = descriptorsOf(pid, mount);
   if (!fd) throw new Error(`the primary holds no descriptor of ${mount}`);
-  return path.join(fds, fd);
+  return fd;
 }
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -100,13 +105,7 @@ for i in range(16): os.write(fd, os.urandom(1 << 20))
 os.fdatasync(fd); os.close(fd)'`, prod);
   await sleep(500); // the release is served after close(2) returns
   t.ok(resident(real) >= 16 * MiB, 'closed: its 16 MiB still cached (their fdatasync flushed only the capture log)');
-  const held = () => fs.readdirSync(`/proc/${primary.proc.pid}/fd`).filter((n) => {
-    try {
-      return fs.readlinkSync(`/proc/${primary.proc.pid}/fd/${n}`) === path.join(prod, 'big.dat');
-    } catch {
-      return false;
-    }
-  }).length;
+  const held = () => descriptorsOf(primary.proc.pid!, path.join(prod, 'big.dat')).length;
   t.equal(held(), 1, 'the primary holds the file open for that (a duplicate of the released handle\'s descriptor)');
   await sh(': > marker', prod); // a new name: the tree is synced before it
   const left = await residentFalls(real, MiB);
