@@ -10,7 +10,7 @@ demo=${1:-/tmp/drms-demo}
 cd "$root"
 if ! { [ -x node_modules/.bin/tsc ] && command -v fusermount >/dev/null; }; then bash mount-scripts/install-deps.sh; fi
 npm run build --silent
-drms() { node "$root/dist/cli/main.js" "$@"; }
+drms() { "$root/dist/cli/main.js" "$@"; }
 
 mkdir -p "$demo"/{production,dr-copy,primary-state,backup-state}
 [ -e "$demo/production/welcome.txt" ] || {
@@ -53,7 +53,7 @@ drms demo is running.
 Try, in another shell:
   echo "card txn 1" >> $demo/production/txn.log
   ls -l $demo/dr-copy; cat $demo/dr-copy/txn.log
-  node $root/dist/cli/main.js status --state $demo/primary-state
+  $root/dist/cli/main.js status --state $demo/primary-state
 
 Press Ctrl-C to stop.
 MSG

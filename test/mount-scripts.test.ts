@@ -36,7 +36,7 @@ t.test('every script has --help and passes shellcheck; the systemd units verify'
     t.match(text, /^Restart=(on-failure|always)$/m, `${unit} restarts on failure`);
     // Verify an instance of the template, pointing at this checkout's drms.
     const instance = path.join(dir, unit.replace('@', '@atm'));
-    fs.writeFileSync(instance, text.replaceAll('/usr/local/bin/drms', `${process.execPath} ${DRMS}`));
+    fs.writeFileSync(instance, text.replaceAll('/usr/local/bin/drms', DRMS));
     const v = await run('systemd-analyze', ['verify', instance]).then(() => '', (e: { stderr: string }) => e.stderr);
     t.equal(v.split('\n').filter((l) => l.includes(path.basename(instance)) && !/Failed to (load|put)|cannot be loaded|Unit .*not found/.test(l)).join('\n'), '', `${unit} passes systemd-analyze verify`);
   }
@@ -79,6 +79,10 @@ t.test('drms-mount and drms-umount over a temporary config', async (t) => {
   // A primary that no longer answers: --force aborts its FUSE connection and detaches the mount.
   t.equal((await script('drms-mount', ['--config', config, '--set', 'atm'])).code, 0);
   const pid = Number(fs.readFileSync(path.join(pstate, 'primary.pid'), 'utf8'));
+  // The primary runs with the V8 flags of drms's first line (its heap sizing: see src/cli/main.ts).
+  const shebang = fs.readFileSync(DRMS, 'utf8').split('\n', 1)[0]!.split(' ').filter((w) => w.startsWith('--'));
+  t.ok(shebang.length > 0, 'drms\'s first line gives node flags');
+  t.strictSame(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((w) => shebang.includes(w)), shebang, 'the primary drms-mount started runs with them');
   process.kill(pid, 'SIGSTOP');
   const forced = await script('drms-umount', ['--config', config, '--force']);
   t.equal(forced.code, 0, forced.stderr);

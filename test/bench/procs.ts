@@ -14,7 +14,7 @@ export async function shutdown(): Promise<void> {
 
 /** Starts `drms <args>` and resolves once it logs `ready`; errors it logs are echoed to stderr. */
 export async function startDrms(argv: string[], ready: string): Promise<{ proc: ChildProcess; line: Record<string, unknown> }> {
-  const proc = spawn(process.execPath, [DRMS, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(DRMS, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   cleanup.push(async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     proc.kill('SIGTERM');

@@ -242,7 +242,7 @@ async function prepareReadFile(t: Target): Promise<void> {
 /** Waits until a drms target's backup has applied everything, so one run's shipping does not load the next. */
 async function drained(t: Target): Promise<void> {
   if (!t.state) return;
-  await run(process.execPath, [DRMS, 'sync', '--state', t.state, '--timeout', '300']);
+  await run(DRMS, ['sync', '--state', t.state, '--timeout', '300']);
 }
 
 /** One unmeasured run of every workload on every target (see WARMUP_SECONDS). */
@@ -425,7 +425,7 @@ async function backlogPhase(base: string, secret: string): Promise<BacklogResult
   // Timed from the reconnect (the shipper's backoff after a long outage is not catch-up speed) to the last ack.
   while (!(await ask<NodeReport>(state, { cmd: 'status' }, 2000))?.connected) await new Promise((r) => setTimeout(r, 5));
   const t1 = Date.now();
-  await run(process.execPath, [DRMS, 'sync', '--state', state, '--timeout', '600']);
+  await run(DRMS, ['sync', '--state', state, '--timeout', '600']);
   const catchUpSeconds = (Date.now() - t1) / 1000;
   return {
     mib: BACKLOG_MIB, writeSeconds, primaryRssMiB: (st.VmRSS ?? 0) / 1024, primaryRssAnonMiB: (st.RssAnon ?? 0) / 1024,

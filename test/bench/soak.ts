@@ -116,8 +116,8 @@ async function main(): Promise<void> {
   }
   workload.kill();
   await new Promise((r) => workload.once('exit', r));
-  await run(process.execPath, [DRMS, 'sync', '--state', pstate, '--timeout', '120']);
-  const verify = await run(process.execPath, [DRMS, 'verify', '--state', pstate]).then((r) => r.stdout.trim(), (e: { stdout: string }) => e.stdout.trim());
+  await run(DRMS, ['sync', '--state', pstate, '--timeout', '120']);
+  const verify = await run(DRMS, ['verify', '--state', pstate]).then((r) => r.stdout.trim(), (e: { stdout: string }) => e.stdout.trim());
 
   // Flat: the last third of the run against the middle third (the first holds warm-up).
   const third = Math.floor(samples.length / 3);

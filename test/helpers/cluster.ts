@@ -56,7 +56,7 @@ export function writeSecret(dir: string, name = 'secret'): string {
 
 /** Starts `drms <args>` (as user `uid` if given); the process is killed (and its mount freed) in teardown. */
 export function startNode(t: Test, args: string[], mountDir?: string, uid?: number): Node {
-  const command = [process.execPath, DRMS, ...args];
+  const command = [DRMS, ...args]; // run as the installed command is: its shebang carries V8's flags
   if (uid !== undefined) command.unshift('setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups');
   const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
@@ -173,7 +173,7 @@ export async function freePort(): Promise<number> {
 /** Runs `drms <args>` to completion. */
 export async function drms(args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [DRMS, ...args], { timeout: timeoutMs });
+    const { stdout, stderr } = await run(DRMS, args, { timeout: timeoutMs });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
