@@ -1,4 +1,4 @@
-// `npm run bench` keeps working: a quick run (short, one round) writes a report with every target and workload.
+// `npm run bench` keeps working: a quick run (short runs, two rounds) writes a report with every target and workload.
 // Speed is judged by the full benchmark, never here.
 import t from 'tap';
 import { execFile } from 'node:child_process';
@@ -12,7 +12,7 @@ const BENCH = path.resolve(import.meta.dirname, '../dist/bench/run.js');
 
 t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, and cleans up', async (t) => {
   const out = tmpdir(t, 'bench');
-  const { stdout, stderr } = await run(process.execPath, [BENCH, '--quick', '--out', out], { timeout: 240_000, maxBuffer: 16 * 2 ** 20 });
+  const { stdout, stderr } = await run(process.execPath, [BENCH, '--quick', '--rounds', '2', '--out', out], { timeout: 240_000, maxBuffer: 16 * 2 ** 20 });
   const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
   t.ok(json, 'a JSON report is written');
   const report = JSON.parse(fs.readFileSync(path.join(out, json!), 'utf8'));
@@ -37,10 +37,17 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
     const split = c.cpuUsPerOp as Record<string, { primary: Record<string, number>; backup?: Record<string, number> }>;
     t.same(Object.keys(split).sort(), Object.keys(c.median).filter((n) => n.startsWith('drms-')).sort(), `${c.name}: the CPU split measured for every drms target`);
     for (const [name, s] of Object.entries(split)) {
-      const [run] = c.runs[name] as Array<{ ops: number; cpuSeconds: number }>;
-      const sum = [s.primary, s.backup!].reduce((n, p) => n + p.js + p.fuse + p.other, 0);
-      const ticks = 3 + s.primary.threads + (s.backup?.threads ?? 0);
-      t.ok(Math.abs((sum * run!.ops) / 1e6 - run!.cpuSeconds) <= ticks / 100, `${c.name} ${name}: its parts add up to the processes' CPU seconds (${((sum * run!.ops) / 1e6).toFixed(2)} against ${run!.cpuSeconds.toFixed(2)})`);
+      type Parts = { js: number; fuse: number; other: number; threads: number };
+      const runs = c.runs[name] as Array<{ ops: number; cpuSeconds: number; cpuParts: { primary: Parts; backup?: Parts } }>;
+      for (const run of runs) {
+        const parts = [run.cpuParts.primary, run.cpuParts.backup!];
+        const sum = parts.reduce((n, p) => n + p.js + p.fuse + p.other, 0);
+        const ticks = 3 + parts.reduce((n, p) => n + (p?.threads ?? 0), 0);
+        t.ok(Math.abs(sum - run.cpuSeconds) <= ticks / 100, `${c.name} ${name}: a run's parts add up to the processes' CPU seconds (${sum.toFixed(2)} against ${run.cpuSeconds.toFixed(2)})`);
+      }
+      // Reported per operation: each part's median over the rounds (two here: their mean).
+      const perOp = runs.map((r) => (r.cpuParts.primary.js / r.ops) * 1e6);
+      t.ok(Math.abs(s.primary.js - perOp.reduce((a, b) => a + b, 0) / perOp.length) < 1e-6, `${c.name} ${name}: the primary's JavaScript µs per operation, the rounds' median`);
       t.ok([s.primary, s.backup!].every((p) => p.js >= 0 && p.fuse >= 0 && p.other >= 0), `${c.name} ${name}: no negative part`);
     }
   }
@@ -51,13 +58,21 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
   t.match(stdout, /Where the drms processes' CPU goes[^\n]*\n\n\| workload \| drms-async \|[^\n]*\n[^\n]*\n\| txn-1 \| [\d.]+ \/ [\d.]+ \/ [\d.]+; [\d.]+ \/ [\d.]+ \|/, 'and reported');
   t.match(stdout, /The whole machine while the workers ran[^\n]*\n\n\| workload \| ext4 \| bindfs \| drms-async \|[^\n]*\n[^\n]*\n\| txn-1 \| \d+% \/ [\d.]+ \|/, 'and reported');
   // Issue #7's targets: each measured one judged against its goal, and printed.
-  const targets = report.targets as Array<{ target: string; goal: number; measured: number; met: boolean }>;
+  const targets = report.targets as Array<{ target: string; goal: number; measured: number; met: boolean; rounds: number[]; everyRound: boolean }>;
   t.equal(targets.length, 9 + report.cases.length, 'every target of issue #7, and drms against bindfs on every workload');
   const txn8 = report.cases.find((c: { name: string }) => c.name === 'txn-8');
   const eight = targets.find((x) => x.target === '8 writers, async / ext4')!;
   t.equal(eight.measured, txn8.ratioToExt4['drms-async'], 'from the workload\'s ratio');
   t.ok(targets.every((x) => x.met === (x.target.includes('lag') ? x.measured <= x.goal : x.measured >= x.goal)), 'met exactly where the goal is reached');
-  t.match(stdout, new RegExp(`Issue #7's targets: ${targets.filter((x) => x.met).length} of ${targets.length} met`), 'and the count is printed');
+  // Each round's figure beside the median: a round ratio pairs the runs of one round, which ran one after the other.
+  const runs = txn8.runs as Record<string, Array<{ value: number; lagP99Ms?: number }>>;
+  t.same(eight.rounds, runs['drms-async']!.map((s, i) => s.value / runs.ext4![i]!.value), '8 writers: each round\'s ratio, from that round\'s runs');
+  t.same(targets.find((x) => x.target === 'txn-8 lag p99 (ms)')!.rounds, runs['drms-async']!.map((s) => s.lagP99Ms), 'each round\'s lag p99');
+  t.ok(targets.every((x) => x.rounds.length === report.rounds), 'every target has a figure for every round');
+  t.ok(targets.every((x) => x.everyRound === x.rounds.every((v) => (x.target.includes('lag') ? v <= x.goal : v >= x.goal))), 'met in every round exactly where each round reaches the goal');
+  const met = targets.filter((x) => x.met);
+  t.match(stdout, new RegExp(`Issue #7's targets: ${met.length} of ${targets.length} met, ${met.filter((x) => x.everyRound).length} of them in every round`), 'and the counts are printed');
+  t.match(stdout, /\| 8 writers, async \/ ext4 \| 0\.95 \| [\d.]+ \| (yes|yes, not in every round|no) \| \d+% \| [\d.]+(, [\d.]+)* \|/, 'with each round\'s figure in its row');
   t.ok(report.backlog.primaryRssMiB > 0 && report.backlog.catchUpSeconds > 0, 'backlog RSS and catch-up measured');
   // Every write workload again with no backup on the machine: ext4, bindfs and the primary alone.
   const alone = report.alone as Array<{ name: string; median: Record<string, number>; ratioToExt4: Record<string, number>; machine: Record<string, unknown>; cpuUsPerOp: Record<string, { primary: { fuse: number } }>; disk?: Record<string, { flushes: number; writes: number }> }>;
