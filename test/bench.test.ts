@@ -42,7 +42,7 @@ t.test('a quick benchmark run measures every workload on ext4, bindfs and drms, 
       for (const run of runs) {
         const parts = [run.cpuParts.primary, run.cpuParts.backup!];
         const sum = parts.reduce((n, p) => n + p.js + p.fuse + p.other, 0);
-        const ticks = 3 + parts.reduce((n, p) => n + (p?.threads ?? 0), 0);
+        const ticks = 3 + parts.reduce((n, p) => n + p.threads, 0);
         t.ok(Math.abs(sum - run.cpuSeconds) <= ticks / 100, `${c.name} ${name}: a run's parts add up to the processes' CPU seconds (${sum.toFixed(2)} against ${run.cpuSeconds.toFixed(2)})`);
       }
       // Reported per operation: each part's median over the rounds (two here: their mean).

@@ -585,10 +585,10 @@ function targetsOf(cases: CaseReport[]): TargetResult[] {
     out.push({ target, goal, measured, met: meets(measured), ofGoal, rounds, everyRound: rounds.every(meets) });
   };
   /** `t`'s runs over `base`'s, round by round. */
-  const perRound = (c: CaseReport | undefined, t: string, base: string) => (c?.runs[t] ?? []).flatMap((s, i) => {
-    const b = c!.runs[base]?.[i]?.value;
-    return b ? [s.value / b] : [];
-  });
+  const perRound = (c: CaseReport | undefined, t: string, base: string) => {
+    const bases = c?.runs[base] ?? [];
+    return (c?.runs[t] ?? []).flatMap((s, i) => (bases[i]?.value ? [s.value / bases[i]!.value] : []));
+  };
   const atLeast = (target: string, goal: number, name: string, t = 'drms-async', base = 'ext4') => {
     const c = byName.get(name);
     judge(target, goal, base === 'ext4' ? c?.ratioToExt4[t] : c?.ratioToBindfs[t], perRound(c, t, base));
