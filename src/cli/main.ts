@@ -2,7 +2,7 @@
 // The `drms` command: parses flags and hands each subcommand to its module.
 // V8's flags ride on the shebang (V8 sizes its heap before any code runs, and NODE_OPTIONS refuses this one), so every
 // launcher runs this file itself: with a 25 MB old-space floor, a young generation grown to 16 MB under a high
-// allocation rate kept V8 marking the old space, a full collection every 100 ms of a 10 MB heap (README, Benchmark).
+// allocation rate kept V8 marking the old space, a full collection every 100 ms of a 10 MB heap (docs/performance-log.md).
 import './threadpool.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';

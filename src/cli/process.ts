@@ -19,7 +19,7 @@ export function prepareStateDir(dir: string): string {
  * Puts this JavaScript thread (it ships on the primary, applies on the backup) at `nice`. Linux keeps a nice value
  * per thread, and threads started later inherit it: called once the FUSE, libuv and lmdb threads run, they keep
  * theirs. Ahead of writers that hold every CPU, shipping and acknowledging no longer wait for their time slices
- * (the replication lag: README, "Benchmark"). Where it is not allowed (not root, no CAP_SYS_NICE), a warning.
+ * (the replication lag: docs/performance-log.md). Where it is not allowed (not root, no CAP_SYS_NICE), a warning.
  */
 export function setThreadNice(nice: number, log: Logger): void {
   try {
