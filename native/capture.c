@@ -513,6 +513,12 @@ static void *syncer_main(void *arg) {
   return NULL;
 }
 
+// No stage of the group commit runs or is awaited (read without sync_lock: a hint for capture_write).
+static int log_idle(struct capture *c) {
+  return !__atomic_load_n(&c->writing, __ATOMIC_RELAXED) && !__atomic_load_n(&c->flushing, __ATOMIC_RELAXED) &&
+         !__atomic_load_n(&c->waiters, __ATOMIC_RELAXED);
+}
+
 // Waits until the log is on stable storage up to `target`. The stages are shared with every waiter meanwhile (group
 // commit), and run by the waiters themselves when none is running: no hand-off to another thread on the way.
 static int log_durable(struct capture *c, uint64_t target) {
@@ -749,14 +755,23 @@ int capture_write(struct capture *c, const char *path, int fd, const char *data,
     }
   }
   c->next_seq++;
+  // The handle's first write since its last fsync or flush: in a transaction log's loop an fdatasync follows.
+  int after_flush = !c->dirty[fd];
   c->dirty[fd] = 1;
   if (size >= SPAN_MIN_WRITE) {
     struct written_span *span = span_of(c, fd);
     if (span) span_note(span, off, size);
   }
+  int early = after_flush && __atomic_load_n(&c->fast, __ATOMIC_RELAXED) && log_idle(c);
+  int log_fd = c->log_fds[c->active];
+  off_t frame_end = c->log_size, frame_page = (frame_end - (off_t)b.len) & ~(off_t)4095;
   notify = hand_over(c, &b);
   pthread_mutex_unlock(&c->lock);
   free(b.p);
+  // Where the log alone answers fdatasyncs and no stage runs or is awaited (one writer), the frame's write-out
+  // starts now, while the reply and the fdatasync's request make their trips: its write stage then only waits for it
+  // (1 writer, 7 alternating pairs of 3 s: p50 162-174 µs a record against 177-208, 8% more records a second).
+  if (early) sync_file_range(log_fd, frame_page, frame_end - frame_page, SYNC_FILE_RANGE_WRITE);
   if (notify) c->notify(c->notify_arg);
   return (int)written;
 }
@@ -837,11 +852,32 @@ int capture_times(struct capture *c, const char *path, int fd, const struct time
   return rc;
 }
 
+// An fdatasync the log alone answers, in async mode (lock held, released): the frames before it are made durable
+// first, then its marker is journaled (the file's times, which fdatasync does not promise), so that the marker does
+// not dirty again the log page whose write-out capture_write began.
+static int fdatasync_by_log(struct capture *c, const char *path, int fd) {
+  struct buf b = { 0 };
+  int notify = 0;
+  uint64_t seq = 0;
+  uint64_t target = c->appended;
+  c->fast_acked = 1;
+  pthread_mutex_unlock(&c->lock);
+  int rc = log_durable(c, target);
+  pthread_mutex_lock(&c->lock);
+  int mrc = mark(c, &b, "fsync", path, fd, &notify, &seq);
+  pthread_mutex_unlock(&c->lock);
+  free(b.p);
+  if (notify) c->notify(c->notify_arg);
+  return rc != 0 ? rc : mrc;
+}
+
 int capture_fsync(struct capture *c, const char *path, int fd, int datasync, capture_marked_fn marked, void *arg) {
   struct buf b = { 0 };
   int notify = 0;
   uint64_t seq = 0;
   pthread_mutex_lock(&c->lock);
+  if (datasync && c->fast && !marked) return fdatasync_by_log(c, path, fd);
+  // Sync mode's marker is journaled first: the backup's wait for it starts while the log is flushed.
   int rc = mark(c, &b, "fsync", path, fd, &notify, &seq);
   uint64_t target = c->appended;
   // fsync (not fdatasync) also promises the times, which a redo does not bring back: it flushes the file too.
