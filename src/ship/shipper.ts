@@ -48,11 +48,12 @@ const WINDOW_BYTES = 64 * 1024 * 1024;
  * After a batch the backup made durable before it answered (a checkpoint: names changed, its files and directories
  * flushed), the next partial batch goes no sooner than this after it: sent at the answer, it would carry only what
  * came in meanwhile, and cost the backup another checkpoint. With the backup on the same two cores, the metadata
- * loop ran 25-30% faster and the backup spent 40% less CPU. Batches the backup answers at once and flushes later
- * (plain writes) still go at once, and so does any batch while a writer waits for durability (sync mode, drms sync,
- * sync-class files).
+ * loop ran 25-30% faster and the backup spent 40% less CPU; 5 ms against 2, with entries taken in every 3 ms (see
+ * the journal's INGEST_DELAY_MS): 6-13% faster again, the backup's CPU an operation 12-26% less. Batches the backup
+ * answers at once and flushes later (plain writes) go as soon as they are taken in, and so does any batch while a
+ * writer waits for durability (sync mode, drms sync, sync-class files).
  */
-export const CHECKPOINT_GAP_MS = 2;
+export const CHECKPOINT_GAP_MS = 5;
 /** While on an alternate route, how often to knock on the preferred one. */
 const PREFERRED_PROBE_MS = 2000;
 const BACKOFF_MIN_MS = 100;
