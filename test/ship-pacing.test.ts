@@ -1,6 +1,7 @@
 // The shipper's pacing: after a batch the backup made durable before it answered (a checkpoint), the next partial
 // batch waits until CHECKPOINT_GAP_MS after the previous one was sent; batches the backup answers at once and
-// flushes later go as soon as the journal takes their entries in. A real primary ships to a stand-in backup that answers each batch one way or the other.
+// flushes later go as soon as the journal takes their entries in. A real primary ships to a stand-in backup that
+// answers each batch one way or the other.
 import t from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
