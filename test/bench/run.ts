@@ -99,8 +99,8 @@ const DRMS_RUN = args.drms ? DRMS_TARGETS.filter((d) => args.drms!.split(',').in
 if (DRMS_RUN.length === 0) usageError(`--drms names none of: ${DRMS_TARGETS.map((d) => d.name).join(', ')}`);
 
 interface Target {
-  /** drms-primary: a primary with no backup on the machine (alonePhase). */
-  name: 'ext4' | 'bindfs' | 'drms-primary' | DrmsTarget['name'];
+  /** drms-primary: a primary with no backup on the machine; drms-passthrough: one that mirrors nothing (alonePhase). */
+  name: 'ext4' | 'bindfs' | 'drms-primary' | 'drms-passthrough' | DrmsTarget['name'];
   dir: string;
   /** drms processes (primary, backup), for CPU and RSS. */
   procs: ChildProcess[];
@@ -342,7 +342,7 @@ function sampleLag(state: string): { stop(): Promise<{ applied: number[]; durabl
   };
 }
 
-/** A write workload with no backup on this machine: ext4, bindfs and the drms primary alone (as with its backup at a DR site). */
+/** A write workload with no backup on this machine: ext4, bindfs, the drms primary alone (as with its backup at a DR site) and drms passing through. */
 interface AloneCase extends CaseFigures {
   machine: Record<string, MachineUse>;
   cpuUsPerOp: Record<string, ProcessesCpu>;
@@ -362,22 +362,40 @@ interface BacklogResult {
 /**
  * Every write workload with no backup on the machine: on ext4, bindfs and a drms primary whose backup is away (its
  * journal holds what it would ship), so that what the backup costs the two shared cores and the one disk is not
- * counted. The primary is stopped afterwards: its backlog is not the backlog phase's.
+ * counted; and, for the data workloads, on a primary whose policy mirrors nothing, whose native data path passes
+ * every file through unjournaled: what FUSE alone costs, before any capture (not for meta: with a policy that excludes
+ * anything, namespace changes go through JavaScript's policy). The primaries are stopped afterwards: their backlog is
+ * not the backlog phase's.
  */
-async function alonePhase(base: string, secret: string, targets: Target[]): Promise<AloneCase[]> {
+async function alonePhase(base: string, secret: string, targets: Target[]): Promise<{ cases: AloneCase[]; passthroughJournaled: number }> {
   const { dir, primary } = await primaryWithoutBackup(base, 'alone', '127.0.0.1:1', secret);
-  const dirs: Target[] = [...targets.filter((t) => !t.state), { name: 'drms-primary', dir, procs: [primary] }];
+  const policy = path.join(base, 'mirror-nothing.json');
+  fs.writeFileSync(policy, JSON.stringify({ exclude: ['*'] }));
+  const passthrough = await primaryWithoutBackup(base, 'passthrough', '127.0.0.1:1', secret, ['--policy', policy]);
+  const lastSeq = async () => {
+    const seq = (await ask<NodeReport>(passthrough.state, { cmd: 'status' }, 2000))?.lastSeq;
+    if (seq === undefined) throw new Error(`bench: the passthrough primary (${passthrough.state}) reports no lastSeq`);
+    return seq;
+  };
+  const seqBefore = await lastSeq();
+  const dirs: Target[] = [
+    ...targets.filter((t) => !t.state),
+    { name: 'drms-primary', dir, procs: [primary] },
+    { name: 'drms-passthrough', dir: passthrough.dir, procs: [passthrough.primary] },
+  ];
   const stat = diskStat(base); // the disk under them all (the mount's own device is FUSE's)
   // Fields of /sys/block/*/stat: writes completed (5th), flushes completed (16th).
   const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
   const out: AloneCase[] = [];
   const writes = CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand');
   await warmUp(dirs.filter((t) => t.name === 'drms-primary'), writes); // ext4 and bindfs ran them already
+  await warmUp(dirs.filter((t) => t.name === 'drms-passthrough'), writes.filter((c) => c.workload !== 'meta'));
   for (const c of writes) {
     const samples: Record<string, Sample[]> = {};
     const disk: Record<string, Array<{ flushes: number; writes: number }>> = {};
+    const measured = c.workload === 'meta' ? dirs.filter((t) => t.name !== 'drms-passthrough') : dirs;
     for (let round = 0; round < Math.max(2, ROUNDS); round++) {
-      for (const t of round % 2 ? [...dirs].reverse() : dirs) {
+      for (const t of round % 2 ? [...measured].reverse() : measured) {
         const before = counters();
         const r = await runCase(c, t);
         const after = counters();
@@ -393,18 +411,22 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
       ...(Object.keys(disk).length && { disk: Object.fromEntries(Object.entries(disk).map(([t, ds]) => [t, { flushes: median(ds.map((d) => d.flushes)), writes: median(ds.map((d) => d.writes)) }])) }),
     });
   }
-  primary.kill('SIGKILL');
-  await new Promise((r) => (primary.exitCode !== null || primary.signalCode !== null ? r(undefined) : primary.once('exit', r)));
-  await unmount(dir);
-  return out;
+  // Entries it journaled for all the workloads' operations (none, if it is the passthrough it is reported as).
+  const passthroughJournaled = (await lastSeq()) - seqBefore;
+  for (const [proc, mount] of [[primary, dir], [passthrough.primary, passthrough.dir]] as const) {
+    proc.kill('SIGKILL');
+    await new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r(undefined) : proc.once('exit', r)));
+    await unmount(mount);
+  }
+  return { cases: out, passthroughJournaled };
 }
 
 /** A primary mounted on `<base>/<name>` whose backup (at `to`) is not there: its journal holds everything, uncapped. */
-async function primaryWithoutBackup(base: string, name: string, to: string, secret: string) {
+async function primaryWithoutBackup(base: string, name: string, to: string, secret: string, flags: string[] = []) {
   const dir = mk(base, name);
   const state = path.join(base, `${name}-pstate`);
   cleanup.push(() => unmount(dir));
-  const { proc: primary } = await startDrms(['primary', '--mount', dir, '--state', state, '--to', to, '--secret-file', secret, '--max-backlog', '64G'], 'mounted');
+  const { proc: primary } = await startDrms(['primary', '--mount', dir, '--state', state, '--to', to, '--secret-file', secret, '--max-backlog', '64G', ...flags], 'mounted');
   return { dir, state, primary };
 }
 
@@ -609,7 +631,7 @@ function targetsOf(cases: CaseReport[]): TargetResult[] {
   return out;
 }
 
-function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, alone: AloneCase[], backlog: BacklogResult) {
+function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB: Record<string, number[]>, alone: { cases: AloneCase[]; passthroughJournaled: number }, backlog: BacklogResult) {
   const cases: CaseReport[] = CASES.map((c) => {
     const runs = results[c.name]!;
     const med = (f: (s: Sample) => number | undefined) => medians(runs, f);
@@ -637,7 +659,8 @@ function summarize(results: Record<string, Record<string, Sample[]>>, peakRssKiB
     cases,
     targets: targetsOf(cases),
     peakRssMiB: Object.fromEntries(Object.entries(peakRssKiB).map(([t, [p, b]]) => [t, { primary: (p ?? 0) / 1024, backup: (b ?? 0) / 1024 }])),
-    alone,
+    alone: alone.cases,
+    passthroughJournaled: alone.passthroughJournaled,
     backlog,
   };
 }
@@ -689,12 +712,16 @@ function markdown(r: ReturnType<typeof summarize>): string {
   const rss = r.peakRssMiB;
   lines.push('', `Peak RSS (MiB): ${drms.map((t) => `${t} primary ${f(rss[t]?.primary)}, backup ${f(rss[t]?.backup)}`).join('; ')}.`);
   if (r.alone.length) {
-    lines.push('', 'With no backup on this machine (drms: its primary alone, as with its backup at a DR site; the targets above are judged with the backup on loopback):', '',
-      '| workload | unit | ext4 | bindfs | drms primary | primary / ext4 | primary / bindfs |', '|---|---|---|---|---|---|---|');
-    for (const a of r.alone) lines.push(`| ${a.what} | ${a.unit} | ${f(a.median.ext4)} | ${f(a.median.bindfs)} | ${f(a.median['drms-primary'])} | ${f(a.ratioToExt4['drms-primary'], 2)} | ${f(a.ratioToBindfs['drms-primary'], 2)} |`);
+    lines.push('', 'With no backup on this machine (drms: its primary alone, as with its backup at a DR site; the targets above are judged with the backup on loopback). '
+      + `Passthrough: a primary whose policy mirrors nothing, its files passed through by the native data path unjournaled (${r.passthroughJournaled} entries journaled): what FUSE alone costs (not run for meta: with a policy, namespace changes go through JavaScript).`, '',
+      '| workload | unit | ext4 | bindfs | drms primary | drms passthrough | primary / ext4 | passthrough / ext4 | primary / bindfs |', '|---|---|---|---|---|---|---|---|---|');
+    for (const a of r.alone) {
+      const [m, x] = [a.median, a.ratioToExt4];
+      lines.push(`| ${a.what} | ${a.unit} | ${f(m.ext4)} | ${f(m.bindfs)} | ${f(m['drms-primary'])} | ${f(m['drms-passthrough'])} | ${f(x['drms-primary'], 2)} | ${f(x['drms-passthrough'], 2)} | ${f(a.ratioToBindfs['drms-primary'], 2)} |`);
+    }
     lines.push('', 'The whole machine meanwhile: share of its CPU busy / CPU µs per operation; and the primary\'s own CPU by thread, as above.', '',
-      '| workload | ext4 | bindfs | drms primary | the primary: JS / FUSE / other (µs per op) |', '|---|---|---|---|---|');
-    for (const a of r.alone) lines.push(`| ${a.name} | ${use(a.machine, 'ext4')} | ${use(a.machine, 'bindfs')} | ${use(a.machine, 'drms-primary')} | ${split(a.cpuUsPerOp['drms-primary'])} |`);
+      '| workload | ext4 | bindfs | drms primary | drms passthrough | the primary: JS / FUSE / other (µs per op) |', '|---|---|---|---|---|---|');
+    for (const a of r.alone) lines.push(`| ${a.name} | ${use(a.machine, 'ext4')} | ${use(a.machine, 'bindfs')} | ${use(a.machine, 'drms-primary')} | ${use(a.machine, 'drms-passthrough')} | ${split(a.cpuUsPerOp['drms-primary'])} |`);
     for (const a of r.alone.filter((a) => a.disk)) {
       lines.push('', `${a.what}, disk operations per fdatasync: ${Object.entries(a.disk!).map(([t, d]) => `${t} ${d.flushes.toFixed(2)} flushes and ${d.writes.toFixed(2)} writes`).join('; ')}.`);
     }
