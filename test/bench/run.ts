@@ -388,12 +388,13 @@ async function alonePhase(base: string, secret: string, targets: Target[]): Prom
   const counters = () => (stat ? fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number) : undefined);
   const out: AloneCase[] = [];
   const writes = CASES.filter((c) => c.workload !== 'readseq' && c.workload !== 'readrand');
+  const passedThrough = writes.filter((c) => c.workload !== 'meta');
   await warmUp(dirs.filter((t) => t.name === 'drms-primary'), writes); // ext4 and bindfs ran them already
-  await warmUp(dirs.filter((t) => t.name === 'drms-passthrough'), writes.filter((c) => c.workload !== 'meta'));
+  await warmUp(dirs.filter((t) => t.name === 'drms-passthrough'), passedThrough);
   for (const c of writes) {
     const samples: Record<string, Sample[]> = {};
     const disk: Record<string, Array<{ flushes: number; writes: number }>> = {};
-    const measured = c.workload === 'meta' ? dirs.filter((t) => t.name !== 'drms-passthrough') : dirs;
+    const measured = passedThrough.includes(c) ? dirs : dirs.filter((t) => t.name !== 'drms-passthrough');
     for (let round = 0; round < Math.max(2, ROUNDS); round++) {
       for (const t of round % 2 ? [...measured].reverse() : measured) {
         const before = counters();
